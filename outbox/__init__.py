@@ -1,0 +1,54 @@
+"""sagabox's message layer: messages, the outbox and inbox tables, and the one clock.
+
+It knows nothing of sagas or brokers; `sagas` and `relay` build on it.
+"""
+
+from __future__ import annotations
+
+from outbox import clock
+from outbox.database import configure_sqlite, make_engine
+from outbox.envelope import CONTENT_TYPE, Envelope, decode, encode
+from outbox.errors import (
+    DuplicateMessageType,
+    InvalidPayload,
+    MalformedEnvelope,
+    MessageTypeError,
+    OutboxError,
+    UnknownMessageType,
+    UnknownMessageVersion,
+    UnsupportedDatabase,
+)
+from outbox.inbox import Inbox, prune_inbox
+from outbox.messages import Command, Event, Message
+from outbox.registry import MessageRegistry, default_registry
+from outbox.tables import metadata
+from outbox.urls import mask_secrets
+from outbox.writer import Outbox
+
+__all__ = [
+    "CONTENT_TYPE",
+    "Command",
+    "DuplicateMessageType",
+    "Envelope",
+    "Event",
+    "Inbox",
+    "InvalidPayload",
+    "MalformedEnvelope",
+    "Message",
+    "MessageRegistry",
+    "MessageTypeError",
+    "Outbox",
+    "OutboxError",
+    "UnknownMessageType",
+    "UnknownMessageVersion",
+    "UnsupportedDatabase",
+    "clock",
+    "configure_sqlite",
+    "decode",
+    "default_registry",
+    "encode",
+    "make_engine",
+    "mask_secrets",
+    "metadata",
+    "prune_inbox",
+]

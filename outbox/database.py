@@ -1,0 +1,77 @@
+"""Engines and dialects: the supported databases, and an engine set up the way sagabox needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session
+
+from outbox.errors import UnsupportedDatabase
+
+#: Dialect name → what sagabox calls it in errors. Plug points stay small lookup tables.
+SUPPORTED = {"postgresql": "PostgreSQL (psycopg 3)", "sqlite": "SQLite"}
+
+Executor = Session | Connection
+
+
+def dialect_of(executor: Executor) -> str:
+    """Name the dialect behind a session or connection, refusing ones sagabox does not support."""
+    if isinstance(executor, Connection):
+        name = executor.dialect.name
+    else:
+        name = executor.get_bind().dialect.name
+    return check_dialect(name)
+
+
+def check_dialect(name: str) -> str:
+    """Return `name` if sagabox supports it; otherwise say which databases it does support."""
+    if name not in SUPPORTED:
+        raise UnsupportedDatabase(
+            f"sagabox does not support the {name!r} dialect; use one of: "
+            + ", ".join(SUPPORTED.values())
+        )
+    return name
+
+
+def database_url(url: str | URL) -> URL:
+    """Parse a database URL, choosing psycopg 3 for plain `postgresql://` URLs."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    check_dialect(parsed.get_backend_name())
+    return parsed
+
+
+def make_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """Create an engine for sagabox's own processes (relay, worker, CLI, test harness).
+
+    A service keeps its own engine; `configure_sqlite` is the one thing worth copying from here.
+    """
+    engine = create_engine(database_url(url), **kwargs)
+    if engine.dialect.name == "sqlite":
+        configure_sqlite(engine)
+    return engine
+
+
+def configure_sqlite(engine: Engine, *, busy_timeout_ms: int = 30_000) -> None:
+    """Make SQLite safe for several processes writing one file: WAL, and write-locking BEGIN.
+
+    Python's sqlite3 starts transactions lazily, so two transactions that read and then write
+    can deadlock on the lock upgrade, which no timeout resolves. `BEGIN IMMEDIATE` takes the
+    write lock up front; with WAL, readers in other processes are not blocked by it.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

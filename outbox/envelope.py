@@ -1,0 +1,141 @@
+"""The wire format: a message as JSON payload plus string headers, and back again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from outbox.errors import InvalidPayload, MalformedEnvelope
+from outbox.messages import META_FIELDS, Message
+from outbox.registry import MessageRegistry, default_registry
+
+CONTENT_TYPE = "application/json"
+
+H_TYPE = "sagabox-type"
+H_VERSION = "sagabox-version"
+H_MESSAGE_ID = "sagabox-message-id"
+H_OCCURRED_AT = "sagabox-occurred-at"
+H_CORRELATION_ID = "sagabox-correlation-id"
+H_CAUSATION_ID = "sagabox-causation-id"
+
+_REQUIRED = (H_TYPE, H_VERSION, H_MESSAGE_ID, H_OCCURRED_AT)
+_META_HEADERS = {
+    "message_id": H_MESSAGE_ID,
+    "occurred_at": H_OCCURRED_AT,
+    "correlation_id": H_CORRELATION_ID,
+    "causation_id": H_CAUSATION_ID,
+}
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A message as it is stored in the outbox and sent: type, version, JSON payload, headers.
+
+    `headers` holds the message metadata (id, time, correlation, causation) and anything extra a
+    caller adds, such as trace context; every value is a string.
+    """
+
+    type: str
+    version: int
+    payload: str
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> UUID:
+        """The message id carried in the headers."""
+        return _uuid(self.headers, H_MESSAGE_ID)
+
+    @classmethod
+    def from_wire(
+        cls, body: bytes | str, headers: Mapping[str, Any] | None, content_type: str | None
+    ) -> Envelope:
+        """Check what a broker delivered and wrap it; anything off raises `MalformedEnvelope`.
+
+        Only JSON is accepted: other content types (pickle above all) are refused unread.
+        """
+        if content_type != CONTENT_TYPE:
+            raise MalformedEnvelope(
+                f"content type {content_type!r} refused: sagabox only reads {CONTENT_TYPE}"
+            )
+        if not isinstance(headers, Mapping):
+            raise MalformedEnvelope("the message has no headers: it was not sent by sagabox")
+        missing = [name for name in _REQUIRED if not isinstance(headers.get(name), str)]
+        if missing:
+            raise MalformedEnvelope(f"missing or non-string headers: {', '.join(missing)}")
+        if isinstance(body, bytes):
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MalformedEnvelope(f"the body is not UTF-8 text: {exc}") from exc
+        try:
+            version = int(headers[H_VERSION])
+        except ValueError:
+            raise MalformedEnvelope(
+                f"header {H_VERSION} is not an integer: {headers[H_VERSION]!r}"
+            ) from None
+        text_headers = {str(k): v for k, v in headers.items() if isinstance(v, str)}
+        envelope = cls(type=headers[H_TYPE], version=version, payload=body, headers=text_headers)
+        envelope.message_id  # noqa: B018 - validates the id header now, before anything runs
+        return envelope
+
+
+def encode(message: Message, *, extra_headers: Mapping[str, str] | None = None) -> Envelope:
+    """Turn a message into its envelope: business fields as the payload, metadata as headers."""
+    if not message.type_name:
+        raise TypeError(f"{type(message).__qualname__} is abstract and cannot be sent")
+    headers = dict(extra_headers or {})
+    headers[H_TYPE] = message.type_name
+    headers[H_VERSION] = str(message.type_version)
+    headers[H_MESSAGE_ID] = str(message.message_id)
+    headers[H_OCCURRED_AT] = message.occurred_at.isoformat()
+    if message.correlation_id is not None:
+        headers[H_CORRELATION_ID] = message.correlation_id
+    if message.causation_id is not None:
+        headers[H_CAUSATION_ID] = str(message.causation_id)
+    payload = message.model_dump_json(exclude=set(META_FIELDS))
+    return Envelope(message.type_name, message.type_version, payload, headers)
+
+
+def decode(envelope: Envelope, registry: MessageRegistry = default_registry) -> Message:
+    """Rebuild the message an envelope carries, upcasting older versions on the way."""
+    cls = registry.resolve(envelope.type)
+    try:
+        payload = json.loads(envelope.payload)
+    except json.JSONDecodeError as exc:
+        raise MalformedEnvelope(f"{envelope.type}: the payload is not JSON ({exc})") from exc
+    if not isinstance(payload, dict):
+        raise MalformedEnvelope(f"{envelope.type}: the payload must be a JSON object")
+    forged = META_FIELDS.intersection(payload)
+    if forged:
+        # Metadata only travels in headers; a payload carrying it is trying to override them.
+        raise MalformedEnvelope(
+            f"{envelope.type}: metadata fields {sorted(forged)} belong in headers, not the payload"
+        )
+    payload = registry.upcast(envelope.type, envelope.version, payload)
+    for field_name, header in _META_HEADERS.items():
+        if header in envelope.headers:
+            payload[field_name] = envelope.headers[header]
+    try:
+        return cls.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise InvalidPayload(
+            f"{envelope.type} v{envelope.version} (message {envelope.headers.get(H_MESSAGE_ID)}) "
+            f"does not validate: {problems}. Fix the sender, or register an upcaster if the "
+            "schema changed"
+        ) from exc
+
+
+def _uuid(headers: Mapping[str, str], name: str) -> UUID:
+    try:
+        return UUID(headers[name])
+    except (KeyError, ValueError):
+        raise MalformedEnvelope(f"header {name} is missing or not a UUID") from None

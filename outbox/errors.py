@@ -1,0 +1,39 @@
+"""The errors the outbox layer raises; each message says what the caller can do about it."""
+
+from __future__ import annotations
+
+
+class OutboxError(Exception):
+    """Something went wrong in sagabox's message layer."""
+
+    def __init__(self, message: str | None = None) -> None:
+        # The docstring is the default text, so `raise SomeError()` still says something useful.
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class MessageTypeError(OutboxError):
+    """A message class is declared wrongly."""
+
+
+class DuplicateMessageType(MessageTypeError):
+    """Two message classes claim the same type name."""
+
+
+class UnknownMessageType(OutboxError):
+    """No message class is registered under this type name."""
+
+
+class UnknownMessageVersion(OutboxError):
+    """The message type is known, but not at this version."""
+
+
+class MalformedEnvelope(OutboxError):
+    """A message on the wire cannot be read: missing headers, wrong content type or broken JSON."""
+
+
+class InvalidPayload(OutboxError):
+    """A message's payload does not validate against its class."""
+
+
+class UnsupportedDatabase(OutboxError):
+    """sagabox does not support this database dialect."""

@@ -1,0 +1,81 @@
+"""The inbox check: has this consumer already processed this message? Decided in the caller's
+transaction, so the answer commits or rolls back together with the handler's effects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Insert, delete, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from outbox import clock
+from outbox.database import Executor, dialect_of
+from outbox.tables import inbox_messages
+
+# Dialect → an INSERT that does nothing when the (consumer, message id) row exists. On
+# PostgreSQL a second transaction inserting the same key waits for the first and then does
+# nothing (or inserts, if the first rolled back): exactly one of them sees "new". RETURNING
+# tells whether the row went in (rowcount is not reliable for this across drivers); SQLite has
+# it from 3.35.
+_INSERT_IGNORING_DUPLICATES: dict[str, Callable[[], Any]] = {
+    "postgresql": lambda: pg_insert(inbox_messages).on_conflict_do_nothing(),
+    "sqlite": lambda: sqlite_insert(inbox_messages).on_conflict_do_nothing(),
+}
+
+
+class Inbox:
+    """Records which messages a consumer has processed, in the caller's transaction."""
+
+    def __init__(self, executor: Executor, consumer: str) -> None:
+        if not consumer:
+            raise ValueError("an inbox needs a consumer name (the endpoint or handler's name)")
+        self._executor = executor
+        self._consumer = consumer
+        insert_ignoring = _INSERT_IGNORING_DUPLICATES[dialect_of(executor)]()
+        self._insert: Insert = insert_ignoring.returning(inbox_messages.c.message_id)
+
+    def record(self, message_id: UUID) -> bool:
+        """Record `message_id`; return True if it is new, False if it was already processed.
+
+        Call it first in the handler's transaction and skip the work when it returns False.
+        """
+        inserted = self._executor.execute(
+            self._insert.values(
+                consumer=self._consumer, message_id=message_id, processed_at=clock.now()
+            )
+        ).first()
+        return inserted is not None
+
+    def seen(self, message_id: UUID) -> bool:
+        """Tell whether `message_id` was recorded, without recording it."""
+        row = self._executor.execute(
+            select(inbox_messages.c.message_id).where(
+                inbox_messages.c.consumer == self._consumer,
+                inbox_messages.c.message_id == message_id,
+            )
+        ).first()
+        return row is not None
+
+
+def prune_inbox(executor: Executor, *, older_than: datetime, batch_size: int = 1000) -> int:
+    """Delete up to `batch_size` inbox rows processed before `older_than`; return how many.
+
+    Call it repeatedly, each call in its own short transaction, until it returns 0: small
+    batches keep locks short on a busy table. Keep rows longer than any redelivery can take.
+    """
+    cutoff = clock.ensure_aware(older_than, what="older_than")
+    oldest = (
+        select(inbox_messages.c.consumer, inbox_messages.c.message_id)
+        .where(inbox_messages.c.processed_at < cutoff)
+        .order_by(inbox_messages.c.processed_at)
+        .limit(batch_size)
+    )
+    keys = [(row.consumer, row.message_id) for row in executor.execute(oldest)]
+    if keys:
+        key = tuple_(inbox_messages.c.consumer, inbox_messages.c.message_id)
+        executor.execute(delete(inbox_messages).where(key.in_(keys)))
+    return len(keys)

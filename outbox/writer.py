@@ -1,0 +1,75 @@
+"""`Outbox`: writes outgoing messages as rows in the caller's transaction, never committing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import insert
+
+from outbox import clock
+from outbox.database import Executor, dialect_of
+from outbox.envelope import encode
+from outbox.messages import Command, Event, Message
+from outbox.tables import outbox_messages
+
+
+class Outbox:
+    """Adds messages to the outbox table inside the caller's session or connection.
+
+    The rows commit or roll back with the caller's business rows; the relay ships them later.
+    Commands go to one endpoint (`destination` is required); events are published under their
+    type name unless a destination is given.
+    """
+
+    def __init__(self, executor: Executor) -> None:
+        self._executor = executor
+        dialect_of(executor)  # refuse an unsupported database now, not at commit time
+
+    def add(
+        self,
+        message: Message,
+        *,
+        destination: str | None = None,
+        partition_key: str | None = None,
+        deliver_at: datetime | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> UUID:
+        """Insert `message` for delivery at `deliver_at` (default: now) and return its id.
+
+        `partition_key` keeps messages in order per key (a saga uses its correlation id); it
+        defaults to the message's correlation id.
+        """
+        now = clock.now()
+        available_at = (
+            now if deliver_at is None else clock.ensure_aware(deliver_at, what="deliver_at")
+        )
+        envelope = encode(message, extra_headers=headers)
+        self._executor.execute(
+            insert(outbox_messages).values(
+                message_id=message.message_id,
+                type=envelope.type,
+                destination=_destination(message, destination),
+                partition_key=partition_key
+                if partition_key is not None
+                else message.correlation_id,
+                payload=envelope.payload,
+                headers=envelope.headers,
+                available_at=available_at,
+                attempts=0,
+                created_at=now,
+            )
+        )
+        return message.message_id
+
+
+def _destination(message: Message, destination: str | None) -> str:
+    if destination:
+        return destination
+    if isinstance(message, Event):
+        return message.type_name
+    kind = "commands" if isinstance(message, Command) else "messages that are not events"
+    raise ValueError(
+        f"{message.type_name}: {kind} go to one endpoint; pass destination='<endpoint name>'"
+    )

@@ -1,0 +1,1 @@
+"""The relay (outbox → broker) and the consumer worker (broker → handlers)."""

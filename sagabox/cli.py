@@ -1,0 +1,95 @@
+"""The `sagabox` command line: one subcommand group per concern, errors as one readable line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from outbox.database import make_engine
+from outbox.errors import OutboxError
+from outbox.urls import mask_secrets
+from sagabox import __version__, migrate
+
+DB_ENV = "SAGABOX_DATABASE_URL"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    try:
+        return handler(args)
+    except (OutboxError, SQLAlchemyError, OSError, ValueError) as exc:
+        # Driver errors can quote the URL they failed on: never print its password.
+        print(f"sagabox: error: {mask_secrets(exc)}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagabox", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sagabox {__version__}")
+    groups = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_db(groups)
+    return parser
+
+
+def database_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--db URL`, defaulting to $SAGABOX_DATABASE_URL; shared by every subcommand."""
+    default = os.environ.get(DB_ENV)
+    parser.add_argument(
+        "--db",
+        default=default,
+        required=default is None,
+        metavar="URL",
+        help=f"database URL, e.g. sqlite:///app.db or postgresql://user:pw@host/db (env {DB_ENV})",
+    )
+
+
+def _add_db(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = groups.add_parser("db", help="create and upgrade sagabox's tables")
+    actions = db.add_subparsers(title="actions", metavar="ACTION", required=True)
+
+    up = actions.add_parser("upgrade", help="apply sagabox's migrations (to head by default)")
+    database_argument(up)
+    up.add_argument("--revision", default="head", help="target revision (default: head)")
+    up.add_argument(
+        "--sql", action="store_true", help="print the SQL instead of running it, for review"
+    )
+    up.set_defaults(handler=_db_upgrade)
+
+    cur = actions.add_parser("current", help="print the sagabox revision the database is at")
+    database_argument(cur)
+    cur.set_defaults(handler=_db_current)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    if args.sql:
+        sys.stdout.write(migrate.upgrade_sql(args.db, args.revision))
+        return 0
+    migrate.upgrade(args.db, args.revision)
+    print(f"sagabox tables at {args.revision} on {mask_secrets(args.db)}")
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    engine = make_engine(args.db)
+    try:
+        with engine.connect() as connection:
+            print(migrate.current_revision(connection) or "none (run `sagabox db upgrade`)")
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

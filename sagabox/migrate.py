@@ -1,0 +1,91 @@
+"""Applying sagabox's own Alembic migrations, from the CLI or from a service's own env.py."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from importlib.resources import files
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import NullPool
+
+from outbox.database import database_url, make_engine
+from outbox.tables import PREFIX
+
+#: sagabox's revisions are tracked apart from the service's own Alembic history.
+VERSION_TABLE = f"{PREFIX}alembic_version"
+
+
+def script_location() -> str:
+    """Where the migration scripts are, whether installed from a wheel or from a checkout."""
+    return str(files("sagabox.migrations"))
+
+
+def alembic_config(url: str | URL | None = None) -> Config:
+    """An Alembic `Config` for sagabox's migrations; no ini file needed."""
+    config = Config()
+    config.set_main_option("script_location", script_location())
+    if url is not None:
+        rendered = database_url(url).render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return config
+
+
+def upgrade(target: str | URL | Connection, revision: str = "head") -> None:
+    """Bring sagabox's tables up to `revision`.
+
+    Given a URL, it runs in a transaction of its own and commits. Given a `Connection`, it runs
+    in the caller's transaction and leaves the commit to the caller: call it from a service's own
+    Alembic env.py to migrate both in one go.
+    """
+    _run(command.upgrade, target, revision)
+
+
+def downgrade(target: str | URL | Connection, revision: str) -> None:
+    """Take sagabox's tables back down to `revision` (`"base"` removes them all)."""
+    _run(command.downgrade, target, revision)
+
+
+def _run(
+    step: Callable[[Config, str], None], target: str | URL | Connection, revision: str
+) -> None:
+    if isinstance(target, Connection):
+        config = alembic_config()
+        config.attributes["connection"] = target
+        step(config, revision)
+        return
+    engine = make_engine(target, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            _run(step, connection, revision)
+    finally:
+        engine.dispose()
+
+
+def upgrade_sql(url: str | URL, revision: str = "head") -> str:
+    """Return the SQL that `upgrade` would run on an empty database, for review by a DBA."""
+    buffer = io.StringIO()
+    config = alembic_config(url)
+    config.output_buffer = buffer
+    command.upgrade(config, revision, sql=True)
+    return buffer.getvalue()
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The sagabox revision the database is at, or None before the first upgrade."""
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def exclude_sagabox_tables(name: str | None, type_: str, parent_names: Any) -> bool:
+    """An Alembic `include_name` hook that hides sagabox's tables from a service's autogenerate.
+
+    Use it in the service's env.py: `context.configure(..., include_name=exclude_sagabox_tables)`,
+    so `alembic revision --autogenerate` never proposes to drop or alter them.
+    """
+    return not (type_ == "table" and name is not None and name.startswith(PREFIX))

@@ -1,0 +1,1 @@
+"""Sagas as explicit state machines, persisted next to the service's business rows."""
