@@ -1,0 +1,18 @@
+# The two commands a newcomer needs are `make demo` and `make test`.
+.PHONY: test demo install services-up services-down clean
+
+test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, stop the servers
+	scripts/test.sh
+
+install: ## create .venv with sagabox and the dev tools
+	scripts/bootstrap.sh
+
+services-up: ## start PostgreSQL and RabbitMQ on 127.0.0.1 for manual use
+	scripts/services.sh up
+	@echo 'eval "$$(scripts/services.sh env)" exports their URLs'
+
+services-down: ## stop them
+	scripts/services.sh down
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -1,0 +1,199 @@
+"""Shared fixtures: a real database per test (SQLite file or PostgreSQL clone), the in-process
+broker, a frozen clock, and a summary of how many tests ran on each backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+from freezegun.api import FrozenDateTimeFactory
+from kombu.transport import memory
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from outbox.database import make_engine
+from sagabox import migrate
+
+POSTGRES_ENV = "SAGABOX_TEST_POSTGRES_URL"
+AMQP_ENV = "SAGABOX_TEST_AMQP_URL"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _server_url(env: str, what: str) -> str:
+    """The URL of a test server; missing means skip locally, but fail in CI (CI=true)."""
+    url = os.environ.get(env)
+    if url:
+        return url
+    reason = f"{what} is not available: ${env} is unset (start it with `scripts/services.sh up`)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; in CI a test that needs a server must not skip")
+    pytest.skip(reason)
+
+
+# --- PostgreSQL: one template database with the migrations applied, cloned for each test ---
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    return _server_url(POSTGRES_ENV, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def postgres_admin(postgres_url: str) -> Iterator[Engine]:
+    """An autocommit engine on the server's main database, for CREATE/DROP DATABASE."""
+    engine = make_engine(postgres_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+def _create_database(admin: Engine, template: str | None = None) -> str:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    suffix = f" TEMPLATE {template}" if template else ""
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"{suffix}'))
+    return name
+
+
+def _drop_database(admin: Engine, name: str) -> None:
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_admin: Engine, postgres_url: str) -> Iterator[str]:
+    name = _create_database(postgres_admin)
+    migrate.upgrade(make_url(postgres_url).set(database=name))
+    yield name
+    _drop_database(postgres_admin, name)
+
+
+# --- SQLite: one migrated file, copied for each test (faster than migrating each time) ---
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+# --- the backend-parametrized database fixtures tests use ---
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which database this test runs on; tests taking it run once per backend."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh database with sagabox's tables, for this test alone."""
+    if backend == "sqlite":
+        path = tmp_path / "test.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    admin: Engine = request.getfixturevalue("postgres_admin")
+    name = _create_database(admin, template=request.getfixturevalue("postgres_template"))
+    yield (
+        make_url(request.getfixturevalue("postgres_url"))
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
+    _drop_database(admin, name)
+
+
+@pytest.fixture
+def empty_database_url(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """The URL of a fresh database with no tables at all (for migration tests)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    admin: Engine = request.getfixturevalue("postgres_admin")
+    name = _create_database(admin)
+    yield (
+        make_url(request.getfixturevalue("postgres_url"))
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
+    _drop_database(admin, name)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on this test's own database, set up as sagabox's processes set theirs up."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+# --- broker and clock ---
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return _server_url(AMQP_ENV, "RabbitMQ")
+
+
+@pytest.fixture
+def memory_broker() -> Iterator[str]:
+    """kombu's in-process broker, emptied before and after: its queues are process-wide."""
+    _clear_memory_broker()
+    yield "memory://"
+    _clear_memory_broker()
+
+
+def _clear_memory_broker() -> None:
+    memory.Channel.queues.clear()
+    memory.Transport.global_state.clear()  # type: ignore[no-untyped-call]  # kombu is untyped
+
+
+@pytest.fixture
+def frozen_clock() -> Iterator[FrozenDateTimeFactory]:
+    """Stop the clock at a fixed instant; `frozen_clock.tick(timedelta(...))` moves it."""
+    with freeze_time("2026-01-05 09:00:00+00:00") as frozen:
+        assert isinstance(frozen, FrozenDateTimeFactory)  # neither ticking nor auto-stepping
+        yield frozen
+
+
+# --- markers and the per-backend count printed at the end ---
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") == "postgresql":
+            item.add_marker(pytest.mark.postgres)
+        if "amqp_url" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.rabbitmq)
+
+
+_passed: Counter[str] = Counter()
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" and report.passed:
+        keywords = report.keywords
+        if "postgres" in keywords:
+            _passed["PostgreSQL"] += 1
+        if "rabbitmq" in keywords:
+            _passed["RabbitMQ"] += 1
+        if "postgres" not in keywords and "rabbitmq" not in keywords:
+            _passed["SQLite / in-process only"] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _passed:
+        terminalreporter.section("tests passed per backend")
+        for name in ("SQLite / in-process only", "PostgreSQL", "RabbitMQ"):
+            terminalreporter.write_line(f"{name}: {_passed[name]}")

@@ -1,0 +1,90 @@
+"""The `sagabox` command line: `db upgrade`, `db current`, and errors that hide passwords."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+
+from outbox import mask_secrets
+from outbox.database import make_engine
+from sagabox.cli import main
+
+
+def test_db_upgrade_creates_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sagabox db upgrade --db URL` creates sagabox's tables; `db current` reports the head."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    assert 0 == main(["db", "current", "--db", url])
+    assert "none" in capsys.readouterr().out
+    assert 0 == main(["db", "upgrade", "--db", url])
+    engine = make_engine(url)
+    assert {"sagabox_outbox_messages", "sagabox_inbox_messages"} <= set(
+        inspect(engine).get_table_names()
+    )
+    engine.dispose()
+    capsys.readouterr()
+    assert 0 == main(["db", "current", "--db", url])
+    assert "0001" == capsys.readouterr().out.strip().split()[0][:4]
+
+
+def test_db_url_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --db, $SAGABOX_DATABASE_URL names the database."""
+    monkeypatch.setenv("SAGABOX_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    assert 0 == main(["db", "upgrade"])
+    assert "env.db" in capsys.readouterr().out
+
+
+def test_db_upgrade_sql_prints_ddl_for_review(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--sql` prints the DDL instead of running it, without touching any server."""
+    assert 0 == main(["db", "upgrade", "--sql", "--db", "postgresql://u:pw@nowhere.invalid/db"])
+    out = capsys.readouterr().out
+    assert "CREATE TABLE sagabox_outbox_messages" in out
+    assert "sagabox_alembic_version" in out
+
+
+def test_failure_is_one_line_without_the_password(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A refused login prints one error line, exits 1, and never shows the password."""
+    wrong = make_url(postgres_url).set(password="hunter2-secret")
+    assert 1 == main(["db", "upgrade", "--db", wrong.render_as_string(hide_password=False)])
+    err = capsys.readouterr().err
+    assert err.startswith("sagabox: error:")
+    assert "hunter2-secret" not in err
+
+
+def test_console_script_is_installed() -> None:
+    """The `sagabox` entry point runs as a program."""
+    result = subprocess.run(
+        [sys.executable, "-m", "sagabox.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.startswith("sagabox ")
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("postgresql://app:s3cret@db:5432/x", "postgresql://app:***@db:5432/x"),
+        ("amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:***@127.0.0.1:5672//"),
+        ("redis://:p%40ss@cache/0", "redis://:***@cache/0"),
+        ("amqp://u:p@ss@host//", "amqp://u:***@host//"),
+        (
+            "failed: postgresql://a:b@h/db and amqp://c:d@h//",
+            "failed: postgresql://a:***@h/db and amqp://c:***@h//",
+        ),
+        ("sqlite:///app.db", "sqlite:///app.db"),
+        ("amqp://host//", "amqp://host//"),
+    ],
+)
+def test_mask_secrets(text: str, masked: str) -> None:
+    """Passwords in any URL, alone or inside a message, become ***; the rest stays readable."""
+    assert masked == mask_secrets(text)

@@ -1,0 +1,121 @@
+"""The inbox check: a message is new once per consumer, decided in the caller's transaction."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from uuid import UUID, uuid4
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.orm import Session
+
+from outbox import Inbox, clock, prune_inbox
+from outbox.tables import inbox_messages
+
+
+def _record(engine: Engine, consumer: str, message_id: UUID) -> bool:
+    with Session(engine) as session, session.begin():
+        return Inbox(session, consumer).record(message_id)
+
+
+def test_new_once_then_already_seen(engine: Engine) -> None:
+    """The first transaction sees the message as new; a later one sees it as already done."""
+    message_id = uuid4()
+    assert _record(engine, "billing", message_id) is True
+    assert _record(engine, "billing", message_id) is False
+    # Each consumer keeps its own record of the same message.
+    assert _record(engine, "shipping", message_id) is True
+
+
+def test_rolled_back_record_does_not_count(engine: Engine) -> None:
+    """If the handler's transaction rolls back, the message is still new next time."""
+    message_id = uuid4()
+    with Session(engine) as session:
+        assert Inbox(session, "billing").record(message_id) is True
+        session.rollback()
+    assert _record(engine, "billing", message_id) is True
+
+
+def test_seen_does_not_record(engine: Engine) -> None:
+    """`seen` only looks."""
+    message_id = uuid4()
+    with Session(engine) as session:
+        assert Inbox(session, "billing").seen(message_id) is False
+        assert Inbox(session, "billing").seen(message_id) is False
+    _record(engine, "billing", message_id)
+    with Session(engine) as session:
+        assert Inbox(session, "billing").seen(message_id) is True
+
+
+def test_consumer_name_is_required(engine: Engine) -> None:
+    with Session(engine) as session, pytest.raises(ValueError, match="consumer name"):
+        Inbox(session, "")
+
+
+def _wait_until_blocked(engine: Engine, application_name: str) -> None:
+    """Wait (bounded) until the named PostgreSQL session waits on a lock."""
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = :name AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + 10
+    with engine.connect() as connection:
+        while connection.execute(query, {"name": application_name}).scalar() == 0:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{application_name} never waited on the first transaction's lock")
+            time.sleep(0.01)  # polling an observable state, not sleeping in place of it
+
+
+@pytest.mark.parametrize("first_outcome", ["commit", "rollback"])
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_two_concurrent_transactions_exactly_one_wins(engine: Engine, first_outcome: str) -> None:
+    """Two transactions record the same message at once: the second waits for the first, then
+    sees "already seen" if the first committed, or "new" if it rolled back."""
+    message_id = uuid4()
+    second_result: list[bool] = []
+
+    def second() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SET application_name = 'inbox-second'"))
+            connection.commit()
+            with connection.begin():
+                second_result.append(Inbox(connection, "billing").record(message_id))
+
+    with engine.connect() as first:
+        transaction = first.begin()
+        assert Inbox(first, "billing").record(message_id) is True
+        thread = threading.Thread(target=second)
+        thread.start()
+        _wait_until_blocked(engine, "inbox-second")
+        getattr(transaction, first_outcome)()
+        thread.join(timeout=10)
+
+    assert [first_outcome == "rollback"] == second_result
+    with engine.connect() as connection:
+        assert 1 == connection.scalar(select(func.count()).select_from(inbox_messages))
+
+
+def test_prune_deletes_old_rows_in_batches(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """Pruning removes rows older than the cutoff, at most one batch per call, keeping new ones."""
+    for _ in range(5):
+        _record(engine, "billing", uuid4())
+    frozen_clock.tick(timedelta(days=8))
+    fresh = uuid4()
+    _record(engine, "billing", fresh)
+
+    cutoff = clock.now() - timedelta(days=7)
+    removed = []
+    while True:
+        with engine.begin() as connection:
+            count = prune_inbox(connection, older_than=cutoff, batch_size=2)
+        removed.append(count)
+        if count == 0:
+            break
+    assert [2, 2, 1, 0] == removed
+    with engine.connect() as connection:
+        assert [fresh] == list(connection.scalars(select(inbox_messages.c.message_id)))

@@ -1,0 +1,102 @@
+"""The outbox writer: rows live and die with the caller's transaction and decode to the message."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from outbox import Envelope, Outbox, decode
+from outbox.envelope import H_VERSION
+from outbox.tables import outbox_messages
+from tests.messages_fixture import LoanRequested, RunCreditCheck
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.scalar(select(func.count()).select_from(outbox_messages)) or 0)
+
+
+def _loan() -> LoanRequested:
+    return LoanRequested(
+        loan_id="L-7", amount=Decimal("900.10"), applicant="Grace", correlation_id="L-7"
+    )
+
+
+def test_rolled_back_transaction_leaves_no_outbox_row(engine: Engine) -> None:
+    """A message added in a transaction that rolls back is never stored, so never sent."""
+    with Session(engine) as session:
+        Outbox(session).add(_loan())
+        session.rollback()
+    assert 0 == _count(engine)
+
+
+def test_committed_row_decodes_to_an_equal_message(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """A committed message leaves one row; its payload and headers decode to an equal message."""
+    message = _loan()
+    with Session(engine) as session, session.begin():
+        assert message.message_id == Outbox(session).add(message)
+
+    with engine.connect() as connection:
+        rows = connection.execute(select(outbox_messages)).mappings().all()
+    assert 1 == len(rows)
+    row = rows[0]
+    envelope = Envelope(row["type"], int(row["headers"][H_VERSION]), row["payload"], row["headers"])
+    assert message == decode(envelope)
+    # Events go to their type name; the partition key defaults to the correlation id.
+    assert ("tests.LoanRequested", "L-7") == (row["destination"], row["partition_key"])
+    now = datetime(2026, 1, 5, 9, tzinfo=UTC)
+    assert (now, now, 0) == (row["available_at"], row["created_at"], row["attempts"])
+
+
+def test_commands_need_a_destination(engine: Engine) -> None:
+    """A command without a destination is refused with the fix in the message."""
+    command = RunCreditCheck(loan_id="L-7", applicant="Grace", bureau="acme")
+    with Session(engine) as session, session.begin():
+        with pytest.raises(ValueError, match="destination='<endpoint name>'"):
+            Outbox(session).add(command)
+        Outbox(session).add(command, destination="credit-bureau", partition_key="L-7")
+    with engine.connect() as connection:
+        row = connection.execute(select(outbox_messages)).mappings().one()
+    assert ("credit-bureau", "L-7") == (row["destination"], row["partition_key"])
+
+
+def test_deliver_at_round_trips_as_aware_utc_and_compares_in_sql(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """A future delivery time in any zone is stored as the same instant, and a bound `now`
+    finds it due only once that instant has come (on SQLite as on PostgreSQL)."""
+    later = datetime(2026, 1, 7, 11, 30, tzinfo=timezone(timedelta(hours=2)))
+    with Session(engine) as session, session.begin():
+        Outbox(session).add(_loan(), deliver_at=later)
+
+    def due(now: datetime) -> int:
+        query = select(func.count()).where(outbox_messages.c.available_at <= now)
+        with engine.connect() as connection:
+            return int(connection.scalar(query) or 0)
+
+    with engine.connect() as connection:
+        stored = connection.scalar(select(outbox_messages.c.available_at))
+    assert later == stored
+    assert timedelta(0) == stored.utcoffset()
+    assert 0 == due(datetime(2026, 1, 7, 9, 29, 59, tzinfo=UTC))
+    assert 1 == due(datetime(2026, 1, 7, 9, 30, tzinfo=UTC))
+
+
+def test_naive_deliver_at_is_refused(engine: Engine) -> None:
+    """A naive delivery time would depend on the server's zone: it is refused."""
+    with Session(engine) as session, pytest.raises(ValueError, match="timezone-aware"):
+        Outbox(session).add(_loan(), deliver_at=datetime(2026, 1, 7))  # noqa: DTZ001
+
+
+def test_outbox_works_on_a_plain_connection(engine: Engine) -> None:
+    """The writer takes a Core connection as well as an ORM session."""
+    with engine.begin() as connection:
+        Outbox(connection).add(_loan())
+    assert 1 == _count(engine)
