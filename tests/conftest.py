@@ -145,6 +145,14 @@ def amqp_url() -> str:
     return _server_url(AMQP_ENV, "RabbitMQ")
 
 
+@pytest.fixture(params=["memory", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """A broker URL; tests taking it run on the in-process broker and on RabbitMQ."""
+    if request.param == "rabbitmq":
+        return str(request.getfixturevalue("amqp_url"))
+    return str(request.getfixturevalue("memory_broker"))
+
+
 @pytest.fixture
 def memory_broker() -> Iterator[str]:
     """kombu's in-process broker, emptied before and after: its queues are process-wide."""
@@ -155,7 +163,7 @@ def memory_broker() -> Iterator[str]:
 
 def _clear_memory_broker() -> None:
     memory.Channel.queues.clear()
-    memory.Transport.global_state.clear()  # type: ignore[no-untyped-call]  # kombu is untyped
+    memory.Transport.global_state.clear()
 
 
 @pytest.fixture
@@ -174,7 +182,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and callspec.params.get("backend") == "postgresql":
             item.add_marker(pytest.mark.postgres)
-        if "amqp_url" in getattr(item, "fixturenames", ()):
+        if "amqp_url" in getattr(item, "fixturenames", ()) or (
+            callspec is not None and callspec.params.get("broker_url") == "rabbitmq"
+        ):
             item.add_marker(pytest.mark.rabbitmq)
 
 
