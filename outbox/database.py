@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 
@@ -23,6 +26,25 @@ def dialect_of(executor: Executor) -> str:
     else:
         name = executor.get_bind().dialect.name
     return check_dialect(name)
+
+
+# Dialect → an INSERT that does nothing when the row's unique key exists. On PostgreSQL a second
+# transaction inserting the same key waits for the first, then does nothing (or inserts, if the
+# first rolled back), and neither transaction is aborted, unlike catching an IntegrityError.
+_INSERT_IGNORING_CONFLICTS: dict[str, Callable[[Table], Any]] = {
+    "postgresql": lambda table: pg_insert(table).on_conflict_do_nothing(),
+    "sqlite": lambda table: sqlite_insert(table).on_conflict_do_nothing(),
+}
+
+
+def insert_ignoring_conflicts(executor: Executor, table: Table) -> Insert:
+    """An INSERT into `table` that skips rows whose unique key exists, on the executor's dialect.
+
+    Add `.returning(...)` to learn whether the row went in (rowcount is not reliable for this
+    across drivers; SQLite has RETURNING from 3.35).
+    """
+    insert: Insert = _INSERT_IGNORING_CONFLICTS[dialect_of(executor)](table)
+    return insert
 
 
 def check_dialect(name: str) -> str:

@@ -3,28 +3,14 @@ transaction, so the answer commits or rolls back together with the handler's eff
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Insert, delete, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from outbox import clock
-from outbox.database import Executor, dialect_of
+from outbox.database import Executor, insert_ignoring_conflicts
 from outbox.tables import inbox_messages
-
-# Dialect → an INSERT that does nothing when the (consumer, message id) row exists. On
-# PostgreSQL a second transaction inserting the same key waits for the first and then does
-# nothing (or inserts, if the first rolled back): exactly one of them sees "new". RETURNING
-# tells whether the row went in (rowcount is not reliable for this across drivers); SQLite has
-# it from 3.35.
-_INSERT_IGNORING_DUPLICATES: dict[str, Callable[[], Any]] = {
-    "postgresql": lambda: pg_insert(inbox_messages).on_conflict_do_nothing(),
-    "sqlite": lambda: sqlite_insert(inbox_messages).on_conflict_do_nothing(),
-}
 
 
 class Inbox:
@@ -35,8 +21,9 @@ class Inbox:
             raise ValueError("an inbox needs a consumer name (the endpoint or handler's name)")
         self._executor = executor
         self._consumer = consumer
-        insert_ignoring = _INSERT_IGNORING_DUPLICATES[dialect_of(executor)]()
-        self._insert: Insert = insert_ignoring.returning(inbox_messages.c.message_id)
+        # Exactly one of two concurrent transactions recording the same id gets a row back.
+        insert = insert_ignoring_conflicts(executor, inbox_messages)
+        self._insert: Insert = insert.returning(inbox_messages.c.message_id)
 
     def record(self, message_id: UUID) -> bool:
         """Record `message_id`; return True if it is new, False if it was already processed.

@@ -85,9 +85,14 @@ def _db_current(args: argparse.Namespace) -> int:
     engine = make_engine(args.db)
     try:
         with engine.connect() as connection:
-            print(migrate.current_revision(connection) or "none (run `sagabox db upgrade`)")
+            current = migrate.current_revision(connection)
     finally:
         engine.dispose()
+    head = migrate.head_revision()
+    if current == head:
+        print(f"{current} (head)")
+    else:
+        print(f"{current or 'none'} (behind head {head}: run `sagabox db upgrade`)")
     return 0
 
 

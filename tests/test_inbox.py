@@ -64,6 +64,8 @@ def _wait_until_blocked(engine: Engine, application_name: str) -> None:
     deadline = time.monotonic() + 10
     with engine.connect() as connection:
         while connection.execute(query, {"name": application_name}).scalar() == 0:
+            # pg_stat_activity is a snapshot per transaction: end it to see fresh activity.
+            connection.rollback()
             if time.monotonic() > deadline:
                 pytest.fail(f"{application_name} never waited on the first transaction's lock")
             time.sleep(0.01)  # polling an observable state, not sleeping in place of it
