@@ -10,15 +10,14 @@ from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
 from outbox.database import make_engine
-from outbox.tables import metadata
-from sagabox.migrate import VERSION_TABLE
+from sagabox.migrate import TARGET_METADATA, VERSION_TABLE
 
 config = context.config
 
 
 def _configure(**kwargs: object) -> None:
     context.configure(
-        target_metadata=metadata,
+        target_metadata=TARGET_METADATA,
         version_table=VERSION_TABLE,
         compare_type=True,
         **kwargs,  # type: ignore[arg-type]

@@ -10,12 +10,17 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from outbox.database import database_url, make_engine
-from outbox.tables import PREFIX
+from outbox.tables import PREFIX, metadata
+from sagas import tables as _saga_tables  # noqa: F401 - puts the saga tables on `metadata`
+
+#: Every sagabox table, as the migrations must create them.
+TARGET_METADATA = metadata
 
 #: sagabox's revisions are tracked apart from the service's own Alembic history.
 VERSION_TABLE = f"{PREFIX}alembic_version"
@@ -80,6 +85,13 @@ def current_revision(connection: Connection) -> str | None:
     """The sagabox revision the database is at, or None before the first upgrade."""
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
     return context.get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision this version of sagabox ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
 
 
 def exclude_sagabox_tables(name: str | None, type_: str, parent_names: Any) -> bool:

@@ -1,1 +1,38 @@
-"""Sagas as explicit state machines, persisted next to the service's business rows."""
+"""Sagas as explicit state machines, persisted next to the service's business rows.
+
+Builds on `outbox`: a saga's emitted messages go to the outbox in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from sagas.context import SagaContext
+from sagas.definition import Saga, on
+from sagas.diagram import Finding
+from sagas.errors import (
+    ConcurrencyConflict,
+    InvalidTransition,
+    MissingCorrelation,
+    SagaAlreadyStarted,
+    SagaDefinitionError,
+    SagaError,
+    SagaNotFound,
+    UnknownSagaType,
+)
+from sagas.runtime import Handled, SagaRuntime
+
+__all__ = [
+    "ConcurrencyConflict",
+    "Finding",
+    "Handled",
+    "InvalidTransition",
+    "MissingCorrelation",
+    "Saga",
+    "SagaAlreadyStarted",
+    "SagaContext",
+    "SagaDefinitionError",
+    "SagaError",
+    "SagaNotFound",
+    "SagaRuntime",
+    "UnknownSagaType",
+    "on",
+]

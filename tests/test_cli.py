@@ -23,9 +23,7 @@ def test_db_upgrade_creates_the_tables(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"none (behind head {migrate.head_revision()}" in capsys.readouterr().out
     assert 0 == main(["db", "upgrade", "--db", url])
     engine = make_engine(url)
-    assert set(migrate.TARGET_METADATA.tables) <= set(
-        inspect(engine).get_table_names()
-    )
+    assert set(migrate.TARGET_METADATA.tables) <= set(inspect(engine).get_table_names())
     engine.dispose()
     capsys.readouterr()
     assert 0 == main(["db", "current", "--db", url])

@@ -7,7 +7,6 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
 from outbox.database import make_engine
-from outbox.tables import metadata
 from sagabox import migrate
 
 
@@ -16,7 +15,7 @@ def _diff(engine: Engine) -> list[object]:
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "version_table": migrate.VERSION_TABLE}
         )
-        return list(compare_metadata(context, metadata))
+        return list(compare_metadata(context, migrate.TARGET_METADATA))
 
 
 def test_upgrade_head_equals_metadata(empty_database_url: str) -> None:

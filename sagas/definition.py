@@ -1,0 +1,326 @@
+"""The `Saga` base class: a saga's states, transitions and correlation, declared in one place.
+
+One `transitions` machine is built per saga class, when the class is defined, and every instance
+is driven through it: the machine never holds on to an instance, so memory does not grow with
+the number of sagas.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+from transitions import Machine, State
+
+from outbox.messages import Message
+from sagas.errors import MissingCorrelation, NotFoundPolicy, SagaDefinitionError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from sagas.context import SagaContext
+    from sagas.diagram import Finding
+
+DataT = TypeVar("DataT", bound=BaseModel)
+
+#: How a saga finds its instance for a message: the name of a field of the message, or a
+#: function of the message (or of the session and the message) returning the correlation id.
+Correlator = str | Callable[..., object]
+
+# Saga ids are derived from (saga type, correlation id), so a re-run finds the same id.
+_SAGA_IDS = uuid.UUID("6f1f8a52-3c1e-4d7e-9a57-5f0c6b2d9e10")
+
+
+def on(
+    message: type[Message],
+    source: Any,
+    dest: Any,
+    **options: Any,
+) -> dict[str, Any]:
+    """One transition, readable aloud: `on(CreditChecked, "checking", "offered", after="offer")`.
+
+    `options` are `transitions`' own: `conditions`, `unless`, `before`, `after`, `prepare`.
+    `dest=None` is an internal transition (no exit or enter callbacks run).
+    """
+    return {"trigger": message, "source": source, "dest": dest, **options}
+
+
+def state_name(state: Any) -> str:
+    """The name sagabox stores for a state given as a string, an Enum member or a State."""
+    if isinstance(state, Enum):
+        return state.name
+    if isinstance(state, State):
+        return str(state.name)
+    if isinstance(state, Mapping):
+        return state_name(state["name"])
+    return str(state)
+
+
+class Saga(Generic[DataT]):
+    """Base class of every saga: subclass it as `class LoanSaga(Saga[LoanData])`.
+
+    Declare on the class: `states` (names, `transitions` State dicts, or an Enum; mark final
+    ones `{"name": "paid", "final": True}`), `transitions` (see `on`), optionally `initial`
+    (default: the first state), `correlation` (message class → field name or function; the
+    default is the message's `correlation_id`), `ignore` (message class → states where it is
+    dropped silently) and `on_not_found`. Actions, guards and `on_enter`/`on_exit` callbacks are
+    methods named in those declarations; they receive `(ctx, message)`. Saga data is a pydantic
+    model whose fields all have defaults, stored as JSON.
+
+    `name=` (a class keyword) is the stable type name stored in the database; it defaults to the
+    class name.
+    """
+
+    saga_type: ClassVar[str] = ""
+    states: ClassVar[Any] = ()
+    transitions: ClassVar[Sequence[Mapping[str, Any]]] = ()
+    initial: ClassVar[Any] = None
+    correlation: ClassVar[Mapping[type[Message], Correlator]] = {}
+    ignore: ClassVar[Mapping[type[Message], Collection[Any]]] = {}
+    on_not_found: ClassVar[NotFoundPolicy] = "raise"
+
+    # Built once per class from the declarations above.
+    machine: ClassVar[Machine]
+    data_type: ClassVar[type[BaseModel]]
+    message_types: ClassVar[dict[str, type[Message]]]
+    starting_triggers: ClassVar[frozenset[str]]
+    final_states: ClassVar[frozenset[str]]
+    state_names: ClassVar[tuple[str, ...]]
+    initial_state: ClassVar[str]
+    _ignored: ClassVar[dict[str, frozenset[str]]]
+    _correlators: ClassVar[dict[str, Callable[[Session | None, Message], object]]]
+    _state_enum: ClassVar[type[Enum] | None]
+
+    # Per instance.
+    id: uuid.UUID
+    correlation_id: str
+    state: Any
+    data: DataT
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    def __init_subclass__(cls, *, name: str | None = None, abstract: bool = False) -> None:
+        super().__init_subclass__()
+        if not abstract:
+            cls.saga_type = name or cls.__name__
+            _build(cls)
+
+    def __init__(
+        self,
+        *,
+        correlation_id: str,
+        state: str,
+        data: DataT,
+        version: int,
+        created_at: datetime,
+        updated_at: datetime,
+        finished_at: datetime | None = None,
+        saga_id: uuid.UUID | None = None,
+    ) -> None:
+        self.id = saga_id or self.id_for(correlation_id)
+        self.correlation_id = correlation_id
+        self.state = self._state_value(state)
+        self.data = data
+        self.version = version
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.finished_at = finished_at
+
+    @classmethod
+    def id_for(cls, correlation_id: str) -> uuid.UUID:
+        """The id of this saga type's instance for `correlation_id` (the same every time)."""
+        return uuid.uuid5(_SAGA_IDS, f"{cls.saga_type}\x00{correlation_id}")
+
+    @property
+    def state_name(self) -> str:
+        """The current state's name, as stored."""
+        return state_name(self.state)
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the saga reached a final state."""
+        return self.finished_at is not None
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.correlation_id!r} in {self.state_name!r} "
+            f"v{self.version}>"
+        )
+
+    @classmethod
+    def mermaid(cls, path: Sequence[str] = ()) -> str:
+        """This saga as a Mermaid state diagram, with the states on `path` highlighted."""
+        from sagas.diagram import mermaid
+
+        return mermaid(cls, path)
+
+    @classmethod
+    def check(cls) -> list[Finding]:
+        """Design slips in this saga: unreachable states, dead ends, unused messages."""
+        from sagas.diagram import check
+
+        return check(cls)
+
+    # --- used by the runtime ---
+
+    @classmethod
+    def correlate(cls, message: Message, session: Session | None = None) -> str:
+        """Find the correlation id of the instance `message` belongs to."""
+        correlator = cls._correlators.get(message.type_name, _default_correlator)
+        value = correlator(session, message)
+        if value is None or value == "":
+            raise MissingCorrelation(
+                f"{cls.saga_type}: {message.type_name} (message {message.message_id}) has no "
+                f"correlation value; set its correlation field, or map it in "
+                f"{cls.__name__}.correlation"
+            )
+        return str(value)
+
+    def allows(self, message: Message) -> bool:
+        """Whether a transition for `message` leaves the current state."""
+        event = self.machine.events.get(message.type_name)
+        return event is not None and self.state_name in event.transitions
+
+    def ignores(self, message: Message) -> bool:
+        """Whether the saga declared `message` to be dropped in the current state."""
+        return self.state_name in self._ignored.get(message.type_name, ())
+
+    def fire(self, ctx: SagaContext, message: Message) -> bool:
+        """Run the transition for `message`; False when its guards refused every branch."""
+        return bool(self.machine.events[message.type_name].trigger(self, ctx, message))
+
+    def _state_value(self, name: str) -> Any:
+        # Enum machines keep the member on the model; loaded rows hold the member's name.
+        if self._state_enum is not None:
+            try:
+                return self._state_enum[name]
+            except KeyError:
+                raise SagaDefinitionError(
+                    f"{self.saga_type}: stored state {name!r} is not a member of "
+                    f"{self._state_enum.__name__}; was it renamed?"
+                ) from None
+        if name not in self.state_names:
+            raise SagaDefinitionError(
+                f"{self.saga_type}: stored state {name!r} is not declared; was it renamed?"
+            )
+        return name
+
+
+def _default_correlator(_session: Session | None, message: Message) -> object:
+    return message.correlation_id
+
+
+def _build(cls: type[Saga[Any]]) -> None:
+    """Check a saga class's declarations and build its one machine."""
+    cls.data_type = _data_type(cls)
+    try:
+        cls.data_type()
+    except ValidationError as exc:
+        raise SagaDefinitionError(
+            f"{cls.__name__}: every field of {cls.data_type.__name__} needs a default, because "
+            f"a new saga starts from {cls.data_type.__name__}() ({exc.error_count()} missing)"
+        ) from None
+
+    states = cls.states
+    cls._state_enum = states if isinstance(states, type) and issubclass(states, Enum) else None
+    declared = list(states)
+    if not declared:
+        raise SagaDefinitionError(f"{cls.__name__}: declare its `states`")
+    cls.state_names = tuple(state_name(s) for s in declared)
+    initial = cls.initial if cls.initial is not None else declared[0]
+    cls.initial_state = state_name(initial)
+
+    message_types: dict[str, type[Message]] = {}
+    spec: list[dict[str, Any]] = []
+    for transition in cls.transitions:
+        trigger = transition.get("trigger")
+        if not (isinstance(trigger, type) and issubclass(trigger, Message) and trigger.type_name):
+            raise SagaDefinitionError(
+                f"{cls.__name__}: a transition's trigger must be a message class, got {trigger!r}"
+            )
+        message_types[trigger.type_name] = trigger
+        spec.append({**transition, "trigger": trigger.type_name})
+    cls.message_types = message_types
+
+    try:
+        cls.machine = Machine(
+            model=None,  # instances are driven through it, never attached to it
+            states=states,
+            transitions=spec,
+            initial=initial,
+            auto_transitions=False,
+            ignore_invalid_triggers=False,
+            model_attribute="state",
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SagaDefinitionError(f"{cls.__name__}: {exc}") from exc
+
+    cls.final_states = frozenset(
+        name for name in cls.state_names if getattr(cls.machine.get_state(name), "final", False)
+    )
+    cls.starting_triggers = frozenset(
+        trigger
+        for trigger, event in cls.machine.events.items()
+        if cls.initial_state in event.transitions
+    )
+    cls._correlators = {
+        message.type_name: _correlator(cls, message, how)
+        for message, how in cls.correlation.items()
+    }
+    cls._ignored = {}
+    for message, ignored_states in cls.ignore.items():
+        names = frozenset(state_name(s) for s in ignored_states)
+        unknown = names.difference(cls.state_names)
+        if unknown:
+            raise SagaDefinitionError(
+                f"{cls.__name__}.ignore names undeclared states {sorted(unknown)} for "
+                f"{message.__name__}"
+            )
+        cls._ignored[message.type_name] = names
+        cls.message_types.setdefault(message.type_name, message)
+
+
+def _data_type(cls: type[Saga[Any]]) -> type[BaseModel]:
+    for base in getattr(cls, "__orig_bases__", ()):
+        origin = get_origin(base)
+        if isinstance(origin, type) and issubclass(origin, Saga):
+            (argument,) = get_args(base)
+            if isinstance(argument, type) and issubclass(argument, BaseModel):
+                return argument
+    inherited = getattr(cls, "data_type", None)
+    if inherited is None:
+        raise SagaDefinitionError(
+            f"{cls.__name__}: name its data model, as in `class {cls.__name__}(Saga[MyData])`"
+        )
+    return cast(type[BaseModel], inherited)
+
+
+def _correlator(
+    cls: type[Saga[Any]], message: type[Message], how: Correlator
+) -> Callable[[Session | None, Message], object]:
+    if isinstance(how, str):
+        if how not in message.model_fields:
+            raise SagaDefinitionError(
+                f"{cls.__name__}.correlation: {message.__name__} has no field {how!r}"
+            )
+        return lambda _session, msg: getattr(msg, how)
+    if not callable(how):
+        raise SagaDefinitionError(
+            f"{cls.__name__}.correlation[{message.__name__}] must be a field name or a function"
+        )
+    arity = len(inspect.signature(how).parameters)
+    if arity == 1:
+        return lambda _session, msg: how(msg)
+    if arity == 2:
+        return lambda session, msg: how(session, msg)
+    raise SagaDefinitionError(
+        f"{cls.__name__}.correlation[{message.__name__}]: a finder takes (message) or "
+        "(session, message)"
+    )

@@ -1,0 +1,54 @@
+"""The errors the saga layer raises; each names the saga type, id and state involved."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+
+class SagaError(Exception):
+    """Something went wrong in a saga."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class SagaDefinitionError(SagaError):
+    """A saga class is declared wrongly; raised when the class is defined."""
+
+
+class UnknownSagaType(SagaError):
+    """No saga class is registered with the runtime under this name."""
+
+
+class MissingCorrelation(SagaError):
+    """A message carries no value to find its saga by."""
+
+
+class InvalidTransition(SagaError):
+    """The message is not allowed in the saga's current state."""
+
+
+class ConcurrencyConflict(SagaError):
+    """Another transaction changed or created the same saga first; retry the whole message.
+
+    The consumer worker retries these at once; a caller handling a web request can retry too.
+    """
+
+
+class SagaAlreadyStarted(SagaError):
+    """`start` was asked to create a saga that already exists."""
+
+
+NotFoundPolicy = Literal["ignore", "raise", "dead_letter"]
+
+
+class SagaNotFound(SagaError):
+    """A message that can only continue a saga arrived, and no such saga exists.
+
+    `policy` tells a consumer what the saga asked for: "raise" (retry: the starting message may
+    still be on its way) or "dead_letter" (park it at once).
+    """
+
+    def __init__(self, message: str, policy: NotFoundPolicy = "raise") -> None:
+        super().__init__(message)
+        self.policy = policy

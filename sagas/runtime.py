@@ -1,0 +1,216 @@
+"""`SagaRuntime`: hands a message to every saga interested in it, in the caller's transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from uuid import UUID
+
+from sqlalchemy.orm import Session
+
+from outbox import clock
+from outbox.database import Executor
+from outbox.messages import Message
+from outbox.writer import Outbox
+from sagas import store
+from sagas.context import SagaContext
+from sagas.definition import Saga
+from sagas.errors import (
+    ConcurrencyConflict,
+    InvalidTransition,
+    SagaAlreadyStarted,
+    SagaDefinitionError,
+    SagaNotFound,
+    UnknownSagaType,
+)
+
+S = TypeVar("S", bound=Saga[Any])
+
+#: What a message did to one saga; also the journal's `outcome` column.
+Outcome = Literal["transition", "unchanged", "ignored", "late", "not_found"]
+
+
+@dataclass(frozen=True)
+class Handled:
+    """The result of one message for one saga type."""
+
+    saga_type: str
+    saga_id: UUID
+    correlation_id: str
+    outcome: Outcome
+    from_state: str | None = None
+    to_state: str | None = None
+    version: int | None = None
+
+
+class SagaRuntime:
+    """Runs saga classes: finds, creates and advances instances, and writes what they emit.
+
+    Everything happens in the session or connection the caller passes in; nothing is committed.
+    """
+
+    def __init__(self, sagas: Iterable[type[Saga[Any]]] = ()) -> None:
+        self._sagas: dict[str, type[Saga[Any]]] = {}
+        self._by_trigger: dict[str, list[type[Saga[Any]]]] = defaultdict(list)
+        for saga_type in sagas:
+            self.register(saga_type)
+
+    def register(self, saga_type: type[Saga[Any]]) -> None:
+        """Add a saga class; its type name must be unique in this runtime."""
+        known = self._sagas.get(saga_type.saga_type)
+        if known is not None and known is not saga_type:
+            raise SagaDefinitionError(
+                f"saga type {saga_type.saga_type!r} is claimed by {known.__qualname__} and "
+                f"{saga_type.__qualname__}: pass name= to one of them"
+            )
+        self._sagas[saga_type.saga_type] = saga_type
+        for trigger in saga_type.message_types:
+            if saga_type not in self._by_trigger[trigger]:
+                self._by_trigger[trigger].append(saga_type)
+
+    @property
+    def sagas(self) -> list[type[Saga[Any]]]:
+        """The registered saga classes."""
+        return list(self._sagas.values())
+
+    def saga_type(self, name: str) -> type[Saga[Any]]:
+        """The saga class registered as `name`."""
+        try:
+            return self._sagas[name]
+        except KeyError:
+            raise UnknownSagaType(
+                f"no saga type {name!r} is registered (known: {', '.join(sorted(self._sagas))})"
+            ) from None
+
+    def interested_in(self, message: Message | type[Message]) -> list[type[Saga[Any]]]:
+        """The saga classes that handle this message type."""
+        return list(self._by_trigger.get(message.type_name, ()))
+
+    def handle(self, executor: Executor, message: Message) -> list[Handled]:
+        """Deliver `message` to every interested saga; return what it did to each."""
+        return [self._handle_one(executor, saga, message) for saga in self.interested_in(message)]
+
+    def start(self, executor: Executor, saga_type: type[S], message: Message) -> S:
+        """Create a saga from `message` (from a web request handler, say) and return it.
+
+        Raises `SagaAlreadyStarted` if it exists, and `InvalidTransition` if `message` does
+        not start this saga.
+        """
+        correlation_id = saga_type.correlate(message, _session(executor))
+        if message.type_name not in saga_type.starting_triggers:
+            raise InvalidTransition(
+                f"{saga_type.saga_type} {correlation_id!r}: {message.type_name} does not start "
+                f"this saga (it starts with: {', '.join(sorted(saga_type.starting_triggers))})"
+            )
+        existing = store.load(executor, saga_type, correlation_id)
+        if existing is not None:
+            raise SagaAlreadyStarted(
+                f"{saga_type.saga_type} {correlation_id!r} (id {existing.id}) already exists, "
+                f"in state {existing.state_name!r}"
+            )
+        self._handle_one(executor, saga_type, message)
+        started = store.load(executor, saga_type, correlation_id)
+        assert started is not None
+        return started
+
+    def load(self, executor: Executor, saga_type: type[S] | str, correlation_id: str) -> S | None:
+        """Read a saga instance (finished or not) without changing it."""
+        cls = self.saga_type(saga_type) if isinstance(saga_type, str) else saga_type
+        return store.load(executor, cls, correlation_id)  # type: ignore[return-value]
+
+    def _handle_one(self, executor: Executor, cls: type[Saga[Any]], message: Message) -> Handled:
+        correlation_id = cls.correlate(message, _session(executor))
+        saga = store.load(executor, cls, correlation_id)
+
+        def done(outcome: Outcome, state: str | None = None) -> Handled:
+            store.journal(
+                executor, cls, correlation_id, message, outcome, from_state=state, to_state=state
+            )
+            return Handled(
+                cls.saga_type, cls.id_for(correlation_id), correlation_id, outcome, state, state
+            )
+
+        if saga is None:
+            if message.type_name not in cls.starting_triggers:
+                if cls.on_not_found == "ignore":
+                    return done("not_found")
+                raise SagaNotFound(
+                    f"{cls.saga_type} {correlation_id!r} (id {cls.id_for(correlation_id)}) does "
+                    f"not exist, and {message.type_name} does not start it",
+                    cls.on_not_found,
+                )
+            now = clock.now()
+            saga = cls(
+                correlation_id=correlation_id,
+                state=cls.initial_state,
+                data=cls.data_type(),
+                version=0,
+                created_at=now,
+                updated_at=now,
+            )
+        elif saga.is_finished:
+            # A tombstone: the message is late, not the start of a new saga.
+            return done("late", saga.state_name)
+
+        if saga.ignores(message):
+            return done("ignored", saga.state_name)
+        if not saga.allows(message):
+            raise InvalidTransition(
+                f"{cls.saga_type} {correlation_id!r} (id {saga.id}) is in state "
+                f"{saga.state_name!r}, where {message.type_name} is not allowed; declare it in "
+                f"{type(saga).__name__}.ignore if it may arrive there"
+            )
+        return self._transition(executor, saga, message)
+
+    def _transition(self, executor: Executor, saga: Saga[Any], message: Message) -> Handled:
+        cls = type(saga)
+        before, expected_version = saga.state_name, saga.version
+        ctx = SagaContext(saga, message)
+        fired = saga.fire(ctx, message)
+        saga.version += 1
+        saga.updated_at = clock.now()
+        if saga.state_name in cls.final_states:
+            saga.finished_at = saga.updated_at
+        if expected_version == 0:
+            saved = store.create(executor, saga)
+        else:
+            saved = store.save(executor, saga, expected_version=expected_version)
+        if not saved:
+            raise ConcurrencyConflict(
+                f"{cls.saga_type} {saga.correlation_id!r} (id {saga.id}, state {before!r}) was "
+                f"{'created' if expected_version == 0 else 'changed'} by another transaction "
+                f"while handling {message.type_name}; retry the message"
+            )
+        outcome: Outcome = "transition" if fired else "unchanged"
+        store.journal(
+            executor,
+            cls,
+            saga.correlation_id,
+            message,
+            outcome,
+            from_state=before,
+            to_state=saga.state_name,
+            version=saga.version,
+        )
+        outbox = Outbox(executor)
+        for emitted in ctx.emitted:
+            outbox.add(
+                emitted.message,
+                destination=emitted.destination,
+                partition_key=saga.correlation_id,
+            )
+        return Handled(
+            cls.saga_type,
+            saga.id,
+            saga.correlation_id,
+            outcome,
+            before,
+            saga.state_name,
+            saga.version,
+        )
+
+
+def _session(executor: Executor) -> Session | None:
+    return executor if isinstance(executor, Session) else None

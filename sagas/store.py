@@ -1,0 +1,111 @@
+"""Saga rows in SQL: load, create (race-safe), update (version-checked), and journal."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from uuid import UUID
+
+from sqlalchemy import insert, select, update
+
+from outbox import clock
+from outbox.database import Executor, insert_ignoring_conflicts
+from outbox.messages import Message
+from sagas.definition import Saga
+from sagas.tables import saga_instances, saga_journal
+
+S = TypeVar("S", bound=Saga[Any])
+
+
+def load(executor: Executor, saga_type: type[S], correlation_id: str) -> S | None:
+    """The saga instance of `saga_type` for `correlation_id`, finished or not, or None."""
+    row = (
+        executor.execute(
+            select(saga_instances).where(
+                saga_instances.c.saga_type == saga_type.saga_type,
+                saga_instances.c.correlation_id == correlation_id,
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    return saga_type(
+        saga_id=row["id"],
+        correlation_id=row["correlation_id"],
+        state=row["state"],
+        data=saga_type.data_type.model_validate(row["data"]),
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def create(executor: Executor, saga: Saga[Any]) -> bool:
+    """Insert a new saga row; False if another transaction created the same saga first."""
+    statement = (
+        insert_ignoring_conflicts(executor, saga_instances)
+        .values({**_columns(saga), "id": saga.id, "created_at": saga.created_at})
+        .returning(saga_instances.c.id)
+    )
+    return executor.execute(statement).first() is not None
+
+
+def save(executor: Executor, saga: Saga[Any], *, expected_version: int) -> bool:
+    """Write a loaded saga back; False if its row changed since it was loaded (stale version)."""
+    statement = (
+        update(saga_instances)
+        .where(saga_instances.c.id == saga.id, saga_instances.c.version == expected_version)
+        .values(_columns(saga))
+        .returning(saga_instances.c.id)
+    )
+    return executor.execute(statement).first() is not None
+
+
+def journal(
+    executor: Executor,
+    saga_type: type[Saga[Any]],
+    correlation_id: str,
+    message: Message,
+    outcome: str,
+    *,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    version: int | None = None,
+) -> None:
+    """Record what a message did to (or could not do to) a saga."""
+    executor.execute(
+        insert(saga_journal).values(
+            saga_id=saga_type.id_for(correlation_id),
+            saga_type=saga_type.saga_type,
+            correlation_id=correlation_id,
+            version=version,
+            from_state=from_state,
+            to_state=to_state,
+            trigger=message.type_name,
+            message_id=message.message_id,
+            outcome=outcome,
+            at=clock.now(),
+        )
+    )
+
+
+def journal_of(executor: Executor, saga_id: UUID) -> list[dict[str, Any]]:
+    """A saga's journal, oldest first."""
+    rows = executor.execute(
+        select(saga_journal).where(saga_journal.c.saga_id == saga_id).order_by(saga_journal.c.id)
+    )
+    return [dict(row) for row in rows.mappings()]
+
+
+def _columns(saga: Saga[Any]) -> dict[str, Any]:
+    return {
+        "saga_type": saga.saga_type,
+        "correlation_id": saga.correlation_id,
+        "state": saga.state_name,
+        "data": saga.data.model_dump(mode="json"),
+        "version": saga.version,
+        "updated_at": saga.updated_at,
+        "finished_at": saga.finished_at,
+    }

@@ -1,0 +1,49 @@
+"""The saga tables (instances and journal), added to sagabox's one `MetaData`."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Integer, String, Table, UniqueConstraint, Uuid
+
+from outbox.tables import PREFIX, BigId, Json, UTCDateTime, metadata
+
+saga_instances = Table(
+    f"{PREFIX}saga_instances",
+    metadata,
+    # Derived from (saga type, correlation id): a re-run after a crash finds the same id.
+    Column("id", Uuid(), primary_key=True),
+    Column("saga_type", String(255), nullable=False),
+    Column("correlation_id", String(255), nullable=False),
+    Column("state", String(255), nullable=False),
+    Column("data", Json, nullable=False),
+    # Bumped by every handled message: optimistic concurrency, and the transition number.
+    Column("version", Integer(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    # Set on reaching a final state; the row stays as a tombstone so late messages are known.
+    Column("finished_at", UTCDateTime(), nullable=True),
+    # Settles creation races: two transactions cannot both create the same saga.
+    UniqueConstraint("saga_type", "correlation_id"),
+    Index(None, "saga_type", "state"),
+    Index(None, "finished_at"),
+    comment="One row per saga instance, next to the business rows it coordinates.",
+)
+
+saga_journal = Table(
+    f"{PREFIX}saga_journal",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    # No foreign key: messages for sagas that do not exist (yet) are journaled too.
+    Column("saga_id", Uuid(), nullable=False),
+    Column("saga_type", String(255), nullable=False),
+    Column("correlation_id", String(255), nullable=False),
+    Column("version", Integer(), nullable=True),
+    Column("from_state", String(255), nullable=True),
+    Column("to_state", String(255), nullable=True),
+    Column("trigger", String(255), nullable=False),
+    Column("message_id", Uuid(), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Index(None, "saga_id", "id"),
+    Index(None, "saga_type", "correlation_id"),
+    comment="Each message a saga handled or refused: where it is, and how it got there.",
+)
