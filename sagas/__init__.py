@@ -19,6 +19,7 @@ from sagas.errors import (
     UnknownSagaType,
 )
 from sagas.runtime import Handled, SagaRuntime
+from sagas.store import prune_finished
 
 __all__ = [
     "ConcurrencyConflict",
@@ -35,4 +36,5 @@ __all__ = [
     "SagaRuntime",
     "UnknownSagaType",
     "on",
+    "prune_finished",
 ]

@@ -246,6 +246,7 @@ def _build(cls: type[Saga[Any]]) -> None:
                 f"{cls.__name__}: a transition's trigger must be a message class, got {trigger!r}"
             )
         message_types[trigger.type_name] = trigger
+        _check_states(cls, trigger, transition)
         spec.append({**transition, "trigger": trigger.type_name})
     cls.message_types = message_types
 
@@ -285,6 +286,22 @@ def _build(cls: type[Saga[Any]]) -> None:
             )
         cls._ignored[message.type_name] = names
         cls.message_types.setdefault(message.type_name, message)
+
+
+def _check_states(
+    cls: type[Saga[Any]], trigger: type[Message], transition: Mapping[str, Any]
+) -> None:
+    # transitions accepts undeclared states silently; a typo would only show at run time.
+    sources = transition.get("source")
+    named = [] if sources == "*" else sources if isinstance(sources, list | tuple) else [sources]
+    if transition.get("dest") is not None:
+        named = [*named, transition["dest"]]
+    unknown = sorted({state_name(s) for s in named} - set(cls.state_names))
+    if unknown:
+        raise SagaDefinitionError(
+            f"{cls.__name__}: the transition on {trigger.__name__} names undeclared states "
+            f"{unknown}; declare them in `states`"
+        )
 
 
 def _data_type(cls: type[Saga[Any]]) -> type[BaseModel]:

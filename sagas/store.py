@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from outbox import clock
 from outbox.database import Executor, insert_ignoring_conflicts
@@ -109,3 +110,24 @@ def _columns(saga: Saga[Any]) -> dict[str, Any]:
         "updated_at": saga.updated_at,
         "finished_at": saga.finished_at,
     }
+
+
+def prune_finished(executor: Executor, *, older_than: datetime, batch_size: int = 500) -> int:
+    """Delete up to `batch_size` sagas that finished before `older_than`, with their journal.
+
+    Tombstones tell a late message from an unknown saga, so keep them longer than any message
+    can be late. Call it repeatedly, each call in its own transaction, until it returns 0.
+    """
+    cutoff = clock.ensure_aware(older_than, what="older_than")
+    ids = list(
+        executor.scalars(
+            select(saga_instances.c.id)
+            .where(saga_instances.c.finished_at < cutoff)
+            .order_by(saga_instances.c.finished_at)
+            .limit(batch_size)
+        )
+    )
+    if ids:
+        executor.execute(delete(saga_journal).where(saga_journal.c.saga_id.in_(ids)))
+        executor.execute(delete(saga_instances).where(saga_instances.c.id.in_(ids)))
+    return len(ids)

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import freezegun
 import pytest
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
@@ -20,6 +21,9 @@ from sqlalchemy.pool import NullPool
 
 from outbox.database import make_engine
 from sagabox import migrate
+
+# pytest's own timings (--durations) must keep the real clock while a test freezes it.
+freezegun.configure(extend_ignore_list=["_pytest"])
 
 POSTGRES_ENV = "SAGABOX_TEST_POSTGRES_URL"
 AMQP_ENV = "SAGABOX_TEST_AMQP_URL"

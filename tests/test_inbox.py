@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import timedelta
 from uuid import UUID, uuid4
 
 import pytest
 from freezegun.api import FrozenDateTimeFactory
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from outbox import Inbox, clock, prune_inbox
 from outbox.tables import inbox_messages
+from tests.pg_helpers import InThread, wait_until_blocked
 
 
 def _record(engine: Engine, consumer: str, message_id: UUID) -> bool:
@@ -55,47 +54,24 @@ def test_consumer_name_is_required(engine: Engine) -> None:
         Inbox(session, "")
 
 
-def _wait_until_blocked(engine: Engine, application_name: str) -> None:
-    """Wait (bounded) until the named PostgreSQL session waits on a lock."""
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE application_name = :name AND wait_event_type = 'Lock'"
-    )
-    deadline = time.monotonic() + 10
-    with engine.connect() as connection:
-        while connection.execute(query, {"name": application_name}).scalar() == 0:
-            # pg_stat_activity is a snapshot per transaction: end it to see fresh activity.
-            connection.rollback()
-            if time.monotonic() > deadline:
-                pytest.fail(f"{application_name} never waited on the first transaction's lock")
-            time.sleep(0.01)  # polling an observable state, not sleeping in place of it
-
-
 @pytest.mark.parametrize("first_outcome", ["commit", "rollback"])
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_two_concurrent_transactions_exactly_one_wins(engine: Engine, first_outcome: str) -> None:
     """Two transactions record the same message at once: the second waits for the first, then
     sees "already seen" if the first committed, or "new" if it rolled back."""
     message_id = uuid4()
-    second_result: list[bool] = []
-
-    def second() -> None:
-        with engine.connect() as connection:
-            connection.execute(text("SET application_name = 'inbox-second'"))
-            connection.commit()
-            with connection.begin():
-                second_result.append(Inbox(connection, "billing").record(message_id))
-
     with engine.connect() as first:
         transaction = first.begin()
         assert Inbox(first, "billing").record(message_id) is True
-        thread = threading.Thread(target=second)
-        thread.start()
-        _wait_until_blocked(engine, "inbox-second")
+        second = InThread(
+            engine, "inbox-second", lambda c: Inbox(c, "billing").record(message_id)
+        ).start()
+        wait_until_blocked(engine, "inbox-second")
         getattr(transaction, first_outcome)()
-        thread.join(timeout=10)
+        second.join()
 
-    assert [first_outcome == "rollback"] == second_result
+    assert second.error is None
+    assert (first_outcome == "rollback") is second.result
     with engine.connect() as connection:
         assert 1 == connection.scalar(select(func.count()).select_from(inbox_messages))
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import (
     Column,
     Engine,
@@ -19,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from outbox import clock
 from outbox.tables import outbox_messages
 from sagas import (
     InvalidTransition,
@@ -28,7 +31,7 @@ from sagas import (
     SagaRuntime,
     UnknownSagaType,
 )
-from sagas.store import journal_of
+from sagas.store import journal_of, prune_finished
 from sagas.tables import saga_instances, saga_journal
 from tests.saga_fixtures import (
     ChecksJoin,
@@ -271,3 +274,26 @@ def test_unknown_saga_type_is_a_named_error() -> None:
     """Asking the runtime for a saga type it does not know lists the ones it does."""
     with pytest.raises(UnknownSagaType, match=r"'nope'.*sagatest\.Loan"):
         runtime.saga_type("nope")
+
+
+def test_finished_sagas_are_pruned_after_their_retention(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """Tombstones older than the retention go, with their journal; running sagas stay."""
+    for loan_id in ("old-1", "old-2"):
+        _handle(engine, _request(loan_id))
+        _handle(engine, CreditChecked(loan_id=loan_id, ok=False))
+    frozen_clock.tick(timedelta(days=31))
+    _handle(engine, _request("running"))
+
+    removed = []
+    while True:
+        with engine.begin() as connection:
+            count = prune_finished(connection, older_than=clock.now() - timedelta(days=30))
+        removed.append(count)
+        if count == 0:
+            break
+    assert [2, 0] == removed
+    with engine.connect() as connection:
+        assert ["running"] == list(connection.scalars(select(saga_instances.c.correlation_id)))
+        assert {"running"} == set(connection.scalars(select(saga_journal.c.correlation_id)))
