@@ -1,0 +1,56 @@
+"""The README's saga example runs as printed."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Numeric, String, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from outbox.tables import outbox_messages
+from sagas.tables import saga_instances
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Loan(Base):
+    """The service's own business table that the README's example writes to."""
+
+    __tablename__ = "readme_loans"
+    id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+
+
+def _section_code(title: str) -> list[str]:
+    section = README.read_text().split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def test_the_saga_in_30_lines_runs(engine: Engine) -> None:
+    """The saga class is at most 30 lines, and starting it commits the loan, the saga and the
+    credit-check command together."""
+    definition, usage = _section_code("A saga in 30 lines")
+    saga = definition[definition.index("class LoanSaga") :]
+    assert len([line for line in saga.splitlines() if line.strip()]) <= 30
+    Base.metadata.create_all(engine)
+    namespace: dict[str, Any] = {"Session": Session, "engine": engine, "Loan": Loan}
+    exec(compile(definition, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102 - our own README
+    exec(compile(usage, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102
+
+    with engine.connect() as connection:
+        assert [("L-1", "checking")] == [
+            tuple(row)
+            for row in connection.execute(
+                select(saga_instances.c.correlation_id, saga_instances.c.state)
+            )
+        ]
+        assert ["credit.RunCreditCheck"] == list(connection.scalars(select(outbox_messages.c.type)))
+    with Session(engine) as session:
+        assert Decimal(2500) == session.get(Loan, "L-1").amount  # type: ignore[union-attr]
