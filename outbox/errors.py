@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 
-class OutboxError(Exception):
-    """Something went wrong in sagabox's message layer."""
+class SagaboxError(Exception):
+    """Something went wrong in sagabox; every sagabox error derives from this one."""
 
     def __init__(self, message: str | None = None) -> None:
         # The docstring is the default text, so `raise SomeError()` still says something useful.
         super().__init__(message or (self.__doc__ or "").strip())
+
+
+class OutboxError(SagaboxError):
+    """Something went wrong in sagabox's message layer."""
 
 
 class MessageTypeError(OutboxError):

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from outbox.errors import SagaboxError
 
-class SagaError(Exception):
+
+class SagaError(SagaboxError):
     """Something went wrong in a saga."""
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
 
 
 class SagaDefinitionError(SagaError):

@@ -97,22 +97,29 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """The URL of a fresh database with sagabox's tables, for this test alone."""
+def _fresh_database(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, *, migrated: bool
+) -> Iterator[str]:
+    """A database for one test: a SQLite file, or a PostgreSQL database dropped afterwards;
+    migrated ones are copied or cloned from the session's template."""
     if backend == "sqlite":
         path = tmp_path / "test.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        if migrated:
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
         return
     admin: Engine = request.getfixturevalue("postgres_admin")
-    name = _create_database(admin, template=request.getfixturevalue("postgres_template"))
-    yield (
-        make_url(request.getfixturevalue("postgres_url"))
-        .set(database=name)
-        .render_as_string(hide_password=False)
-    )
+    template = request.getfixturevalue("postgres_template") if migrated else None
+    name = _create_database(admin, template=template)
+    url = make_url(request.getfixturevalue("postgres_url")).set(database=name)
+    yield url.render_as_string(hide_password=False)
     _drop_database(admin, name)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh database with sagabox's tables, for this test alone."""
+    yield from _fresh_database(backend, request, tmp_path, migrated=True)
 
 
 @pytest.fixture
@@ -120,17 +127,7 @@ def empty_database_url(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[str]:
     """The URL of a fresh database with no tables at all (for migration tests)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.db'}"
-        return
-    admin: Engine = request.getfixturevalue("postgres_admin")
-    name = _create_database(admin)
-    yield (
-        make_url(request.getfixturevalue("postgres_url"))
-        .set(database=name)
-        .render_as_string(hide_password=False)
-    )
-    _drop_database(admin, name)
+    yield from _fresh_database(backend, request, tmp_path, migrated=False)
 
 
 @pytest.fixture

@@ -87,12 +87,18 @@ class CriminalChecked(Event, type="sagatest.CriminalChecked"):
 class JoinData(BaseModel):
     credit: bool | None = None
     criminal: bool | None = None
+    concluded: bool = False
 
 
 class ChecksJoin(Saga[JoinData], name="sagatest.ChecksJoin"):
     """Both results are needed, in either order: either one may create the saga."""
 
-    states = ["new", "credit_done", "criminal_done", {"name": "both_done", "final": True}]
+    states = [
+        "new",
+        "credit_done",
+        "criminal_done",
+        {"name": "both_done", "final": True, "on_enter": "conclude"},
+    ]
     transitions = [
         on(CreditChecked, "new", "credit_done", after="keep_credit"),
         on(CriminalChecked, "new", "criminal_done", after="keep_criminal"),
@@ -106,6 +112,9 @@ class ChecksJoin(Saga[JoinData], name="sagatest.ChecksJoin"):
 
     def keep_criminal(self, ctx: SagaContext, message: CriminalChecked) -> None:
         self.data.criminal = message.clean
+
+    def conclude(self, ctx: SagaContext, message: CreditChecked | CriminalChecked) -> None:
+        self.data.concluded = True
 
 
 class CounterOpened(Event, type="sagatest.CounterOpened"):

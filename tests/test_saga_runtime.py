@@ -191,10 +191,11 @@ def test_either_message_may_start_a_join(engine: Engine) -> None:
         with Session(engine) as session:
             join = joins.load(session, ChecksJoin, loan_id)
         assert join is not None
-        assert ("both_done", True, True, 2) == (
+        assert ("both_done", True, True, True, 2) == (
             join.state_name,
             join.data.credit,
             join.data.criminal,
+            join.data.concluded,  # set by the final state's on_enter callback
             join.version,
         )
 
