@@ -110,10 +110,10 @@ class SagaRuntime:
                 f"{saga_type.saga_type} {correlation_id!r} (id {existing.id}) already exists, "
                 f"in state {existing.state_name!r}"
             )
-        self._handle_one(executor, saga_type, message)
-        started = store.load(executor, saga_type, correlation_id)
-        assert started is not None
-        return started
+        saga = _new_saga(saga_type, correlation_id)
+        # _transition advances this very instance, so there is nothing to read back.
+        self._transition(executor, saga, message)
+        return saga
 
     def load(self, executor: Executor, saga_type: type[S] | str, correlation_id: str) -> S | None:
         """Read a saga instance (finished or not) without changing it."""
@@ -141,15 +141,7 @@ class SagaRuntime:
                     f"not exist, and {message.type_name} does not start it",
                     cls.on_not_found,
                 )
-            now = clock.now()
-            saga = cls(
-                correlation_id=correlation_id,
-                state=cls.initial_state,
-                data=cls.data_type(),
-                version=0,
-                created_at=now,
-                updated_at=now,
-            )
+            saga = _new_saga(cls, correlation_id)
         elif saga.is_finished:
             # A tombstone: the message is late, not the start of a new saga.
             return done("late", saga.state_name)
@@ -210,6 +202,19 @@ class SagaRuntime:
             saga.state_name,
             saga.version,
         )
+
+
+def _new_saga(cls: type[S], correlation_id: str) -> S:
+    """A saga not yet stored, in its initial state with default data (version 0)."""
+    now = clock.now()
+    return cls(
+        correlation_id=correlation_id,
+        state=cls.initial_state,
+        data=cls.data_type(),
+        version=0,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _session(executor: Executor) -> Session | None:
