@@ -19,6 +19,7 @@ from outbox.errors import (
     UnknownMessageVersion,
     UnsupportedDatabase,
 )
+from outbox.handlers import HandlerContext, handles
 from outbox.inbox import Inbox, prune_inbox
 from outbox.messages import Command, Event, Message
 from outbox.registry import MessageRegistry, default_registry
@@ -32,6 +33,7 @@ __all__ = [
     "DuplicateMessageType",
     "Envelope",
     "Event",
+    "HandlerContext",
     "Inbox",
     "InvalidPayload",
     "MalformedEnvelope",
@@ -49,6 +51,7 @@ __all__ = [
     "decode",
     "default_registry",
     "encode",
+    "handles",
     "make_engine",
     "mask_secrets",
     "metadata",

@@ -13,10 +13,12 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -94,4 +96,27 @@ inbox_messages = Table(
     # Retention pruning deletes the oldest rows in small batches.
     Index(None, "processed_at"),
     comment="One row per message a consumer has processed: a second delivery finds it here.",
+)
+
+dead_letters = Table(
+    f"{PREFIX}dead_letters",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("endpoint", String(255), nullable=False),
+    # Null when the message was too broken to carry a usable id or type.
+    Column("message_id", Uuid(), nullable=True),
+    Column("type", String(255), nullable=True),
+    Column("content_type", String(255), nullable=True),
+    Column("headers", Json, nullable=False),
+    # The bytes as the broker delivered them: a broken message is kept exactly as it came.
+    Column("body", LargeBinary(), nullable=False),
+    Column("reason", Text(), nullable=False),
+    Column("error", Text(), nullable=True),
+    Column("traceback", Text(), nullable=True),
+    Column("attempts", Integer(), nullable=False),
+    Column("first_failed_at", UTCDateTime(), nullable=False),
+    Column("last_failed_at", UTCDateTime(), nullable=False),
+    # A message redelivered after it was dead-lettered (a crash before the ack) is not kept twice.
+    UniqueConstraint("endpoint", "message_id"),
+    comment="Messages an endpoint gave up on, with the reason; replay or discard them by CLI.",
 )

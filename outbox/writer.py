@@ -8,9 +8,9 @@ from uuid import UUID
 
 from sqlalchemy import insert
 
-from outbox import clock
+from outbox import clock, signals
 from outbox.database import Executor, dialect_of
-from outbox.envelope import encode
+from outbox.envelope import Envelope, encode
 from outbox.messages import Command, Event, Message
 from outbox.tables import outbox_messages
 
@@ -41,19 +41,37 @@ class Outbox:
         `partition_key` keeps messages in order per key (a saga uses its correlation id); it
         defaults to the message's correlation id.
         """
+        envelope = encode(message, extra_headers=headers)
+        self.add_envelope(
+            envelope,
+            destination=_destination(message, destination),
+            partition_key=partition_key if partition_key is not None else message.correlation_id,
+            deliver_at=deliver_at,
+        )
+        return message.message_id
+
+    def add_envelope(
+        self,
+        envelope: Envelope,
+        *,
+        destination: str,
+        partition_key: str | None,
+        deliver_at: datetime | None = None,
+    ) -> None:
+        """Insert an already encoded message: a retry, a replayed dead letter, a timeout.
+
+        The envelope goes out byte for byte as given, to the routing key `destination`.
+        """
         now = clock.now()
         available_at = (
             now if deliver_at is None else clock.ensure_aware(deliver_at, what="deliver_at")
         )
-        envelope = encode(message, extra_headers=headers)
         self._executor.execute(
             insert(outbox_messages).values(
-                message_id=message.message_id,
+                message_id=envelope.message_id,
                 type=envelope.type,
-                destination=_destination(message, destination),
-                partition_key=partition_key
-                if partition_key is not None
-                else message.correlation_id,
+                destination=destination,
+                partition_key=partition_key,
                 payload=envelope.payload,
                 headers=envelope.headers,
                 available_at=available_at,
@@ -61,7 +79,7 @@ class Outbox:
                 created_at=now,
             )
         )
-        return message.message_id
+        signals.mark_written(self._executor)
 
 
 def _destination(message: Message, destination: str | None) -> str:

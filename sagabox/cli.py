@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.database import make_engine
-from outbox.errors import OutboxError
+from outbox.errors import SagaboxError
 from outbox.urls import mask_secrets
-from sagabox import __version__, migrate
-
-DB_ENV = "SAGABOX_DATABASE_URL"
+from sagabox import __version__, cli_dlq, cli_run, migrate
+from sagabox.cli_common import Groups, database_argument
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -29,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return handler(args)
-    except (OutboxError, SQLAlchemyError, OSError, ValueError) as exc:
+    except (SagaboxError, SQLAlchemyError, OSError, ValueError, ImportError) as exc:
         # Driver errors can quote the URL they failed on: never print its password.
         print(f"sagabox: error: {mask_secrets(exc)}", file=sys.stderr)
         return 1
@@ -40,22 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sagabox {__version__}")
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")
     _add_db(groups)
+    cli_run.add_to(groups)
+    cli_dlq.add_to(groups)
     return parser
 
 
-def database_argument(parser: argparse.ArgumentParser) -> None:
-    """Add `--db URL`, defaulting to $SAGABOX_DATABASE_URL; shared by every subcommand."""
-    default = os.environ.get(DB_ENV)
-    parser.add_argument(
-        "--db",
-        default=default,
-        required=default is None,
-        metavar="URL",
-        help=f"database URL, e.g. sqlite:///app.db or postgresql://user:pw@host/db (env {DB_ENV})",
-    )
-
-
-def _add_db(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_db(groups: Groups) -> None:
     db = groups.add_parser("db", help="create and upgrade sagabox's tables")
     actions = db.add_subparsers(title="actions", metavar="ACTION", required=True)
 

@@ -86,7 +86,15 @@ class SagaRuntime:
 
     def interested_in(self, message: Message | type[Message]) -> list[type[Saga[Any]]]:
         """The saga classes that handle this message type."""
-        return list(self._by_trigger.get(message.type_name, ()))
+        return self.interested_in_type(message.type_name)
+
+    def interested_in_type(self, type_name: str) -> list[type[Saga[Any]]]:
+        """The saga classes that handle the message type named `type_name`."""
+        return list(self._by_trigger.get(type_name, ()))
+
+    def message_type_names(self) -> set[str]:
+        """Every message type some registered saga handles."""
+        return {name for name, sagas in self._by_trigger.items() if sagas}
 
     def handle(self, executor: Executor, message: Message) -> list[Handled]:
         """Deliver `message` to every interested saga; return what it did to each."""

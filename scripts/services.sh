@@ -7,6 +7,9 @@
 #   scripts/services.sh wait    wait until both are ready
 #   scripts/services.sh env     print `export` lines with their URLs (eval "$(... env)")
 #   scripts/services.sh down    stop both (by their own stop commands, then by PID) and clean up
+#   scripts/services.sh rabbitmq-stop|rabbitmq-start
+#                               stop or restart the RabbitMQ application (its node and data stay),
+#                               for tests of a broker outage
 #
 # Ports can be moved with SAGABOX_PG_PORT, SAGABOX_AMQP_PORT, SAGABOX_AMQP_DIST_PORT and
 # SAGABOX_EPMD_PORT. The state (URLs, data folder) is kept in .services/env at the repo top.
@@ -187,11 +190,24 @@ stop_pid() {
   log "warning: process $pid did not stop"
 }
 
+# Stop or start the broker application inside the running node: every connection drops and the
+# port closes, while durable queues and persistent messages stay on disk for the restart.
+cmd_rabbitmq() {
+  load_pointer || die "no services started: run '$0 up'"
+  (rabbit_env "$SAGABOX_SERVICES_DIR" && "$RABBIT_BIN/rabbitmqctl" "$1" >/dev/null)
+  if [ "$1" = start_app ]; then
+    (rabbit_env "$SAGABOX_SERVICES_DIR" && "$RABBIT_BIN/rabbitmqctl" await_startup >/dev/null)
+  fi
+  log "RabbitMQ: $1 done"
+}
+
 case "${1:-}" in
   up) cmd_start && cmd_wait ;;
   start) cmd_start ;;
   wait) cmd_wait ;;
   down) cmd_down ;;
+  rabbitmq-stop) cmd_rabbitmq stop_app ;;
+  rabbitmq-start) cmd_rabbitmq start_app ;;
   env) load_pointer && cat "$pointer" || die "no services started: run '$0 up'" ;;
-  *) die "usage: $0 up|start|wait|env|down" ;;
+  *) die "usage: $0 up|start|wait|env|down|rabbitmq-stop|rabbitmq-start" ;;
 esac

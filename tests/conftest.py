@@ -3,6 +3,7 @@ broker, a frozen clock, and a summary of how many tests ran on each backend."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -24,6 +25,11 @@ from sagabox import migrate
 
 # pytest's own timings (--durations) must keep the real clock while a test freezes it.
 freezegun.configure(extend_ignore_list=["_pytest"])
+
+# psycopg's C module checks the size of `datetime.date` when first imported; under a frozen
+# clock it would see freezegun's stand-in. Import it now, while the clock is real.
+with contextlib.suppress(ImportError):
+    import psycopg  # noqa: F401
 
 POSTGRES_ENV = "SAGABOX_TEST_POSTGRES_URL"
 AMQP_ENV = "SAGABOX_TEST_AMQP_URL"

@@ -1,0 +1,150 @@
+"""The relay's side of the outbox table: claim due rows, then delete or postpone them.
+
+The claim runs in the relay's transaction and decides which rows this relay may publish. On
+PostgreSQL several relays claim at once without publishing a row twice (row locks, SKIP LOCKED)
+and without reordering a partition (an advisory lock per partition key, plus a check that no
+older row of the partition is held by another relay). On SQLite the transaction's write lock
+(`BEGIN IMMEDIATE`) lets one relay at a time claim, so plain id order is enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, text, update
+
+from outbox.database import check_dialect
+from outbox.tables import outbox_messages as t
+
+#: First half of the two-int advisory lock key, so sagabox's locks never collide with the
+#: service's own advisory locks (which use the one-bigint form or other first halves).
+ADVISORY_NAMESPACE = 0x5A6A
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One claimed row: the message to publish and where to."""
+
+    id: int
+    message_id: UUID
+    type: str
+    destination: str
+    partition_key: str | None
+    payload: str
+    headers: dict[str, str]
+    attempts: int
+
+
+_COLUMNS = (
+    t.c.id,
+    t.c.message_id,
+    t.c.type,
+    t.c.destination,
+    t.c.partition_key,
+    t.c.payload,
+    t.c.headers,
+    t.c.attempts,
+)
+
+
+def claim_due(connection: Connection, *, now: datetime, limit: int) -> list[OutboxRow]:
+    """Lock and return up to `limit` rows due at `now` that this relay may publish, in id order.
+
+    Call it inside the transaction that will delete the rows once the broker has confirmed them.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1 (got {limit})")
+    claim = _CLAIM[check_dialect(connection.dialect.name)]
+    return claim(connection, now, limit)
+
+
+def _due(now: datetime, limit: int) -> Select[Any]:
+    return select(*_COLUMNS).where(t.c.available_at <= now).order_by(t.c.id).limit(limit)
+
+
+def _rows(result: Sequence[object]) -> list[OutboxRow]:
+    return [OutboxRow(*row) for row in result]  # type: ignore[misc]
+
+
+def _claim_sqlite(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
+    return _rows(connection.execute(_due(now, limit)).all())
+
+
+_LOCK_PARTITIONS = text(
+    "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
+    "WHERE pg_try_advisory_xact_lock(:namespace, hashtext(k))"
+)
+
+
+def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
+    # 1. The oldest due rows no other relay holds.
+    rows = _rows(connection.execute(_due(now, limit).with_for_update(skip_locked=True)).all())
+    keys = sorted({row.partition_key for row in rows if row.partition_key is not None})
+    if not keys:
+        return rows
+    # 2. The partitions no other relay is publishing right now. The lock lasts until commit,
+    # when this relay's deletes become visible together with its release.
+    locked = set(
+        connection.execute(
+            _LOCK_PARTITIONS, {"keys": keys, "namespace": ADVISORY_NAMESPACE}
+        ).scalars()
+    )
+    # 3. In a locked partition, a due row older than ours that we do not hold belongs to a relay
+    # that skipped it; publishing ours first would reorder the partition, so stop before it.
+    mine = {row.id for row in rows}
+    first_foreign: dict[str, int] = {}
+    if locked:
+        older = connection.execute(
+            select(t.c.id, t.c.partition_key)
+            .where(
+                t.c.partition_key.in_(bindparam("locked", expanding=True)),
+                t.c.available_at <= now,
+                t.c.id <= max(mine),
+            )
+            .order_by(t.c.partition_key, t.c.id),
+            {"locked": sorted(locked)},
+        )
+        for row_id, key in older:
+            if row_id not in mine and key not in first_foreign:
+                first_foreign[key] = row_id
+    return [
+        row
+        for row in rows
+        if row.partition_key is None
+        or (
+            row.partition_key in locked
+            and row.id < first_foreign.get(row.partition_key, row.id + 1)
+        )
+    ]
+
+
+_CLAIM: dict[str, Callable[[Connection, datetime, int], list[OutboxRow]]] = {
+    "postgresql": _claim_postgresql,
+    "sqlite": _claim_sqlite,
+}
+
+
+def delete_rows(connection: Connection, ids: Sequence[int]) -> None:
+    """Delete shipped rows; the caller commits once the broker has confirmed them."""
+    if ids:
+        connection.execute(delete(t).where(t.c.id.in_(ids)))
+
+
+def postpone_rows(connection: Connection, ids: Sequence[int], *, until: datetime) -> None:
+    """Keep rows the broker could not route, to try them again at `until`; counts the attempt."""
+    if ids:
+        connection.execute(
+            update(t).where(t.c.id.in_(ids)).values(available_at=until, attempts=t.c.attempts + 1)
+        )
+
+
+def next_due(connection: Connection, *, after: datetime) -> datetime | None:
+    """When the earliest row not yet due at `after` becomes due (None: nothing scheduled)."""
+    value: datetime | None = connection.execute(
+        select(func.min(t.c.available_at)).where(t.c.available_at > after)
+    ).scalar()
+    return value

@@ -1,0 +1,187 @@
+"""Dead letters: messages an endpoint gave up on, kept with the reason until someone acts.
+
+Nothing here talks to a broker. Recording happens in the worker's transaction; `replay` moves a
+dead letter back into the outbox, addressed to its endpoint only, so the relay ships it again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import delete, select
+
+from outbox import clock
+from outbox.database import Executor, insert_ignoring_conflicts
+from outbox.envelope import CONTENT_TYPE, H_TYPE, Envelope
+from outbox.errors import OutboxError
+from outbox.tables import dead_letters as t
+from outbox.urls import mask_secrets
+from outbox.writer import Outbox
+
+#: Headers the worker's retry bookkeeping adds; a replay starts the count afresh.
+H_ATTEMPTS = "sagabox-attempts"
+H_FIRST_FAILED_AT = "sagabox-first-failed-at"
+RETRY_HEADERS = (H_ATTEMPTS, H_FIRST_FAILED_AT)
+
+# Text columns hold at most this much of an error; the traceback says the rest.
+_MAX_TEXT = 10_000
+
+
+class DeadLetterNotFound(OutboxError):
+    """No dead letter has this id."""
+
+
+class NotReplayable(OutboxError):
+    """This dead letter cannot be replayed as it is; discard it instead."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead-lettered message with everything known about its failure."""
+
+    id: int
+    endpoint: str
+    message_id: UUID | None
+    type: str | None
+    content_type: str | None
+    headers: dict[str, str]
+    body: bytes
+    reason: str
+    error: str | None
+    traceback: str | None
+    attempts: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+
+
+def record_dead_letter(
+    executor: Executor,
+    *,
+    endpoint: str,
+    body: bytes,
+    headers: Mapping[str, Any] | None,
+    content_type: str | None,
+    reason: str,
+    error: str | None = None,
+    traceback: str | None = None,
+    attempts: int = 1,
+    first_failed_at: datetime | None = None,
+) -> bool:
+    """Store a message the endpoint gives up on; False if this message was dead-lettered already.
+
+    Headers are kept as text (a hostile message can carry anything in them) and errors are
+    masked, so a password in a URL inside an exception never lands in the table.
+    """
+    now = clock.now()
+    clean = _text_headers(headers)
+    inserted = executor.execute(
+        insert_ignoring_conflicts(executor, t)
+        .values(
+            endpoint=endpoint,
+            message_id=_uuid_or_none(clean.get("sagabox-message-id")),
+            type=_short(clean.get(H_TYPE)),
+            content_type=_short(content_type),
+            headers=clean,
+            body=body,
+            reason=_clip(mask_secrets(reason)),
+            error=_clip(mask_secrets(error)) if error is not None else None,
+            traceback=_clip(mask_secrets(traceback)) if traceback is not None else None,
+            attempts=attempts,
+            first_failed_at=first_failed_at or now,
+            last_failed_at=now,
+        )
+        .returning(t.c.id)
+    ).first()
+    return inserted is not None
+
+
+def list_dead_letters(
+    executor: Executor, *, endpoint: str | None = None, limit: int = 100
+) -> list[DeadLetter]:
+    """The oldest dead letters first, optionally of one endpoint."""
+    query = select(t).order_by(t.c.id).limit(limit)
+    if endpoint is not None:
+        query = query.where(t.c.endpoint == endpoint)
+    return [DeadLetter(**row._mapping) for row in executor.execute(query)]
+
+
+def get_dead_letter(executor: Executor, dead_letter_id: int) -> DeadLetter:
+    """One dead letter by id, or `DeadLetterNotFound`."""
+    row = executor.execute(select(t).where(t.c.id == dead_letter_id)).first()
+    if row is None:
+        raise DeadLetterNotFound(
+            f"no dead letter has id {dead_letter_id}: `sagabox dlq list` shows the ones there are"
+        )
+    return DeadLetter(**row._mapping)
+
+
+def replay_dead_letter(executor: Executor, dead_letter_id: int) -> UUID:
+    """Move a dead letter back into the outbox, addressed to its endpoint; return its message id.
+
+    The message keeps its id, so an endpoint that did process it after all skips it again.
+    """
+    letter = get_dead_letter(executor, dead_letter_id)
+    envelope = _replayable(letter)
+    Outbox(executor).add_envelope(
+        envelope,
+        destination=letter.endpoint,
+        partition_key=envelope.headers.get("sagabox-correlation-id"),
+    )
+    executor.execute(delete(t).where(t.c.id == dead_letter_id))
+    return envelope.message_id
+
+
+def discard_dead_letter(executor: Executor, dead_letter_id: int) -> None:
+    """Delete a dead letter for good."""
+    get_dead_letter(executor, dead_letter_id)
+    executor.execute(delete(t).where(t.c.id == dead_letter_id))
+
+
+def _replayable(letter: DeadLetter) -> Envelope:
+    if letter.content_type != CONTENT_TYPE:
+        raise NotReplayable(
+            f"dead letter {letter.id} has content type {letter.content_type!r}; only "
+            f"{CONTENT_TYPE} messages can be replayed. Discard it with `sagabox dlq discard`"
+        )
+    headers = {k: v for k, v in letter.headers.items() if k not in RETRY_HEADERS}
+    try:
+        envelope = Envelope.from_wire(letter.body, headers, letter.content_type)
+        json.loads(envelope.payload)
+    except (OutboxError, ValueError) as exc:
+        raise NotReplayable(
+            f"dead letter {letter.id} cannot be replayed ({exc}). Discard it with "
+            "`sagabox dlq discard`, and have the sender publish a corrected message"
+        ) from exc
+    return envelope
+
+
+def _text_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    if not isinstance(headers, Mapping):
+        return {}
+    clean: dict[str, str] = {}
+    for key, value in list(headers.items())[:100]:
+        text = value if isinstance(value, str) else repr(value)
+        # PostgreSQL's JSONB cannot hold NUL characters; a hostile header may contain them.
+        clean[str(key).replace("\x00", "\\x00")[:255]] = _clip(text.replace("\x00", "\\x00"))
+    return clean
+
+
+def _uuid_or_none(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None
+
+
+def _short(value: str | None) -> str | None:
+    return value.replace("\x00", "\\x00")[:255] if value is not None else None
+
+
+def _clip(text: str) -> str:
+    text = text.replace("\x00", "\\x00")
+    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + " […]"

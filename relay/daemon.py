@@ -1,0 +1,190 @@
+"""The relay: ships due outbox rows to the broker and deletes them once the broker has them.
+
+One batch is one database transaction: claim due rows, publish them, wait for the broker's
+confirms, delete the rows, commit. A crash anywhere before the commit leaves the rows in place
+and they are published again (the consumers' inbox drops the duplicates); a row is never deleted
+unless the broker has it. Failures roll the batch back, and the relay backs off and reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from kombu import Connection
+from sqlalchemy import Engine
+
+from outbox import clock
+from outbox.claim import claim_due, delete_rows, next_due, postpone_rows
+from outbox.urls import mask_secrets
+from relay.backoff import Backoff
+from relay.broker import DEFAULT_EXCHANGE, broker_errors, connect, describe
+from relay.failpoints import failpoint
+from relay.publisher import Publisher
+from relay.wakeup import Wakeup
+
+log = logging.getLogger("sagabox.relay")
+
+
+@dataclass
+class RelayStats:
+    """Counters since the relay started."""
+
+    published: int = 0
+    batches: int = 0
+    unroutable: int = 0
+    failures: int = 0
+
+
+class Relay:
+    """Moves outbox rows to the broker; `run` loops until stopped, `drain` empties what is due.
+
+    `listen` wakes the relay on PostgreSQL notifications and on commits in this process, with
+    `poll_interval` as the safety net; scheduled rows wake it when they fall due.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        broker_url: str,
+        *,
+        exchange: str = DEFAULT_EXCHANGE,
+        batch_size: int = 200,
+        poll_interval: float = 1.0,
+        listen: bool = True,
+        confirm_timeout: float = 30.0,
+        unroutable_delay: timedelta = timedelta(seconds=5),
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
+        self.engine = engine
+        self.broker_url = broker_url
+        self.exchange = exchange
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.listen = listen
+        self.confirm_timeout = confirm_timeout
+        self.unroutable_delay = unroutable_delay
+        self.stats = RelayStats()
+        self._connection: Connection | None = None
+        self._publisher: Publisher | None = None
+        self._stopping = threading.Event()
+        self._wakeup = Wakeup()
+
+    def publish_batch(self) -> int:
+        """Ship one batch of due rows in one transaction; return how many rows it claimed."""
+        publisher = self._connected()
+        now = clock.now()
+        with self.engine.begin() as connection:
+            rows = claim_due(connection, now=now, limit=self.batch_size)
+            if not rows:
+                return 0
+            unroutable = publisher.publish(rows)
+            failpoint("relay.after_publish")
+            kept = {row.id for row in unroutable}
+            delete_rows(connection, [row.id for row in rows if row.id not in kept])
+            for row in unroutable:
+                # Later tries wait longer, up to 64 times the first delay.
+                until = now + self.unroutable_delay * 2 ** min(row.attempts, 6)
+                postpone_rows(connection, [row.id], until=until)
+        failpoint("relay.after_commit")
+        self.stats.batches += 1
+        self.stats.published += len(rows) - len(unroutable)
+        self.stats.unroutable += len(unroutable)
+        for row in unroutable:
+            log.warning(
+                "relay: no queue is bound to %r on exchange %r, so %s %s is kept for a later "
+                "try (attempt %d); start that endpoint's worker once so it declares its queue",
+                row.destination,
+                self.exchange,
+                row.type,
+                row.message_id,
+                row.attempts + 1,
+            )
+        return len(rows)
+
+    def drain(self) -> int:
+        """Publish batches until nothing is due; return how many rows were shipped or kept."""
+        total = 0
+        while True:
+            claimed = self.publish_batch()
+            total += claimed
+            if claimed == 0:
+                return total
+
+    def run(self) -> None:
+        """Ship rows until `stop()` is called; errors roll back, back off and reconnect."""
+        backoff = Backoff()
+        if self.listen:
+            self._wakeup.listen(self.engine)
+            self._wakeup.watch_commits()
+        log.info(
+            "relay: shipping %s to %s (exchange %r, batches of %d)",
+            mask_secrets(self.engine.url),
+            describe(self.broker_url),
+            self.exchange,
+            self.batch_size,
+        )
+        try:
+            while not self._stopping.is_set():
+                try:
+                    claimed = self.publish_batch()
+                    idle = self._idle_timeout() if claimed == 0 else 0.0
+                except Exception as exc:
+                    self.stats.failures += 1
+                    self._disconnect()
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "relay: batch rolled back (%s: %s); retrying in %.2f s",
+                        type(exc).__name__,
+                        mask_secrets(exc),
+                        delay,
+                    )
+                    self._stopping.wait(delay)
+                    continue
+                backoff.reset()
+                if idle > 0:
+                    self._wakeup.wait(idle)
+        finally:
+            self._wakeup.close()
+            self._disconnect()
+        log.info("relay: stopped after publishing %d messages", self.stats.published)
+
+    def stop(self) -> None:
+        """Ask `run` to return after the batch in flight (safe from a signal handler)."""
+        self._stopping.set()
+        self._wakeup.set()
+
+    def close(self) -> None:
+        """Release the broker connection."""
+        self._disconnect()
+
+    def _idle_timeout(self) -> float:
+        """Sleep until the poll interval ends or the next scheduled row falls due."""
+        now = clock.now()
+        with self.engine.connect() as connection:
+            due = next_due(connection, after=now)
+        if due is None:
+            return self.poll_interval
+        return min(self.poll_interval, max((due - now).total_seconds(), 0.0))
+
+    def _connected(self) -> Publisher:
+        if self._publisher is None:
+            self._connection = connect(self.broker_url)
+            self._publisher = Publisher(
+                self._connection, self.exchange, confirm_timeout=self.confirm_timeout
+            )
+        return self._publisher
+
+    def _disconnect(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            try:
+                connection.release()
+            except broker_errors(connection):
+                pass

@@ -1,0 +1,90 @@
+"""What wakes an idle relay: PostgreSQL notifications, a commit in this process, or stopping.
+
+Every source sets one event, so a burst of commits costs one wake-up: the relay then drains
+until nothing is due. The poll interval stays as the safety net for anything missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import Engine
+
+from outbox import signals
+from outbox.urls import mask_secrets
+from relay.backoff import Backoff
+
+log = logging.getLogger("sagabox.relay")
+
+#: The channel the outbox trigger notifies (see migration 0003).
+CHANNEL = "sagabox_outbox"
+
+
+class Wakeup:
+    """An event the relay sleeps on, set by whichever source has news."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._closing = threading.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._listener: threading.Thread | None = None
+
+    def set(self) -> None:
+        """Wake the relay now (thread-safe, and safe in a signal handler)."""
+        self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until woken or `timeout` seconds pass; return whether something woke it."""
+        woken = self._event.wait(max(timeout, 0.0))
+        self._event.clear()
+        return woken
+
+    def watch_commits(self) -> None:
+        """Wake on each commit in this process that wrote outbox rows."""
+        if self._unsubscribe is None:
+            self._unsubscribe = signals.on_outbox_commit(self.set)
+
+    def listen(self, engine: Engine) -> None:
+        """Wake on the outbox trigger's notifications (PostgreSQL only), from a thread."""
+        if engine.dialect.name != "postgresql" or self._listener is not None:
+            return
+        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._listener = threading.Thread(
+            target=self._listen, args=(conninfo,), name="sagabox-listen", daemon=True
+        )
+        self._listener.start()
+
+    def close(self) -> None:
+        """Stop listening; the listener thread ends within a second."""
+        self._closing.set()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+            self._listener = None
+
+    def _listen(self, conninfo: str) -> None:
+        import psycopg  # the postgres extra; only a PostgreSQL relay gets here
+
+        backoff = Backoff(initial=0.5, maximum=10.0)
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    backoff.reset()
+                    # A wake-up after (re)connecting covers notifications sent while deaf.
+                    self.set()
+                    while not self._closing.is_set():
+                        for _ in connection.notifies(timeout=1.0):
+                            self.set()
+            except psycopg.Error as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "relay: LISTEN connection lost (%s); polling meanwhile, retrying in %.1f s",
+                    mask_secrets(exc),
+                    delay,
+                )
+                self._closing.wait(delay)

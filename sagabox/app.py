@@ -1,0 +1,175 @@
+"""`App`: one endpoint of a service — its name, database, broker, sagas and plain handlers.
+
+The worker and relay take their settings from it (`sagabox worker --app module:app`), and a
+service uses the same object in its request handlers to start sagas in its own transactions.
+This is the composition root: the only place where sagas and the relay meet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from outbox.database import make_engine
+from outbox.handlers import HandlerContext, handled_types, handler_name
+from outbox.messages import Event, Message
+from outbox.registry import MessageRegistry, default_registry
+from relay.broker import BROKER_ENV, DEFAULT_EXCHANGE
+from relay.daemon import Relay
+from relay.worker import RetryPolicy, Unrecoverable, Worker
+from sagas.definition import Saga
+from sagas.errors import ConcurrencyConflict, SagaNotFound
+from sagas.runtime import SagaRuntime
+
+DATABASE_ENV = "SAGABOX_DATABASE_URL"
+S = TypeVar("S", bound=Saga[Any])
+
+Handler = Callable[[HandlerContext, Any], object]
+_ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+class App:
+    """An endpoint: the queue named `name` receives commands sent to it and the events its sagas
+    and handlers subscribe to; its inbox is named after it too.
+
+    `database` and `broker` default to $SAGABOX_DATABASE_URL and $SAGABOX_BROKER_URL (and the
+    in-process `memory://` broker), so one app module serves every environment.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        sagas: Iterable[type[Saga[Any]]] = (),
+        handlers: Iterable[Handler] = (),
+        database: str | None = None,
+        broker: str | None = None,
+        registry: MessageRegistry = default_registry,
+        exchange: str = DEFAULT_EXCHANGE,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not _ENDPOINT_NAME.match(name):
+            raise ValueError(
+                f"endpoint name {name!r} must be letters, digits, '_', '.', '-' (it names a "
+                "queue and a routing key)"
+            )
+        self.name = name
+        self.runtime = SagaRuntime(sagas)
+        self._handlers: dict[str, list[tuple[str, Handler]]] = defaultdict(list)
+        for handler in handlers:
+            self.add_handler(handler)
+        self._database = database
+        self._broker = broker
+        self._registry = registry
+        self.exchange = exchange
+        self.retry = retry or RetryPolicy(retry_at_once=(ConcurrencyConflict,))
+
+    # --- configuration ------------------------------------------------------------------------
+
+    def add_handler(self, handler: Handler) -> None:
+        """Register a function marked with `@handles(...)`."""
+        name = handler_name(handler)
+        for message_type in handled_types(handler):
+            self._handlers[message_type.type_name].append((name, handler))
+
+    @property
+    def registry(self) -> MessageRegistry:
+        """Where incoming type names are looked up."""
+        return self._registry
+
+    @property
+    def database_url(self) -> str:
+        """The database this endpoint's worker and relay use."""
+        url = self._database or os.environ.get(DATABASE_ENV)
+        if not url:
+            raise ValueError(
+                f"app {self.name!r} has no database: pass App(database=...), set "
+                f"${DATABASE_ENV}, or give --db"
+            )
+        return url
+
+    @property
+    def broker_url(self) -> str:
+        """The broker this endpoint's worker and relay use."""
+        return self._broker or os.environ.get(BROKER_ENV) or "memory://"
+
+    def configure(self, *, database: str | None = None, broker: str | None = None) -> None:
+        """Override the database or broker (the CLI's --db and --broker) before first use."""
+        if database:
+            self._database = database
+            self.__dict__.pop("engine", None)
+        if broker:
+            self._broker = broker
+
+    @cached_property
+    def engine(self) -> Engine:
+        """The engine the worker and relay share (pre-ping: survives a database restart)."""
+        return make_engine(self.database_url, pool_pre_ping=True)
+
+    # --- the Endpoint protocol the worker serves ------------------------------------------------
+
+    def routing_keys(self) -> list[str]:
+        """Its name, for commands sent to it, and every event type it handles."""
+        events = sorted(
+            name
+            for name in self._handled_type_names()
+            if name in self._registry and issubclass(self._registry.resolve(name), Event)
+        )
+        return [self.name, *events]
+
+    def accepts(self, type_name: str) -> bool:
+        """Whether a saga or handler here takes `type_name`."""
+        return type_name in self._handlers or bool(self.runtime.interested_in_type(type_name))
+
+    def dispatch(self, session: Session, message: Message) -> None:
+        """Deliver `message` to the sagas, then the plain handlers, in `session`'s transaction."""
+        try:
+            self.runtime.handle(session, message)
+        except SagaNotFound as exc:
+            if exc.policy == "dead_letter":
+                raise Unrecoverable(str(exc)) from exc
+            raise
+        for name, handler in self._handlers.get(message.type_name, ()):
+            handler(HandlerContext(session, message, f"{self.name}/{name}"), message)
+
+    # --- processes ------------------------------------------------------------------------------
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker consuming this endpoint's queue (options as for `Worker`)."""
+        options.setdefault("retry", self.retry)
+        options.setdefault("exchange", self.exchange)
+        return Worker(self.engine, self.broker_url, self, **options)
+
+    def relay(self, **options: Any) -> Relay:
+        """A relay shipping this database's outbox to this broker (options as for `Relay`)."""
+        options.setdefault("exchange", self.exchange)
+        return Relay(self.engine, self.broker_url, **options)
+
+    def start(self, session: Session, saga_type: type[S], message: Message) -> S:
+        """Start a saga from a request handler, in the caller's transaction."""
+        return self.runtime.start(session, saga_type, message)
+
+    def _handled_type_names(self) -> set[str]:
+        return set(self._handlers) | self.runtime.message_type_names()
+
+
+def load_app(spec: str) -> App:
+    """Import `module:attribute` and return the `App` it names."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(
+            f"--app takes module:attribute, e.g. myservice.endpoint:app (got {spec!r})"
+        )
+    module = importlib.import_module(module_name)
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise ValueError(f"{spec} is {type(app).__name__}, not a sagabox App")
+    return app

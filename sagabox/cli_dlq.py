@@ -1,0 +1,168 @@
+"""`sagabox dlq ...` and `sagabox inbox prune`: looking after dead letters and the inbox."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+
+from outbox import clock
+from outbox.database import make_engine
+from outbox.dead_letters import (
+    DeadLetter,
+    discard_dead_letter,
+    get_dead_letter,
+    list_dead_letters,
+    replay_dead_letter,
+)
+from outbox.inbox import prune_inbox
+from sagabox.cli_common import Groups, database_argument, duration
+
+
+def add_to(groups: Groups) -> None:
+    """Register the dlq and inbox subcommands."""
+    dlq = groups.add_parser("dlq", help="list, show, replay or discard dead letters")
+    actions = dlq.add_subparsers(title="actions", metavar="ACTION", required=True)
+
+    listing = actions.add_parser("list", help="the dead letters, oldest first")
+    database_argument(listing)
+    listing.add_argument("--endpoint", help="only this endpoint's")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=_list)
+
+    show = actions.add_parser("show", help="one dead letter in full: headers, body, traceback")
+    database_argument(show)
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_show)
+
+    replay = actions.add_parser(
+        "replay", help="send dead letters back to their endpoint (after fixing the cause)"
+    )
+    database_argument(replay)
+    replay.add_argument("ids", type=int, nargs="+", metavar="ID")
+    replay.set_defaults(handler=_replay)
+
+    discard = actions.add_parser("discard", help="delete dead letters for good")
+    database_argument(discard)
+    discard.add_argument("ids", type=int, nargs="+", metavar="ID")
+    discard.set_defaults(handler=_discard)
+
+    inbox = groups.add_parser("inbox", help="the inbox of processed message ids")
+    inbox_actions = inbox.add_subparsers(title="actions", metavar="ACTION", required=True)
+    prune = inbox_actions.add_parser(
+        "prune", help="delete ids processed before a retention period, in small batches"
+    )
+    database_argument(prune)
+    prune.add_argument("--older-than", type=duration, required=True, help="e.g. 7d")
+    prune.add_argument("--batch-size", type=int, default=1000)
+    prune.set_defaults(handler=_prune)
+
+
+def _with_engine(args: argparse.Namespace, work: Callable[[Engine], int]) -> int:
+    engine = make_engine(args.db)
+    try:
+        return work(engine)
+    finally:
+        engine.dispose()
+
+
+def _summary(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "endpoint": letter.endpoint,
+        "message_id": str(letter.message_id) if letter.message_id else None,
+        "type": letter.type,
+        "attempts": letter.attempts,
+        "first_failed_at": letter.first_failed_at.isoformat(),
+        "last_failed_at": letter.last_failed_at.isoformat(),
+        "reason": letter.reason,
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        with engine.connect() as connection:
+            letters = list_dead_letters(connection, endpoint=args.endpoint, limit=args.limit)
+        for letter in letters:
+            if args.json:
+                print(json.dumps(_summary(letter)))
+            else:
+                print(
+                    f"{letter.id:>6}  {letter.last_failed_at:%Y-%m-%d %H:%M:%S}  "
+                    f"{letter.endpoint}  {letter.type or '?'}  {letter.attempts} tries  "
+                    f"{letter.reason}"
+                )
+        if not letters and not args.json:
+            print("no dead letters")
+        return 0
+
+    return _with_engine(args, work)
+
+
+def _show(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        with engine.connect() as connection:
+            letter = get_dead_letter(connection, args.id)
+        details = {
+            **_summary(letter),
+            "content_type": letter.content_type,
+            "headers": letter.headers,
+            "body": letter.body.decode("utf-8", errors="backslashreplace"),
+            "error": letter.error,
+            "traceback": letter.traceback,
+        }
+        if args.json:
+            print(json.dumps(details, indent=2))
+        else:
+            for key, value in details.items():
+                if key == "traceback" and value:
+                    print(f"traceback:\n{value}")
+                else:
+                    print(f"{key}: {value}")
+        return 0
+
+    return _with_engine(args, work)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        for letter_id in args.ids:
+            # One transaction per letter: one that cannot be replayed does not hold up the rest.
+            with engine.begin() as connection:
+                message_id = replay_dead_letter(connection, letter_id)
+            print(f"dead letter {letter_id}: message {message_id} is back in the outbox")
+        return 0
+
+    return _with_engine(args, work)
+
+
+def _discard(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        for letter_id in args.ids:
+            with engine.begin() as connection:
+                discard_dead_letter(connection, letter_id)
+            print(f"dead letter {letter_id}: discarded")
+        return 0
+
+    return _with_engine(args, work)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        cutoff = clock.now() - args.older_than
+        total = 0
+        while True:
+            with engine.begin() as connection:
+                count = prune_inbox(connection, older_than=cutoff, batch_size=args.batch_size)
+            total += count
+            if count < args.batch_size:
+                break
+        print(f"inbox: pruned {total} ids processed before {cutoff:%Y-%m-%d %H:%M:%S} UTC")
+        return 0
+
+    return _with_engine(args, work)

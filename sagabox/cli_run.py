@@ -1,0 +1,91 @@
+"""`sagabox relay` and `sagabox worker`: the two long-running processes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from outbox.database import make_engine
+from outbox.urls import mask_secrets
+from relay.broker import DEFAULT_EXCHANGE
+from relay.daemon import Relay
+from sagabox.app import load_app
+from sagabox.cli_common import (
+    Groups,
+    broker_argument,
+    database_argument,
+    on_stop_signals,
+    setup_logging,
+)
+
+
+def add_to(groups: Groups) -> None:
+    """Register the relay and worker subcommands."""
+    relay = groups.add_parser(
+        "relay", help="ship outbox rows to the broker (a daemon; SIGTERM stops it cleanly)"
+    )
+    database_argument(relay)
+    broker_argument(relay)
+    relay.add_argument("--once", action="store_true", help="ship what is due now, then exit")
+    relay.add_argument("--batch-size", type=int, default=200, help="rows per transaction")
+    relay.add_argument(
+        "--poll-interval", type=float, default=1.0, help="seconds between polls (safety net)"
+    )
+    relay.add_argument(
+        "--no-listen", action="store_true", help="poll only, without PostgreSQL LISTEN/NOTIFY"
+    )
+    relay.add_argument("--exchange", default=DEFAULT_EXCHANGE, help="topic exchange name")
+    relay.add_argument("--log-level", default="info")
+    relay.set_defaults(handler=_relay)
+
+    worker = groups.add_parser(
+        "worker", help="consume an app's queue and run its sagas and handlers"
+    )
+    worker.add_argument("--app", required=True, help="the App to serve, as module:attribute")
+    database_argument(worker, required=False)
+    broker_argument(worker, required=False)
+    worker.add_argument("--once", action="store_true", help="process what waits, then exit")
+    worker.add_argument("--prefetch", type=int, default=50, help="messages in flight at most")
+    worker.add_argument("--log-level", default="info")
+    worker.set_defaults(handler=_worker)
+
+
+def _relay(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    engine = make_engine(args.db, pool_pre_ping=True)
+    relay = Relay(
+        engine,
+        args.broker,
+        exchange=args.exchange,
+        batch_size=args.batch_size,
+        poll_interval=args.poll_interval,
+        listen=not args.no_listen,
+    )
+    try:
+        if args.once:
+            shipped = relay.drain()
+            print(f"relay: shipped {shipped} messages to {mask_secrets(args.broker)}")
+        else:
+            on_stop_signals(relay.stop)
+            relay.run()
+    finally:
+        relay.close()
+        engine.dispose()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    app = load_app(args.app)
+    app.configure(database=args.db, broker=args.broker)
+    worker = app.worker(prefetch=args.prefetch)
+    try:
+        if args.once:
+            processed = worker.drain()
+            print(f"worker: processed {processed} messages; {worker.stats}", file=sys.stdout)
+        else:
+            on_stop_signals(worker.stop)
+            worker.run()
+    finally:
+        app.engine.dispose()
+    return 0

@@ -1,0 +1,315 @@
+"""The consumer worker: exactly-once effects through the inbox, retries, dead letters, and the
+`sagabox dlq` and `inbox prune` commands. Runs on both databases and both brokers."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freezegun.api import FrozenDateTimeFactory
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from outbox import Message
+from outbox.envelope import encode
+from outbox.tables import outbox_messages
+from relay import RetryPolicy, Worker
+from sagabox.cli import main
+from sagas import ConcurrencyConflict
+from tests.bank_app import Audit, Deposit, Deposited, accounts, ledger, ledger_counts
+from tests.relay_helpers import (
+    Bank,
+    bank_endpoint,
+    dead_letter_rows,
+    inbox_count,
+    outbox_count,
+)
+
+pytestmark = pytest.mark.usefixtures("frozen_clock")
+
+
+@pytest.fixture
+def bank(database_url: str, broker_url: str) -> Any:
+    with bank_endpoint(database_url, broker_url) as bank:
+        yield bank
+
+
+def _deliver(bank: Bank) -> None:
+    bank.relay.drain()
+    bank.worker.drain()
+
+
+def test_a_message_delivered_twice_takes_effect_once(bank: Bank) -> None:
+    """Two copies of one message (same id) book one ledger line; the second is a duplicate."""
+    command = Deposit(account="a", amount=10)
+    bank.send(command, command)
+    bank.relay.drain()
+    assert 2 == bank.worker.drain()
+    assert {command.message_id: 1} == ledger_counts(bank.engine)
+    assert (1, 1) == (bank.worker.stats.handled, bank.worker.stats.duplicates)
+    assert 1 == inbox_count(bank.engine)
+
+
+def test_effects_and_emitted_messages_commit_together(bank: Bank) -> None:
+    """The handler's event is in the outbox of the same transaction, caused by the command."""
+    command = Deposit(account="a", amount=10, correlation_id="order-1")
+    bank.send(command)
+    _deliver(bank)
+    with bank.engine.connect() as connection:
+        row = connection.execute(
+            select(outbox_messages).where(outbox_messages.c.type == Deposited.type_name)
+        ).one()
+    assert str(command.message_id) == row.headers["sagabox-causation-id"]
+    assert "order-1" == row.headers["sagabox-correlation-id"]
+    assert Deposited.type_name == row.destination
+
+
+def test_a_failing_message_is_retried_later_then_dead_lettered_without_blocking_others(
+    bank: Bank, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """A handler error schedules delayed retries (1 s, 10 s, 60 s) as outbox rows for this
+    endpoint only; the message behind it is processed at once; after the last retry the
+    message is a dead letter with the error and the traceback."""
+    with Session(bank.engine) as session, session.begin():
+        session.execute(insert(accounts).values(id="closed", open=False))
+    poison = Deposit(account="closed", amount=5)
+    healthy = Deposit(account="a", amount=7)
+    bank.send(poison, healthy)
+    _deliver(bank)
+    assert {healthy.message_id: 1} == ledger_counts(bank.engine)
+    assert 1 == bank.worker.stats.retried
+
+    for delay in (1, 10, 60):
+        # Not due yet: the relay leaves the retry where it is.
+        bank.relay.drain()
+        assert 0 == bank.worker.drain()
+        frozen_clock.tick(timedelta(seconds=delay))
+        _deliver(bank)
+    assert 3 == bank.worker.stats.retried
+    assert 1 == bank.worker.stats.dead_lettered
+    [letter] = dead_letter_rows(bank.engine)
+    assert poison.message_id == letter.message_id
+    assert 4 == letter.attempts
+    assert "AccountClosed: account closed is closed" in letter.reason
+    assert "raise AccountClosed" in letter.traceback
+    assert bank.app.name == letter.endpoint
+
+
+def test_dlq_replay_processes_a_dead_letter_once_its_cause_is_fixed(
+    bank: Bank, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sagabox dlq list/show/replay`: after the account is opened, the replayed deposit books."""
+    with Session(bank.engine) as session, session.begin():
+        session.execute(insert(accounts).values(id="closed", open=False))
+    bank.worker.retry = RetryPolicy(delays=())
+    poison = Deposit(account="closed", amount=5)
+    bank.send(poison)
+    _deliver(bank)
+    [letter] = dead_letter_rows(bank.engine)
+    db = ["--db", bank.app.database_url]
+
+    assert 0 == main(["dlq", "list", "--json", *db])
+    [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (letter.id, str(poison.message_id)) == (listed["id"], listed["message_id"])
+    assert 0 == main(["dlq", "show", str(letter.id), *db])
+    assert "raise AccountClosed" in capsys.readouterr().out
+
+    with Session(bank.engine) as session, session.begin():
+        session.execute(update(accounts).values(open=True))
+    assert 0 == main(["dlq", "replay", str(letter.id), *db])
+    _deliver(bank)
+    assert {poison.message_id: 1} == ledger_counts(bank.engine)
+    assert [] == dead_letter_rows(bank.engine)
+    # A second replay of the same id is refused with a pointer to `dlq list`.
+    assert 1 == main(["dlq", "replay", str(letter.id), *db])
+    assert "dlq list" in capsys.readouterr().err
+
+
+def test_dlq_discard_deletes(bank: Bank, capsys: pytest.CaptureFixture[str]) -> None:
+    bank.send(Deposit(account="a", amount=-1))
+    _deliver(bank)
+    [letter] = dead_letter_rows(bank.engine)
+    assert 0 == main(["dlq", "discard", str(letter.id), "--db", bank.app.database_url])
+    assert [] == dead_letter_rows(bank.engine)
+    assert 0 == main(["dlq", "list", "--db", bank.app.database_url])
+    assert "no dead letters" in capsys.readouterr().out
+
+
+def test_unrecoverable_errors_skip_the_retries(bank: Bank) -> None:
+    """A handler raising `Unrecoverable` dead-letters the message on its first failure."""
+    bank.send(Deposit(account="a", amount=-1))
+    _deliver(bank)
+    [letter] = dead_letter_rows(bank.engine)
+    assert 1 == letter.attempts
+    assert "makes no sense" in letter.reason
+    assert 0 == bank.worker.stats.retried
+
+
+class _Boom:
+    """Unpickling this would create a file: proof that a pickle was executed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.path,))
+
+
+def _headers(message: Message) -> dict[str, str]:
+    return encode(message).headers
+
+
+def _hostile_cases(tmp_path: Path) -> dict[str, tuple[bytes, dict[str, Any] | None, str, str]]:
+    """name → (body, headers, content type, a phrase the dead letter's reason must contain)."""
+    valid = Deposit(account="a", amount=1)
+    good_body = encode(valid).payload.encode()
+    return {
+        "pickle": (
+            pickle.dumps(_Boom(tmp_path / "pwned")),
+            _headers(valid),
+            "application/x-python-serialize",
+            "content type 'application/x-python-serialize' refused",
+        ),
+        "no headers": (good_body, None, "application/json", "missing or non-string headers"),
+        "forged id": (
+            good_body,
+            {**_headers(valid), "sagabox-message-id": "'; DROP TABLE bank_ledger; --"},
+            "application/json",
+            "sagabox-message-id is missing or not a UUID",
+        ),
+        "metadata in payload": (
+            json.dumps({"account": "a", "amount": 1, "message_id": str(valid.message_id)}).encode(),
+            _headers(valid),
+            "application/json",
+            "belong in headers",
+        ),
+        "unknown type": (
+            good_body,
+            {**_headers(valid), "sagabox-type": "bank.Nonsense"},
+            "application/json",
+            "unknown message type 'bank.Nonsense'",
+        ),
+        "no handler here": (
+            encode(Audit(account="a")).payload.encode(),
+            _headers(Audit(account="a")),
+            "application/json",
+            "has no handler for 'bank.Audit'",
+        ),
+        "truncated JSON": (good_body[:-3], _headers(valid), "application/json", "not JSON"),
+        "wrong types": (
+            b'{"account": ["a"], "amount": "lots"}',
+            _headers(valid),
+            "application/json",
+            "does not validate",
+        ),
+        "oversized": (
+            b'{"account": "' + b"x" * 2_000_000 + b'", "amount": 1}',
+            _headers(valid),
+            "application/json",
+            "over this endpoint's limit",
+        ),
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    "case",
+    [
+        "pickle",
+        "no headers",
+        "forged id",
+        "metadata in payload",
+        "unknown type",
+        "no handler here",
+        "truncated JSON",
+        "wrong types",
+        "oversized",
+    ],
+)
+def test_hostile_messages_are_dead_lettered_unread_and_the_next_one_is_processed(
+    bank: Bank, case: str, tmp_path: Path
+) -> None:
+    """Each bad message lands in dead_letters at once with its reason, nothing of it runs, and
+    a valid message behind it is processed."""
+    body, headers, content_type, reason = _hostile_cases(tmp_path)[case]
+    bank.publish_raw(body, headers=headers, content_type=content_type)
+    follower = Deposit(account="b", amount=3)
+    bank.send(follower)
+    _deliver(bank)
+    [letter] = dead_letter_rows(bank.engine)
+    assert reason in letter.reason
+    assert 1 == letter.attempts
+    assert {follower.message_id: 1} == ledger_counts(bank.engine)
+    assert not (tmp_path / "pwned").exists()
+    if case != "oversized":
+        assert body == letter.body  # kept byte for byte, for inspection
+
+
+class _FlakyEndpoint:
+    """The real bank endpoint, except that its first `conflicts` dispatches lose a race."""
+
+    def __init__(self, bank: Bank, conflicts: int) -> None:
+        self._app = bank.app
+        self.conflicts = conflicts
+        self.name, self.registry = bank.app.name, bank.app.registry
+        self.routing_keys, self.accepts = bank.app.routing_keys, bank.app.accepts
+
+    def dispatch(self, session: Session, message: Message) -> None:
+        self._app.dispatch(session, message)  # the effect happens, then is rolled back
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ConcurrencyConflict("lost a race")
+
+
+@pytest.mark.parametrize(("conflicts", "outcome"), [(3, "handled"), (6, "retry_scheduled")])
+def test_concurrency_conflicts_are_retried_at_once_a_bounded_number_of_times(
+    bank: Bank, conflicts: int, outcome: str
+) -> None:
+    """Up to `immediate` (5) conflicts are retried in place; beyond that, a delayed retry."""
+    worker = Worker(
+        bank.engine, bank.app.broker_url, _FlakyEndpoint(bank, conflicts), retry=bank.app.retry
+    )
+    command = Deposit(account="a", amount=1)
+    bank.send(command)
+    bank.relay.drain()
+    worker.drain()
+    assert (1 if outcome == "handled" else 0) == worker.stats.handled
+    assert (1 if outcome == "retry_scheduled" else 0) == worker.stats.retried
+    expected = {command.message_id: 1} if outcome == "handled" else {}
+    assert expected == ledger_counts(bank.engine)  # the rolled-back attempts left nothing
+
+
+@pytest.mark.parametrize("broker_url", ["memory"], indirect=True)
+def test_inbox_rows_are_pruned_after_the_retention(
+    bank: Bank, frozen_clock: FrozenDateTimeFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ids older than the retention go, in batches; recent ones stay (worker and CLI)."""
+    bank.send(Deposit(account="a", amount=1), Deposit(account="a", amount=2))
+    _deliver(bank)
+    frozen_clock.tick(timedelta(days=8))
+    bank.send(Deposit(account="a", amount=3))
+    _deliver(bank)
+    assert 3 == inbox_count(bank.engine)
+    assert 2 == bank.worker.prune_inbox(batch_size=1)
+    assert 1 == inbox_count(bank.engine)
+    frozen_clock.tick(timedelta(days=8))
+    assert 0 == main(["inbox", "prune", "--older-than", "7d", "--db", bank.app.database_url])
+    assert "pruned 1 ids" in capsys.readouterr().out
+    assert 0 == inbox_count(bank.engine)
+
+
+def test_ledger_is_untouched_by_a_rolled_back_attempt(bank: Bank) -> None:
+    """Sanity for the tests above: a failed handler leaves no ledger line and no outbox row."""
+    with Session(bank.engine) as session, session.begin():
+        session.execute(insert(accounts).values(id="closed", open=False))
+    bank.send(Deposit(account="closed", amount=1))
+    bank.relay.drain()
+    before = outbox_count(bank.engine)
+    bank.worker.drain()
+    with bank.engine.connect() as connection:
+        assert [] == list(connection.execute(select(ledger)))
+    assert before + 1 == outbox_count(bank.engine)  # only the retry row was added
