@@ -1,10 +1,10 @@
 """The relay's side of the outbox table: claim due rows, then delete or postpone them.
 
 The claim runs in the relay's transaction and decides which rows this relay may publish. On
-PostgreSQL several relays claim at once without publishing a row twice (row locks, SKIP LOCKED)
-and without reordering a partition (an advisory lock per partition key, plus a check that no
-older row of the partition is held by another relay). On SQLite the transaction's write lock
-(`BEGIN IMMEDIATE`) lets one relay at a time claim, so plain id order is enough.
+PostgreSQL several relays claim at once without publishing a row twice (row locks with SKIP
+LOCKED) and without reordering a partition: a relay publishes a row only when every older due
+row of its partition key is either its own or already shipped. On SQLite the transaction's write
+lock (`BEGIN IMMEDIATE`) lets one relay at a time claim, so plain id order is enough.
 """
 
 from __future__ import annotations
@@ -15,14 +15,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Select, bindparam, delete, func, select, text, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, update
 
 from outbox.database import check_dialect
 from outbox.tables import outbox_messages as t
-
-#: First half of the two-int advisory lock key, so sagabox's locks never collide with the
-#: service's own advisory locks (which use the one-bigint form or other first halves).
-ADVISORY_NAMESPACE = 0x5A6A
 
 
 @dataclass(frozen=True)
@@ -74,51 +70,35 @@ def _claim_sqlite(connection: Connection, now: datetime, limit: int) -> list[Out
     return _rows(connection.execute(_due(now, limit)).all())
 
 
-_LOCK_PARTITIONS = text(
-    "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
-    "WHERE pg_try_advisory_xact_lock(:namespace, hashtext(k))"
-)
-
-
 def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
-    # 1. The oldest due rows no other relay holds.
+    # The oldest due rows no other relay holds; the row locks last until this relay commits.
     rows = _rows(connection.execute(_due(now, limit).with_for_update(skip_locked=True)).all())
     keys = sorted({row.partition_key for row in rows if row.partition_key is not None})
     if not keys:
         return rows
-    # 2. The partitions no other relay is publishing right now. The lock lasts until commit,
-    # when this relay's deletes become visible together with its release.
-    locked = set(
-        connection.execute(
-            _LOCK_PARTITIONS, {"keys": keys, "namespace": ADVISORY_NAMESPACE}
-        ).scalars()
-    )
-    # 3. In a locked partition, a due row older than ours that we do not hold belongs to a relay
-    # that skipped it; publishing ours first would reorder the partition, so stop before it.
+    # A due row of the same partition that is older than ours and not ours is held by another
+    # relay (or was skipped by ours): publishing past it would reorder the partition, so stop
+    # just before it. Rows another relay already shipped are deleted, hence not seen here; this
+    # statement sees every commit made before it started.
     mine = {row.id for row in rows}
     first_foreign: dict[str, int] = {}
-    if locked:
-        older = connection.execute(
-            select(t.c.id, t.c.partition_key)
-            .where(
-                t.c.partition_key.in_(bindparam("locked", expanding=True)),
-                t.c.available_at <= now,
-                t.c.id <= max(mine),
-            )
-            .order_by(t.c.partition_key, t.c.id),
-            {"locked": sorted(locked)},
+    older = connection.execute(
+        select(t.c.id, t.c.partition_key)
+        .where(
+            t.c.partition_key.in_(bindparam("keys", expanding=True)),
+            t.c.available_at <= now,
+            t.c.id <= max(mine),
         )
-        for row_id, key in older:
-            if row_id not in mine and key not in first_foreign:
-                first_foreign[key] = row_id
+        .order_by(t.c.partition_key, t.c.id),
+        {"keys": keys},
+    )
+    for row_id, key in older:
+        if row_id not in mine and key not in first_foreign:
+            first_foreign[key] = row_id
     return [
         row
         for row in rows
-        if row.partition_key is None
-        or (
-            row.partition_key in locked
-            and row.id < first_foreign.get(row.partition_key, row.id + 1)
-        )
+        if row.partition_key is None or row.id < first_foreign.get(row.partition_key, row.id + 1)
     ]
 
 

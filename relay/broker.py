@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import kombu.exceptions
 from kombu import Connection, Exchange
 
 from outbox.envelope import CONTENT_TYPE
@@ -46,4 +47,9 @@ def uses_confirms(connection: Connection) -> bool:
 
 def broker_errors(connection: Connection) -> tuple[type[BaseException], ...]:
     """The exceptions that mean "the broker connection is gone": reconnect and try again."""
-    return (*connection.connection_errors, *connection.channel_errors, OSError)
+    return (
+        *connection.connection_errors,
+        *connection.channel_errors,
+        kombu.exceptions.OperationalError,  # what kombu raises when connecting fails
+        OSError,
+    )

@@ -72,6 +72,8 @@ class Relay:
         self._publisher: Publisher | None = None
         self._stopping = threading.Event()
         self._wakeup = Wakeup()
+        #: Set while `run` sleeps with nothing due: what tests and health checks wait for.
+        self.idle = threading.Event()
 
     def publish_batch(self) -> int:
         """Ship one batch of due rows in one transaction; return how many rows it claimed."""
@@ -146,7 +148,9 @@ class Relay:
                     continue
                 backoff.reset()
                 if idle > 0:
+                    self.idle.set()
                     self._wakeup.wait(idle)
+                    self.idle.clear()
         finally:
             self._wakeup.close()
             self._disconnect()

@@ -40,7 +40,7 @@ class Publisher:
         self._connection = connection
         self._exchange_name = exchange
         self._confirm_timeout = confirm_timeout
-        connection.ensure_connection(max_retries=1)
+        connection.ensure_connection(max_retries=0)  # our own backoff retries
         self._channel: Any = connection.channel()
         topic_exchange(exchange)(self._channel).declare()
         self._virtual = isinstance(self._channel, virtual.Channel)

@@ -325,7 +325,7 @@ class Worker:
         while not self._stopping.is_set():
             connection = connect(self.broker_url)
             try:
-                connection.ensure_connection(max_retries=1)
+                connection.ensure_connection(max_retries=0)  # our own backoff retries
                 channel = connection.channel()
                 queue = self.queue()(channel)
                 queue.declare()

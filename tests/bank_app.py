@@ -63,6 +63,12 @@ class Deposited(Event, type="bank.Deposited"):
     seq: int = 0
 
 
+class AccountOpened(Event, type="bank.AccountOpened"):
+    """An event nobody in the tests subscribes to."""
+
+    account: str
+
+
 class Audit(Command, type="bank.Audit"):
     """A command no handler of this endpoint takes."""
 
