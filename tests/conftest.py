@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import freezegun
@@ -150,6 +151,18 @@ def engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def amqp_url() -> str:
     return _server_url(AMQP_ENV, "RabbitMQ")
+
+
+@pytest.fixture
+def rabbitmq_control(amqp_url: str) -> Callable[[str], None]:
+    """`control("stop")` / `control("start")` the RabbitMQ application our scripts started."""
+    _server_url("SAGABOX_SERVICES_DIR", "control of the RabbitMQ started by scripts/services.sh")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "services.sh"
+
+    def control(action: str) -> None:
+        subprocess.run([str(script), f"rabbitmq-{action}"], check=True, capture_output=True)
+
+    return control
 
 
 @pytest.fixture(params=["memory", "rabbitmq"])
