@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from outbox import Message
+from outbox import Message, Outbox
 from outbox.envelope import encode
 from outbox.tables import outbox_messages
 from relay import RetryPolicy, Worker
+from sagabox import App
 from sagabox.cli import main
 from sagas import ConcurrencyConflict
 from tests.bank_app import Audit, Deposit, Deposited, accounts, ledger, ledger_counts
@@ -27,6 +29,14 @@ from tests.relay_helpers import (
     dead_letter_rows,
     inbox_count,
     outbox_count,
+)
+from tests.saga_fixtures import (
+    DocApproved,
+    DocReview,
+    LoanRequested,
+    LoanSaga,
+    OfferAccepted,
+    RunCreditCheck,
 )
 
 pytestmark = pytest.mark.usefixtures("frozen_clock")
@@ -313,3 +323,53 @@ def test_ledger_is_untouched_by_a_rolled_back_attempt(bank: Bank) -> None:
     with bank.engine.connect() as connection:
         assert [] == list(connection.execute(select(ledger)))
     assert before + 1 == outbox_count(bank.engine)  # only the retry row was added
+
+
+@pytest.mark.parametrize("broker_url", ["memory"], indirect=True)
+def test_the_worker_drives_sagas_from_the_events_they_subscribe_to(
+    database_url: str, broker_url: str
+) -> None:
+    """An App with a saga binds the saga's event types: published events start and advance
+    it, and what it sends goes to the outbox in the worker's transaction. A message the saga
+    does not allow in its state is retried later, not lost."""
+    app = App("loans", sagas=[LoanSaga], database=database_url, broker=broker_url)
+    assert ["loans", *sorted(LoanSaga.message_types)] == app.routing_keys()
+    worker, relay = app.worker(), app.relay()
+    worker.drain()  # declares the queue
+    with Session(app.engine) as session, session.begin():
+        Outbox(session).add(LoanRequested(loan_id="L-1", amount=Decimal(900)))
+        Outbox(session).add(OfferAccepted(loan_id="L-1"))  # too early: still checking
+    relay.drain()
+    assert 2 == worker.drain()
+    with Session(app.engine) as session:
+        saga = app.runtime.load(session, LoanSaga, "L-1")
+        sent = session.execute(
+            select(outbox_messages.c.destination).where(
+                outbox_messages.c.type == RunCreditCheck.type_name
+            )
+        ).scalar_one()
+    assert saga is not None
+    assert ("checking", "credit") == (saga.state_name, sent)
+    assert (1, 1) == (worker.stats.handled, worker.stats.retried)
+    relay.close()
+    app.engine.dispose()
+
+
+@pytest.mark.parametrize("broker_url", ["memory"], indirect=True)
+def test_a_saga_that_asks_for_it_dead_letters_messages_for_instances_that_do_not_exist(
+    database_url: str, broker_url: str
+) -> None:
+    """`on_not_found = "dead_letter"`: no retries, the reason names the missing saga."""
+    app = App("docs", sagas=[DocReview], database=database_url, broker=broker_url)
+    worker, relay = app.worker(), app.relay()
+    worker.drain()
+    with Session(app.engine) as session, session.begin():
+        Outbox(session).add(DocApproved(doc="D-9"))
+    relay.drain()
+    worker.drain()
+    [letter] = dead_letter_rows(app.engine)
+    assert 1 == letter.attempts
+    assert "'D-9'" in letter.reason
+    assert "does not exist" in letter.reason
+    relay.close()
+    app.engine.dispose()
