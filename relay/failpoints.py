@@ -48,3 +48,17 @@ def failpoint(name: str) -> None:
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     raise FailpointHit(name)
+
+
+def arm(name: str, action: str = "raise", nth: int = 1) -> None:
+    """Set a failpoint from inside a test process (what $SAGABOX_FAILPOINTS does at start)."""
+    if action not in _ACTIONS or nth < 1:
+        raise ValueError(f"failpoint action must be one of {_ACTIONS} and nth >= 1")
+    _points[name] = (action, nth)
+    _hits[name] = 0
+
+
+def disarm() -> None:
+    """Clear every failpoint and its hit count."""
+    _points.clear()
+    _hits.clear()

@@ -62,7 +62,7 @@ class App:
                 "queue and a routing key)"
             )
         self.name = name
-        self.runtime = SagaRuntime(sagas)
+        self.runtime = SagaRuntime(sagas, endpoint=name)
         self._handlers: dict[str, list[tuple[str, Handler]]] = defaultdict(list)
         for handler in handlers:
             self.add_handler(handler)

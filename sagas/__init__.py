@@ -20,6 +20,7 @@ from sagas.errors import (
 )
 from sagas.runtime import Handled, SagaRuntime
 from sagas.store import prune_finished
+from sagas.timeouts import PendingTimeout, Timeout
 
 __all__ = [
     "ConcurrencyConflict",
@@ -27,6 +28,7 @@ __all__ = [
     "Handled",
     "InvalidTransition",
     "MissingCorrelation",
+    "PendingTimeout",
     "Saga",
     "SagaAlreadyStarted",
     "SagaContext",
@@ -34,6 +36,7 @@ __all__ = [
     "SagaError",
     "SagaNotFound",
     "SagaRuntime",
+    "Timeout",
     "UnknownSagaType",
     "on",
     "prune_finished",

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from outbox import clock
 from outbox.messages import Command, Event, Message
+from sagas.timeouts import Scheduled, Timeout
 
 if TYPE_CHECKING:
     from sagas.definition import Saga
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T", bound=Timeout)
 
 # Outgoing ids are derived from (saga id, transition number, index): a re-run of the same
 # transition after a crash emits the same ids, and downstream inboxes drop the duplicates.
@@ -38,6 +42,8 @@ class SagaContext:
         self.message = message
         self.transition_number = saga.version + 1
         self.emitted: list[Emitted] = []
+        #: `schedule` and `cancel` calls in order: a Scheduled, or the name of a cancelled one.
+        self.timer_calls: list[Scheduled | str] = []
 
     def send(self, command: Command, *, to: str) -> Command:
         """Send `command` to the endpoint named `to`; return the message as it will be sent."""
@@ -50,6 +56,62 @@ class SagaContext:
         if not isinstance(event, Event):
             raise TypeError(f"publish() takes an Event; send() {type(event).__name__} instead")
         return self._emit(event, None)
+
+    def schedule(
+        self,
+        name: str,
+        message: T,
+        *,
+        after: timedelta | None = None,
+        at: datetime | None = None,
+        every: timedelta | None = None,
+        times: int | None = 1,
+        outlive_state: bool = False,
+    ) -> T:
+        """Have `message` delivered back to this saga `after` a delay (or `at` a time).
+
+        A timeout of the same name replaces the pending one. It is cancelled when the saga
+        leaves the state it enters with this transition, unless `outlive_state`. With `every`,
+        it repeats at that interval (first after `after`, default `every`) up to `times`
+        deliveries in all (`times=None`: until cancelled).
+        """
+        if not isinstance(message, Timeout):
+            raise TypeError(
+                f"schedule() takes a Timeout message; declare "
+                f"`class {type(message).__name__}(Timeout, ...)` for what the saga waits for"
+            )
+        if not name:
+            raise ValueError("a timeout needs a name, to cancel or replace it by")
+        if after is not None and at is not None:
+            raise ValueError(f"timeout {name!r}: pass after= or at=, not both")
+        if times is not None and times < 1:
+            raise ValueError(f"timeout {name!r}: times must be at least 1 (or None)")
+        if every is not None and every <= timedelta(0):
+            raise ValueError(f"timeout {name!r}: every must be a positive interval")
+        if at is not None:
+            due = clock.ensure_aware(at, what="at")
+        elif after is not None or every is not None:
+            due = clock.now() + (after if after is not None else every)  # type: ignore[operator]
+        else:
+            raise ValueError(f"timeout {name!r}: say when, with after= or at= (or every=)")
+        stamped = message.model_copy(
+            update={
+                "message_id": uuid.uuid5(
+                    _MESSAGE_IDS, f"{self.saga.id}/{self.transition_number}/timeout/{name}"
+                ),
+                "occurred_at": due,
+                "correlation_id": self.saga.correlation_id,
+                "causation_id": self.message.message_id,
+                "saga": self.saga.saga_type,
+                "timeout": name,
+            }
+        )
+        self.timer_calls.append(Scheduled(name, stamped, due, outlive_state, every, times))
+        return stamped
+
+    def cancel(self, name: str) -> None:
+        """Cancel the pending timeout `name`, if any: it will not fire."""
+        self.timer_calls.append(name)
 
     def _emit(self, message: M, destination: str | None) -> M:
         index = len(self.emitted)

@@ -19,6 +19,7 @@ from transitions import Machine, State
 
 from outbox.messages import Message
 from sagas.errors import MissingCorrelation, NotFoundPolicy, SagaDefinitionError
+from sagas.timeouts import PendingTimeout
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -105,6 +106,8 @@ class Saga(Generic[DataT]):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    #: Pending timeouts by name (see `SagaContext.schedule`).
+    timeouts: dict[str, PendingTimeout]
 
     def __init_subclass__(cls, *, name: str | None = None, abstract: bool = False) -> None:
         super().__init_subclass__()
@@ -123,6 +126,7 @@ class Saga(Generic[DataT]):
         updated_at: datetime,
         finished_at: datetime | None = None,
         saga_id: uuid.UUID | None = None,
+        timeouts: dict[str, PendingTimeout] | None = None,
     ) -> None:
         self.id = saga_id or self.id_for(correlation_id)
         self.correlation_id = correlation_id
@@ -132,6 +136,7 @@ class Saga(Generic[DataT]):
         self.created_at = created_at
         self.updated_at = updated_at
         self.finished_at = finished_at
+        self.timeouts = dict(timeouts or {})
 
     @classmethod
     def id_for(cls, correlation_id: str) -> uuid.UUID:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from outbox import clock
 from outbox.database import Executor
 from outbox.messages import Message
+from outbox.tables import outbox_messages
 from outbox.writer import Outbox
 from sagas import store
 from sagas.context import SagaContext
@@ -25,11 +28,12 @@ from sagas.errors import (
     SagaNotFound,
     UnknownSagaType,
 )
+from sagas.timeouts import PendingTimeout, Scheduled, Timeout
 
 S = TypeVar("S", bound=Saga[Any])
 
 #: What a message did to one saga; also the journal's `outcome` column.
-Outcome = Literal["transition", "unchanged", "ignored", "late", "not_found"]
+Outcome = Literal["transition", "unchanged", "ignored", "late", "not_found", "stale"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,11 @@ class SagaRuntime:
     Everything happens in the session or connection the caller passes in; nothing is committed.
     """
 
-    def __init__(self, sagas: Iterable[type[Saga[Any]]] = ()) -> None:
+    def __init__(
+        self, sagas: Iterable[type[Saga[Any]]] = (), *, endpoint: str | None = None
+    ) -> None:
+        #: Where timeouts are addressed: the endpoint (queue) whose worker runs these sagas.
+        self.endpoint = endpoint
         self._sagas: dict[str, type[Saga[Any]]] = {}
         self._by_trigger: dict[str, list[type[Saga[Any]]]] = defaultdict(list)
         for saga_type in sagas:
@@ -98,7 +106,11 @@ class SagaRuntime:
 
     def handle(self, executor: Executor, message: Message) -> list[Handled]:
         """Deliver `message` to every interested saga; return what it did to each."""
-        return [self._handle_one(executor, saga, message) for saga in self.interested_in(message)]
+        sagas = self.interested_in(message)
+        if isinstance(message, Timeout):
+            # A timeout goes back only to the saga type that scheduled it.
+            sagas = [saga for saga in sagas if saga.saga_type == message.saga]
+        return [self._handle_one(executor, saga, message) for saga in sagas]
 
     def start(self, executor: Executor, saga_type: type[S], message: Message) -> S:
         """Create a saga from `message` (from a web request handler, say) and return it.
@@ -141,6 +153,8 @@ class SagaRuntime:
             )
 
         if saga is None:
+            if isinstance(message, Timeout):
+                return done("stale")  # timeouts never start a saga
             if message.type_name not in cls.starting_triggers:
                 if cls.on_not_found == "ignore":
                     return done("not_found")
@@ -154,6 +168,12 @@ class SagaRuntime:
             # A tombstone: the message is late, not the start of a new saga.
             return done("late", saga.state_name)
 
+        fired_timeout: PendingTimeout | None = None
+        if isinstance(message, Timeout):
+            fired_timeout = saga.timeouts.get(message.timeout)
+            if fired_timeout is None or fired_timeout.message_id != message.message_id:
+                # Cancelled, replaced, or set in a state the saga has left: never fired.
+                return done("stale", saga.state_name)
         if saga.ignores(message):
             return done("ignored", saga.state_name)
         if not saga.allows(message):
@@ -162,17 +182,28 @@ class SagaRuntime:
                 f"{saga.state_name!r}, where {message.type_name} is not allowed; declare it in "
                 f"{type(saga).__name__}.ignore if it may arrive there"
             )
-        return self._transition(executor, saga, message)
+        return self._transition(executor, saga, message, fired_timeout)
 
-    def _transition(self, executor: Executor, saga: Saga[Any], message: Message) -> Handled:
+    def _transition(
+        self,
+        executor: Executor,
+        saga: Saga[Any],
+        message: Message,
+        fired_timeout: PendingTimeout | None = None,
+    ) -> Handled:
         cls = type(saga)
         before, expected_version = saga.state_name, saga.version
         ctx = SagaContext(saga, message)
+        if fired_timeout is not None:
+            assert isinstance(message, Timeout)
+            del saga.timeouts[message.timeout]
+            _repeat(ctx, message, fired_timeout)
         fired = saga.fire(ctx, message)
         saga.version += 1
         saga.updated_at = clock.now()
         if saga.state_name in cls.final_states:
             saga.finished_at = saga.updated_at
+        dropped = self._settle_timeouts(saga, before, ctx)
         if expected_version == 0:
             saved = store.create(executor, saga)
         else:
@@ -201,6 +232,23 @@ class SagaRuntime:
                 destination=emitted.destination,
                 partition_key=saga.correlation_id,
             )
+        if dropped:
+            # Tidiness only: a row already shipped would be found stale on arrival anyway.
+            executor.execute(
+                delete(outbox_messages).where(outbox_messages.c.message_id.in_(dropped))
+            )
+        for call in ctx.timer_calls:
+            if not isinstance(call, Scheduled):
+                continue
+            pending = saga.timeouts.get(call.name)
+            # Written only if it survived the transition's later cancel or replace calls.
+            if pending is not None and pending.message_id == call.message.message_id:
+                outbox.add(
+                    call.message,
+                    destination=self._timeout_endpoint(cls),
+                    partition_key=saga.correlation_id,
+                    deliver_at=call.due_at,
+                )
         return Handled(
             cls.saga_type,
             saga.id,
@@ -210,6 +258,85 @@ class SagaRuntime:
             saga.state_name,
             saga.version,
         )
+
+    def _settle_timeouts(self, saga: Saga[Any], before: str, ctx: SagaContext) -> list[UUID]:
+        """Apply the transition's schedule/cancel calls and drop timeouts that no longer apply.
+
+        Returns the message ids of the dropped ones. A timeout belongs to the state the saga is
+        in after the transition that scheduled it; leaving that state drops it (unless it was
+        scheduled to outlive it), and finishing drops them all.
+        """
+        dropped: list[UUID] = []
+
+        def drop(name: str) -> None:
+            pending = saga.timeouts.pop(name, None)
+            if pending is not None:
+                dropped.append(pending.message_id)
+
+        now_state = saga.state_name
+        if saga.is_finished:
+            for name in list(saga.timeouts):
+                drop(name)
+            return dropped
+        if now_state != before:
+            for name, pending in list(saga.timeouts.items()):
+                if pending.state != now_state and not pending.outlive_state:
+                    drop(name)
+        for call in ctx.timer_calls:
+            if isinstance(call, str):
+                drop(call)
+                continue
+            drop(call.name)
+            state = call.state or now_state
+            if state != now_state and not call.outlive_state:
+                continue  # a repetition of a timeout whose state was just left
+            saga.timeouts[call.name] = _pending(call, state)
+        return dropped
+
+    def _timeout_endpoint(self, cls: type[Saga[Any]]) -> str:
+        if not self.endpoint:
+            raise SagaDefinitionError(
+                f"{cls.saga_type} scheduled a timeout, but this runtime has no endpoint to "
+                "address it to: create it as SagaRuntime(..., endpoint='<queue name>'), or run "
+                "the saga in a sagabox.App"
+            )
+        return self.endpoint
+
+
+def _pending(call: Scheduled, state: str) -> PendingTimeout:
+    return PendingTimeout(
+        message_id=call.message.message_id,
+        state=state,
+        due_at=call.due_at,
+        outlive_state=call.outlive_state,
+        every=call.every,
+        remaining=call.remaining,
+    )
+
+
+def _repeat(ctx: SagaContext, message: Timeout, fired: PendingTimeout) -> None:
+    """Schedule the next delivery of a repeating timeout, in the state that set it."""
+    remaining = None if fired.remaining is None else fired.remaining - 1
+    if fired.every is None or remaining == 0:
+        return
+    due = fired.due_at + fired.every  # from the schedule, not from now: no drift
+    ctx.timer_calls.append(
+        Scheduled(
+            message.timeout,
+            message.model_copy(
+                update={
+                    "message_id": uuid.uuid5(fired.message_id, "next"),
+                    "occurred_at": due,
+                    "causation_id": message.message_id,
+                }
+            ),
+            due,
+            fired.outlive_state,
+            fired.every,
+            remaining,
+            fired.state,
+        )
+    )
 
 
 def _new_saga(cls: type[S], correlation_id: str) -> S:

@@ -13,6 +13,7 @@ from outbox.database import Executor, insert_ignoring_conflicts
 from outbox.messages import Message
 from sagas.definition import Saga
 from sagas.tables import saga_instances, saga_journal
+from sagas.timeouts import PendingTimeout
 
 S = TypeVar("S", bound=Saga[Any])
 
@@ -40,6 +41,9 @@ def load(executor: Executor, saga_type: type[S], correlation_id: str) -> S | Non
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        timeouts={
+            name: PendingTimeout.from_json(value) for name, value in (row["timeouts"] or {}).items()
+        },
     )
 
 
@@ -109,6 +113,7 @@ def _columns(saga: Saga[Any]) -> dict[str, Any]:
         "version": saga.version,
         "updated_at": saga.updated_at,
         "finished_at": saga.finished_at,
+        "timeouts": {name: pending.to_json() for name, pending in saga.timeouts.items()} or None,
     }
 
 

@@ -21,6 +21,8 @@ saga_instances = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # Set on reaching a final state; the row stays as a tombstone so late messages are known.
     Column("finished_at", UTCDateTime(), nullable=True),
+    # Pending timeouts by name: the message id each expects, and the state that set it.
+    Column("timeouts", Json, nullable=True),
     # Settles creation races: two transactions cannot both create the same saga.
     UniqueConstraint("saga_type", "correlation_id"),
     Index(None, "saga_type", "state"),

@@ -24,6 +24,8 @@ from sqlalchemy.pool import NullPool
 from outbox.database import make_engine
 from sagabox import migrate
 
+pytest_plugins = ["pytester"]
+
 # pytest's own timings (--durations) must keep the real clock while a test freezes it.
 freezegun.configure(extend_ignore_list=["_pytest"])
 
@@ -200,7 +202,9 @@ def frozen_clock() -> Iterator[FrozenDateTimeFactory]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("backend") == "postgresql":
+        if (
+            callspec is not None and callspec.params.get("backend") == "postgresql"
+        ) or "postgres_url" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.postgres)
         if "amqp_url" in getattr(item, "fixturenames", ()) or (
             callspec is not None and callspec.params.get("broker_url") == "rabbitmq"
