@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,9 @@ from sqlalchemy import Engine, Numeric, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from outbox.tables import outbox_messages
+from sagabox import App
 from sagas.tables import saga_instances
+from tests import offer_app
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -54,3 +58,11 @@ def test_the_saga_in_30_lines_runs(engine: Engine) -> None:
         assert ["credit.RunCreditCheck"] == list(connection.scalars(select(outbox_messages.c.type)))
     with Session(engine) as session:
         assert Decimal(2500) == session.get(Loan, "L-1").amount  # type: ignore[union-attr]
+
+
+def test_the_time_travel_example_runs(saga_harness: Callable[..., Any]) -> None:
+    """The README's harness test passes as printed, against the offer saga of the tests."""
+    [example] = _section_code("Testing with time travel")
+    namespace: dict[str, Any] = {"timedelta": timedelta, "App": App, **vars(offer_app)}
+    exec(compile(example, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102
+    namespace["test_accepting_on_day_3_cancels_the_rest"](saga_harness)
