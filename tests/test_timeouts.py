@@ -9,15 +9,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from outbox import Event, clock
 from outbox.tables import outbox_messages
 from relay import failpoints
 from relay.failpoints import FailpointHit
 from sagabox import App
 from sagabox.testing import DEFAULT_START, SagaHarness
-from sagas import SagaDefinitionError, SagaRuntime
+from sagas import Saga, SagaContext, SagaDefinitionError, SagaRuntime, Timeout, on
 from tests.offer_app import (
     CustomerReminded,
     OfferAccepted,
@@ -197,3 +199,54 @@ def test_a_runtime_without_an_endpoint_refuses_to_schedule(engine: Engine) -> No
     runtime = SagaRuntime([OfferSaga])
     with Session(engine) as session, pytest.raises(SagaDefinitionError, match="endpoint="):
         runtime.handle(session, OfferMade(offer_id="O-1"))
+
+
+class ReviewRequested(Event, type="reviews.ReviewRequested"):
+    doc: str
+
+
+class ReviewStarted(Event, type="reviews.ReviewStarted"):
+    doc: str
+
+
+class Nag(Timeout, type="reviews.Nag"):
+    doc: str
+
+
+class ReviewData(BaseModel):
+    nags: list[str] = []
+
+
+class Review(Saga[ReviewData], name="reviews.Review"):
+    """Nags the reviewer every 4 hours, re-scheduling from the handler, across the move from
+    waiting to reviewing (`outlive_state`), until the third nag."""
+
+    states = ["new", "waiting", "reviewing"]
+    transitions = [
+        on(ReviewRequested, "new", "waiting", after="nag_later"),
+        on(ReviewStarted, "waiting", "reviewing"),
+        on(Nag, ["waiting", "reviewing"], None, after="nag"),
+    ]
+    correlation = {ReviewRequested: "doc", ReviewStarted: "doc", Nag: "doc"}
+
+    def nag_later(self, ctx: SagaContext, message: ReviewRequested | Nag) -> None:
+        ctx.schedule("nag", Nag(doc=message.doc), after=timedelta(hours=4), outlive_state=True)
+
+    def nag(self, ctx: SagaContext, message: Nag) -> None:
+        self.data.nags.append(f"{clock.now():%H:%M} {self.state_name}")
+        if len(self.data.nags) < 3:
+            self.nag_later(ctx, message)
+
+
+def test_a_timeout_can_outlive_its_state_and_be_rescheduled_by_its_handler(
+    saga_harness: Harness,
+) -> None:
+    h = saga_harness(App("reviews", sagas=[Review]))
+    h.dispatch(ReviewRequested(doc="D-1"))
+    h.advance(timedelta(hours=5))
+    h.dispatch(ReviewStarted(doc="D-1"))
+    h.advance(timedelta(days=2))
+    saga = h.saga(Review, "D-1")
+    assert saga is not None
+    assert ["13:00 waiting", "17:00 reviewing", "21:00 reviewing"] == saga.data.nags
+    assert {} == saga.timeouts
