@@ -4,6 +4,10 @@
 test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, stop the servers
 	scripts/test.sh
 
+demo: ## install, then play the loan example on SQLite + the in-process broker, simulated time
+	scripts/bootstrap.sh
+	.venv/bin/sagabox demo loan_request
+
 install: ## create .venv with sagabox and the dev tools
 	scripts/bootstrap.sh
 

@@ -17,6 +17,7 @@ from sagabox.cli_common import (
     on_stop_signals,
     setup_logging,
 )
+from sagabox.demo import EXAMPLES, run_demo
 
 
 def add_to(groups: Groups) -> None:
@@ -49,6 +50,15 @@ def add_to(groups: Groups) -> None:
     worker.add_argument("--log-level", default="info")
     worker.set_defaults(handler=_worker)
 
+    demo = groups.add_parser(
+        "demo", help="play an example with simulated time and print its timeline"
+    )
+    demo.add_argument("name", nargs="?", default="loan_request", choices=EXAMPLES)
+    demo.add_argument(
+        "--db", default=None, metavar="URL", help="database (default: a temporary SQLite file)"
+    )
+    demo.set_defaults(handler=_demo)
+
 
 def _relay(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
@@ -72,6 +82,10 @@ def _relay(args: argparse.Namespace) -> int:
         relay.close()
         engine.dispose()
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return run_demo(args.name, database=args.db)
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ one call. The `saga_harness` pytest fixture (registered by this package) builds 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -73,6 +73,7 @@ class SagaHarness:
         start: datetime = DEFAULT_START,
         business: Sequence[MetaData] = (),
         max_rounds: int = 1000,
+        observer: Callable[[], None] | None = None,
     ) -> None:
         if not apps:
             raise ValueError("SagaHarness needs at least one App")
@@ -84,6 +85,8 @@ class SagaHarness:
         self.start = clock.ensure_aware(start, what="start")
         self.business = business
         self.max_rounds = max_rounds
+        #: Called after every relay pass and every worker pass: a demo prints what changed.
+        self.observer = observer
         self.exchange = exchanges.pop()
         self.shipped: list[Shipped] = []
         self._freezer: Any = None
@@ -172,7 +175,10 @@ class SagaHarness:
         total = 0
         for _ in range(self.max_rounds):
             shipped = self.ship()
-            processed = sum(worker.drain() for worker in self._workers)
+            processed = 0
+            for worker in self._workers:
+                processed += worker.drain()
+                self._observe()
             total += processed
             if shipped == 0 and processed == 0:
                 return total
@@ -211,6 +217,7 @@ class SagaHarness:
         assert self._relay is not None, "use the harness as a context manager"
         shipped = self._relay.drain()
         self._record_shipped()
+        self._observe()
         return shipped
 
     @property
@@ -275,6 +282,10 @@ class SagaHarness:
             if keep(shipped.message)
             and (message_type is None or isinstance(shipped.message, message_type))
         ]
+
+    def _observe(self) -> None:
+        if self.observer is not None:
+            self.observer()
 
     def _record_shipped(self) -> None:
         registry = self.apps[0].registry

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from outbox import clock
+from outbox.database import Executor
 from outbox.messages import Command, Event, Message
 from sagas.timeouts import Scheduled, Timeout
 
@@ -37,9 +38,11 @@ class SagaContext:
     transaction, each carrying the saga's correlation id and the incoming message as its cause.
     """
 
-    def __init__(self, saga: Saga[Any], message: Message) -> None:
+    def __init__(self, saga: Saga[Any], message: Message, session: Executor | None = None) -> None:
         self.saga = saga
         self.message = message
+        #: The caller's session (or connection): business rows changed here commit with the saga.
+        self.session = session
         self.transition_number = saga.version + 1
         self.emitted: list[Emitted] = []
         #: `schedule` and `cancel` calls in order: a Scheduled, or the name of a cancelled one.

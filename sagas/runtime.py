@@ -193,7 +193,7 @@ class SagaRuntime:
     ) -> Handled:
         cls = type(saga)
         before, expected_version = saga.state_name, saga.version
-        ctx = SagaContext(saga, message)
+        ctx = SagaContext(saga, message, executor)
         if fired_timeout is not None:
             assert isinstance(message, Timeout)
             del saga.timeouts[message.timeout]

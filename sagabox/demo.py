@@ -1,0 +1,174 @@
+"""`sagabox demo NAME`: play an example's scenario with simulated time and print its timeline.
+
+Every message the relay ships, every saga transition and every jump of the clock is printed as
+it happens, then the final state of every saga. The examples live in the `examples/` folder of
+a source checkout; each has a `scenario` module with `TITLE`, `apps()`, `business` and `play`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any, TextIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from outbox.messages import META_FIELDS, Event, Message
+from sagabox.app import App
+from sagabox.testing import SagaHarness
+from sagas.tables import saga_instances, saga_journal
+from sagas.timeouts import Timeout
+
+EXAMPLES = ("loan_request", "checkout", "payment", "order")
+
+
+def load_scenario(name: str) -> ModuleType:
+    """Import `examples.<name>.scenario` from the source checkout sagabox runs from."""
+    if name not in EXAMPLES:
+        raise ValueError(f"no example named {name!r}; choose one of: {', '.join(EXAMPLES)}")
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "examples" / "__init__.py").exists() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    try:
+        return importlib.import_module(f"examples.{name}.scenario")
+    except ModuleNotFoundError as exc:
+        raise ValueError(
+            f"the examples ship with sagabox's source, not with the package ({exc}): run "
+            "`sagabox demo` from a checkout (`make demo`)"
+        ) from exc
+
+
+def _when(at: datetime) -> str:
+    return f"{at:%a %d %b %H:%M}"
+
+
+def _fields(message: Message) -> str:
+    hidden = META_FIELDS | {"saga", "timeout"}
+    values = message.model_dump(exclude=set(hidden))
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
+class Timeline:
+    """Prints what happened since it last looked: shipped messages, then saga transitions."""
+
+    def __init__(self, harness: SagaHarness, out: TextIO) -> None:
+        self._harness = harness
+        self._out = out
+        self._shipped = 0
+        self._journal = 0
+
+    def __call__(self) -> None:
+        for shipped in self._harness.shipped[self._shipped :]:
+            message = shipped.message
+            if isinstance(message, Timeout):
+                line = f"⏰ {message.type_name} ({message.timeout!r} is due)"
+            elif isinstance(message, Event):
+                line = f"📣 {message.type_name}  {_fields(message)}"
+            else:
+                line = f"✉  {message.type_name} → {shipped.routing_key}  {_fields(message)}"
+            self._print(shipped.at, line)
+        self._shipped = len(self._harness.shipped)
+        with self._harness.apps[0].engine.connect() as connection:
+            rows = connection.execute(
+                select(saga_journal)
+                .where(saga_journal.c.id > self._journal)
+                .order_by(saga_journal.c.id)
+            ).all()
+        for row in rows:
+            self._journal = row.id
+            saga = row.saga_type.rsplit(".", 1)[-1]
+            if row.outcome == "transition" and row.from_state != row.to_state:
+                change = f"{row.from_state} → {row.to_state}"
+            elif row.outcome in ("transition", "unchanged"):
+                change = f"stays {row.to_state}"
+            else:
+                change = f"{row.outcome}, in {row.to_state or 'no saga'}"
+            self._print(row.at, f"◆  {saga} {row.correlation_id}: {change}  (on {row.trigger})")
+
+    def _print(self, at: datetime, text: str) -> None:
+        print(f"  {_when(at)}  {text}", file=self._out)
+
+
+class Stage:
+    """What a scenario's `play` uses: narrate, act as a user or service, let time pass."""
+
+    def __init__(self, harness: SagaHarness, timeline: Timeline, out: TextIO) -> None:
+        self.harness = harness
+        self._timeline = timeline
+        self._out = out
+
+    def app(self, name: str) -> App:
+        """The endpoint named `name`."""
+        for app in self.harness.apps:
+            if app.name == name:
+                return app
+        raise KeyError(name)
+
+    def say(self, text: str) -> None:
+        """Print a line of the story."""
+        print(f"\n{_when(self.harness.now)}  {text}", file=self._out)
+
+    @contextmanager
+    def request(self, text: str) -> Iterator[Session]:
+        """Act in one transaction (a web request, a person at a screen), then let it settle."""
+        self.say(f"▶ {text}")
+        with self.harness.transaction() as session:
+            yield session
+        self._timeline()
+        self.harness.run_until_quiet()
+
+    def advance(self, delta: timedelta) -> None:
+        """Let `delta` of simulated time pass, delivering whatever falls due on the way."""
+        print(f"\n── {_duration(delta)} later ──", file=self._out)
+        self.harness.advance(delta)
+
+
+def _duration(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    if hours >= 24 and hours % 24 == 0:
+        days = int(hours // 24)
+        return f"{days} day{'s' if days > 1 else ''}"
+    return f"{hours:g} hour{'s' if hours != 1 else ''}"
+
+
+def run_demo(name: str, *, database: str | None = None, out: TextIO = sys.stdout) -> int:
+    """Play example `name` on SQLite (or `database`) and the in-process broker; return 0."""
+    scenario = load_scenario(name)
+    with tempfile.TemporaryDirectory(prefix="sagabox-demo-") as folder:
+        url = database or f"sqlite:///{Path(folder) / 'demo.db'}"
+        apps: list[App] = scenario.apps()
+        with SagaHarness(*apps, database=url, business=[scenario.business]) as harness:
+            timeline = Timeline(harness, out)
+            harness.observer = timeline
+            print(f"sagabox demo: {scenario.TITLE}", file=out)
+            print(
+                f"(simulated time; {len(apps)} endpoints on {url.split(':', 1)[0]} and the "
+                "in-process broker)",
+                file=out,
+            )
+            scenario.play(Stage(harness, timeline, out))
+            _print_final(harness, scenario, out)
+    return 0
+
+
+def _print_final(harness: SagaHarness, scenario: ModuleType, out: TextIO) -> None:
+    print("\nFinal states:", file=out)
+    with harness.apps[0].engine.connect() as connection:
+        sagas = connection.execute(
+            select(saga_instances).order_by(
+                saga_instances.c.saga_type, saga_instances.c.correlation_id
+            )
+        ).all()
+    for row in sagas:
+        saga = row.saga_type.rsplit(".", 1)[-1]
+        print(f"  {saga} {row.correlation_id}: {row.state}  {row.data}", file=out)
+    report: Callable[[SagaHarness, TextIO], Any] | None = getattr(scenario, "report", None)
+    if report is not None:
+        report(harness, out)
