@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from outbox.messages import META_FIELDS, Event, Message
+from outbox.tables import inbox_messages
 from sagabox.app import App
 from sagabox.testing import SagaHarness
 from sagas.tables import saga_instances, saga_journal
@@ -51,7 +52,7 @@ def _when(at: datetime) -> str:
 
 def _fields(message: Message) -> str:
     hidden = META_FIELDS | {"saga", "timeout"}
-    values = message.model_dump(exclude=set(hidden))
+    values = message.model_dump(mode="json", exclude=set(hidden))
     return ", ".join(f"{key}={value}" for key, value in values.items())
 
 
@@ -63,6 +64,9 @@ class Timeline:
         self._out = out
         self._shipped = 0
         self._journal = 0
+        self._handled: set[tuple[str, str]] = set()
+        # Endpoints with sagas show up as transitions; the others as "handled" lines.
+        self._plain = {app.name for app in harness.apps if not app.runtime.sagas}
 
     def __call__(self) -> None:
         for shipped in self._harness.shipped[self._shipped :]:
@@ -74,8 +78,18 @@ class Timeline:
             else:
                 line = f"✉  {message.type_name} → {shipped.routing_key}  {_fields(message)}"
             self._print(shipped.at, line)
+        types = {str(s.message.message_id): s.message.type_name for s in self._harness.shipped}
         self._shipped = len(self._harness.shipped)
         with self._harness.apps[0].engine.connect() as connection:
+            processed = connection.execute(
+                select(inbox_messages).where(inbox_messages.c.consumer.in_(self._plain))
+            ).all()
+            for row in processed:
+                key = (row.consumer, str(row.message_id))
+                if key not in self._handled:
+                    self._handled.add(key)
+                    what = types.get(key[1], "a message")
+                    self._print(row.processed_at, f"✔  {row.consumer} handled {what}")
             rows = connection.execute(
                 select(saga_journal)
                 .where(saga_journal.c.id > self._journal)
@@ -169,6 +183,8 @@ def _print_final(harness: SagaHarness, scenario: ModuleType, out: TextIO) -> Non
     for row in sagas:
         saga = row.saga_type.rsplit(".", 1)[-1]
         print(f"  {saga} {row.correlation_id}: {row.state}  {row.data}", file=out)
+    if not sagas:
+        print("  (no sagas: this flow is choreography only)", file=out)
     report: Callable[[SagaHarness, TextIO], Any] | None = getattr(scenario, "report", None)
     if report is not None:
         report(harness, out)
