@@ -161,15 +161,31 @@ class App:
         return set(self._handlers) | self.runtime.message_type_names()
 
 
-def load_app(spec: str) -> App:
-    """Import `module:attribute` and return the `App` it names."""
+def load_app(spec: str, endpoint: str | None = None) -> App:
+    """Import `module:attribute` and return the `App` it names.
+
+    The attribute may also be a function returning an App or a list of Apps; `endpoint` then
+    picks one of them by name (a system of several endpoints defined in one place).
+    """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ValueError(
             f"--app takes module:attribute, e.g. myservice.endpoint:app (got {spec!r})"
         )
     module = importlib.import_module(module_name)
-    app = getattr(module, attribute, None)
-    if not isinstance(app, App):
-        raise ValueError(f"{spec} is {type(app).__name__}, not a sagabox App")
-    return app
+    found = getattr(module, attribute, None)
+    if callable(found) and not isinstance(found, App):
+        found = found()
+    candidates = found if isinstance(found, list) else [found]
+    apps = [app for app in candidates if isinstance(app, App)]
+    if not apps or len(apps) != len(candidates):
+        raise ValueError(f"{spec} is {type(found).__name__}, not a sagabox App (or a list of them)")
+    if endpoint is not None:
+        apps = [app for app in apps if app.name == endpoint]
+        if not apps:
+            names = ", ".join(app.name for app in candidates)  # type: ignore[union-attr]
+            raise ValueError(f"{spec} has no endpoint {endpoint!r} (it has: {names})")
+    if len(apps) > 1:
+        names = ", ".join(app.name for app in apps)
+        raise ValueError(f"{spec} names several endpoints ({names}): choose one with --endpoint")
+    return apps[0]

@@ -43,6 +43,9 @@ def add_to(groups: Groups) -> None:
         "worker", help="consume an app's queue and run its sagas and handlers"
     )
     worker.add_argument("--app", required=True, help="the App to serve, as module:attribute")
+    worker.add_argument(
+        "--endpoint", help="which endpoint, when --app names a function returning several"
+    )
     database_argument(worker, required=False)
     broker_argument(worker, required=False)
     worker.add_argument("--once", action="store_true", help="process what waits, then exit")
@@ -56,6 +59,16 @@ def add_to(groups: Groups) -> None:
     demo.add_argument("name", nargs="?", default="loan_request", choices=EXAMPLES)
     demo.add_argument(
         "--db", default=None, metavar="URL", help="database (default: a temporary SQLite file)"
+    )
+    demo.add_argument(
+        "--broker",
+        default=None,
+        metavar="URL",
+        help="a real broker (amqp://...): run the relay and one worker per endpoint as "
+        "processes, with a day lasting --day-seconds (default: simulated time, in-process)",
+    )
+    demo.add_argument(
+        "--day-seconds", type=float, default=4.0, help="how long a day lasts with --broker"
     )
     demo.set_defaults(handler=_demo)
 
@@ -85,12 +98,12 @@ def _relay(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return run_demo(args.name, database=args.db)
+    return run_demo(args.name, database=args.db, broker=args.broker, day_seconds=args.day_seconds)
 
 
 def _worker(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    app = load_app(args.app)
+    app = load_app(args.app, args.endpoint)
     app.configure(database=args.db, broker=args.broker)
     worker = app.worker(prefetch=args.prefetch)
     try:

@@ -10,20 +10,20 @@ from __future__ import annotations
 import importlib
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from outbox.messages import META_FIELDS, Event, Message
 from outbox.tables import inbox_messages
 from sagabox.app import App
-from sagabox.testing import SagaHarness
+from sagabox.testing import SagaHarness, Shipped
 from sagas.tables import saga_instances, saga_journal
 from sagas.timeouts import Timeout
 
@@ -46,6 +46,20 @@ def load_scenario(name: str) -> ModuleType:
         ) from exc
 
 
+class Scene(Protocol):
+    """What a scenario's `play` and `report` use, with simulated time or with real processes."""
+
+    def app(self, name: str) -> App: ...
+
+    def say(self, text: str) -> None: ...
+
+    def request(self, text: str) -> AbstractContextManager[Session]: ...
+
+    def advance(self, delta: timedelta) -> None: ...
+
+    def rows(self, table: Any) -> list[Any]: ...
+
+
 def _when(at: datetime) -> str:
     return f"{at:%a %d %b %H:%M}"
 
@@ -57,19 +71,20 @@ def _fields(message: Message) -> str:
 
 
 class Timeline:
-    """Prints what happened since it last looked: shipped messages, then saga transitions."""
+    """Prints what happened since it last looked: shipped messages, handlings, transitions."""
 
-    def __init__(self, harness: SagaHarness, out: TextIO) -> None:
-        self._harness = harness
+    def __init__(self, engine: Engine, apps: Sequence[App], shipped: list[Shipped], out: TextIO):
+        self._engine = engine
+        self._shipped_list = shipped
         self._out = out
         self._shipped = 0
         self._journal = 0
         self._handled: set[tuple[str, str]] = set()
         # Endpoints with sagas show up as transitions; the others as "handled" lines.
-        self._plain = {app.name for app in harness.apps if not app.runtime.sagas}
+        self._plain = {app.name for app in apps if not app.runtime.sagas}
 
     def __call__(self) -> None:
-        for shipped in self._harness.shipped[self._shipped :]:
+        for shipped in self._shipped_list[self._shipped :]:
             message = shipped.message
             if isinstance(message, Timeout):
                 line = f"⏰ {message.type_name} ({message.timeout!r} is due)"
@@ -78,9 +93,9 @@ class Timeline:
             else:
                 line = f"✉  {message.type_name} → {shipped.routing_key}  {_fields(message)}"
             self._print(shipped.at, line)
-        types = {str(s.message.message_id): s.message.type_name for s in self._harness.shipped}
-        self._shipped = len(self._harness.shipped)
-        with self._harness.apps[0].engine.connect() as connection:
+        types = {str(s.message.message_id): s.message.type_name for s in self._shipped_list}
+        self._shipped = len(self._shipped_list)
+        with self._engine.connect() as connection:
             processed = connection.execute(
                 select(inbox_messages).where(inbox_messages.c.consumer.in_(self._plain))
             ).all()
@@ -140,26 +155,48 @@ class Stage:
 
     def advance(self, delta: timedelta) -> None:
         """Let `delta` of simulated time pass, delivering whatever falls due on the way."""
-        print(f"\n── {_duration(delta)} later ──", file=self._out)
+        print(f"\n── {duration_text(delta)} later ──", file=self._out)
         self.harness.advance(delta)
 
+    def rows(self, table: Any) -> list[Any]:
+        """Every row of a business table."""
+        return self.harness.rows(table)
 
-def _duration(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
+
+def duration_text(delta: timedelta) -> str:
+    """A duration as a person says it: "2 days", "6 hours"."""
+    hours = round(delta.total_seconds() / 3600, 3)
     if hours >= 24 and hours % 24 == 0:
         days = int(hours // 24)
         return f"{days} day{'s' if days > 1 else ''}"
     return f"{hours:g} hour{'s' if hours != 1 else ''}"
 
 
-def run_demo(name: str, *, database: str | None = None, out: TextIO = sys.stdout) -> int:
-    """Play example `name` on SQLite (or `database`) and the in-process broker; return 0."""
+def run_demo(
+    name: str,
+    *,
+    database: str | None = None,
+    broker: str | None = None,
+    day_seconds: float = 2.0,
+    out: TextIO = sys.stdout,
+) -> int:
+    """Play example `name`: with simulated time on SQLite (or `database`) and the in-process
+    broker; or, given a real `broker`, with the relay and one worker per endpoint as separate
+    processes and a compressed clock. Returns 0."""
+    if broker and not broker.startswith("memory://"):
+        from sagabox.demo_live import run_live_demo
+
+        if not database:
+            raise ValueError("a demo on a real broker needs a shared database too: give --db")
+        return run_live_demo(
+            name, database=database, broker=broker, day_seconds=day_seconds, out=out
+        )
     scenario = load_scenario(name)
     with tempfile.TemporaryDirectory(prefix="sagabox-demo-") as folder:
         url = database or f"sqlite:///{Path(folder) / 'demo.db'}"
         apps: list[App] = scenario.apps()
         with SagaHarness(*apps, database=url, business=[scenario.business]) as harness:
-            timeline = Timeline(harness, out)
+            timeline = Timeline(harness.apps[0].engine, apps, harness.shipped, out)
             harness.observer = timeline
             print(f"sagabox demo: {scenario.TITLE}", file=out)
             print(
@@ -167,14 +204,16 @@ def run_demo(name: str, *, database: str | None = None, out: TextIO = sys.stdout
                 "in-process broker)",
                 file=out,
             )
-            scenario.play(Stage(harness, timeline, out))
-            _print_final(harness, scenario, out)
+            stage = Stage(harness, timeline, out)
+            scenario.play(stage)
+            print_final(harness.apps[0].engine, scenario, stage, out)
     return 0
 
 
-def _print_final(harness: SagaHarness, scenario: ModuleType, out: TextIO) -> None:
+def print_final(engine: Engine, scenario: ModuleType, stage: Scene, out: TextIO) -> None:
+    """Every saga's final state, then the scenario's own report of its business tables."""
     print("\nFinal states:", file=out)
-    with harness.apps[0].engine.connect() as connection:
+    with engine.connect() as connection:
         sagas = connection.execute(
             select(saga_instances).order_by(
                 saga_instances.c.saga_type, saga_instances.c.correlation_id
@@ -185,6 +224,6 @@ def _print_final(harness: SagaHarness, scenario: ModuleType, out: TextIO) -> Non
         print(f"  {saga} {row.correlation_id}: {row.state}  {row.data}", file=out)
     if not sagas:
         print("  (no sagas: this flow is choreography only)", file=out)
-    report: Callable[[SagaHarness, TextIO], Any] | None = getattr(scenario, "report", None)
+    report: Callable[[Scene, TextIO], Any] | None = getattr(scenario, "report", None)
     if report is not None:
-        report(harness, out)
+        report(stage, out)

@@ -9,9 +9,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, Numeric, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from outbox import Message, MessageRegistry
 from outbox.tables import outbox_messages
 from sagabox import App
 from sagas.tables import saga_instances
@@ -37,6 +39,14 @@ def _section_code(title: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
 
 
+@pytest.fixture
+def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's messages reuse type names the examples also use (loans.LoanRequested): a
+    real conflict in one process, so they register in a registry of their own here."""
+    monkeypatch.setattr(Message, "registry", MessageRegistry())
+
+
+@pytest.mark.usefixtures("own_registry")
 def test_the_saga_in_30_lines_runs(engine: Engine) -> None:
     """The saga class is at most 30 lines, and starting it commits the loan, the saga and the
     credit-check command together."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TextIO
 
-from sagabox.demo import Stage
-from sagabox.testing import SagaHarness
+from sagabox.demo import Scene
 
 from .apps import apps, business, place_order
 from .messages import Line
@@ -17,7 +16,7 @@ __all__ = ["TITLE", "apps", "business", "play", "report"]
 TITLE = "checkout: one OrderCreated event, three independent subscribers"
 
 
-def play(stage: Stage) -> None:
+def play(stage: Scene) -> None:
     with stage.request("Ada checks out two books and a lamp") as session:
         place_order(
             session,
@@ -37,11 +36,11 @@ def play(stage: Stage) -> None:
         )
 
 
-def report(harness: SagaHarness, out: TextIO) -> None:
+def report(stage: Scene, out: TextIO) -> None:
     print("\nEach subscriber's own table:", file=out)
-    for row in harness.rows(confirmations):
+    for row in stage.rows(confirmations):
         print(f"  email      confirmation for {row.order_id} to {row.recipient}", file=out)
-    for row in harness.rows(picking_lists):
+    for row in stage.rows(picking_lists):
         print(f"  warehouse  picking list for {row.order_id}: {row.items} items", file=out)
-    for row in harness.rows(reward_points):
+    for row in stage.rows(reward_points):
         print(f"  rewards    {row.customer} has {row.points} points", file=out)

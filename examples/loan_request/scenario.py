@@ -12,8 +12,7 @@ from decimal import Decimal
 from typing import TextIO
 
 from examples.timing import DAY, HOUR
-from sagabox.demo import Stage
-from sagabox.testing import SagaHarness
+from sagabox.demo import Scene
 
 from .apps import accept_offer, apply_for_loan, apps, business
 from .services import complete_review
@@ -24,7 +23,7 @@ __all__ = ["TITLE", "apps", "business", "play", "report"]
 TITLE = "loan requests: parallel checks, manual review, offer reminders and expiry"
 
 
-def play(stage: Stage) -> None:
+def play(stage: Scene) -> None:
     loans_app = stage.app("loans")
     for loan_id, applicant, amount in [
         ("L-1000", "Ada", Decimal(2_500)),
@@ -43,10 +42,10 @@ def play(stage: Stage) -> None:
     stage.advance(7 * DAY)
 
 
-def report(harness: SagaHarness, out: TextIO) -> None:
+def report(stage: Scene, out: TextIO) -> None:
     print("\nThe loans table:", file=out)
-    for loan in harness.rows(loans):
+    for loan in stage.rows(loans):
         print(f"  {loan.id}  {loan.applicant:<8} {loan.amount:>9}  {loan.status}", file=out)
     print("\nEmails sent:", file=out)
-    for email in harness.rows(emails):
+    for email in stage.rows(emails):
         print(f"  to {email.recipient:<12} {email.subject}", file=out)

@@ -8,8 +8,7 @@ from typing import TextIO
 
 from sqlalchemy import insert
 
-from sagabox.demo import Stage
-from sagabox.testing import SagaHarness
+from sagabox.demo import Scene
 
 from .apps import apps, business, place_order
 from .messages import OrderPlaced
@@ -20,7 +19,7 @@ __all__ = ["TITLE", "apps", "business", "play", "report"]
 TITLE = "orders: an orchestrated critical path, then choreographed side effects"
 
 
-def play(stage: Stage) -> None:
+def play(stage: Scene) -> None:
     with stage.request("the warehouse stocks 1 lamp") as session:
         session.execute(insert(stock).values(sku="lamp", available=1))
     for order_id, customer in [("O-1", "Ada"), ("O-2", "Bob"), ("O-3", "Eve")]:
@@ -33,12 +32,12 @@ def play(stage: Stage) -> None:
             )
 
 
-def report(harness: SagaHarness, out: TextIO) -> None:
+def report(stage: Scene, out: TextIO) -> None:
     print("\nPayments, notifications and loyalty:", file=out)
-    for charge in harness.rows(charges):
+    for charge in stage.rows(charges):
         state = "refunded" if charge.refunded else "charged"
         print(f"  {charge.order_id} {state} {charge.amount}", file=out)
-    for note in harness.rows(notifications):
+    for note in stage.rows(notifications):
         print(f"  to {note.customer}: {note.text}", file=out)
-    for points in harness.rows(loyalty_points):
+    for points in stage.rows(loyalty_points):
         print(f"  {points.customer} earned {points.points} points on {points.order_id}", file=out)

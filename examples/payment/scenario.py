@@ -9,8 +9,7 @@ from typing import TextIO
 from sqlalchemy import insert
 
 from outbox import Outbox
-from sagabox.demo import Stage
-from sagabox.testing import SagaHarness
+from sagabox.demo import Scene
 
 from .apps import apps, business
 from .messages import PaymentRequested
@@ -21,7 +20,7 @@ __all__ = ["TITLE", "apps", "business", "play", "report"]
 TITLE = "payments: ledger debit, AML screening and execution, with the debit reversed on failure"
 
 
-def play(stage: Stage) -> None:
+def play(stage: Scene) -> None:
     with stage.request("the account ACC-1 is opened with 1000") as session:
         session.execute(insert(accounts).values(id="ACC-1", balance=Decimal(1000)))
     for payment_id, beneficiary, amount in [
@@ -41,9 +40,9 @@ def play(stage: Stage) -> None:
             )
 
 
-def report(harness: SagaHarness, out: TextIO) -> None:
+def report(stage: Scene, out: TextIO) -> None:
     print("\nThe ledger and the transfers:", file=out)
-    for account in harness.rows(accounts):
+    for account in stage.rows(accounts):
         print(f"  {account.id} balance {account.balance}", file=out)
-    for transfer in harness.rows(transfers):
+    for transfer in stage.rows(transfers):
         print(f"  {transfer.payment_id} paid {transfer.amount} to {transfer.beneficiary}", file=out)

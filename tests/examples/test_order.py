@@ -3,9 +3,12 @@ without breaking the order."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
@@ -108,3 +111,29 @@ def test_a_failing_side_effect_cannot_break_the_order(empty_database_url: str) -
         [letter] = h.dead_letters()
         assert ("loyalty", 4) == (letter.endpoint, letter.attempts)
         assert "on fire" in letter.reason
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_the_order_demo_runs_as_separate_processes_over_rabbitmq(
+    empty_database_url: str, amqp_url: str
+) -> None:
+    """`sagabox demo order --db --broker`: a relay and five workers as their own processes."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            *("-m", "sagabox.cli", "demo", "order"),
+            *("--db", empty_database_url, "--broker", amqp_url),
+        ],
+        cwd=Path(__file__).resolve().parent.parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stdout + result.stderr
+    final = result.stdout.split("Final states:")[1]
+    assert "Order O-1: completed" in final
+    assert "Order O-2: cancelled" in final
+    assert "Ada earned 40 points on O-1" in final
+    assert "exit codes [0, 0, 0, 0, 0, 0]" in final
+    assert "guest:guest" not in result.stdout + result.stderr
