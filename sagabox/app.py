@@ -161,12 +161,8 @@ class App:
         return set(self._handlers) | self.runtime.message_type_names()
 
 
-def load_app(spec: str, endpoint: str | None = None) -> App:
-    """Import `module:attribute` and return the `App` it names.
-
-    The attribute may also be a function returning an App or a list of Apps; `endpoint` then
-    picks one of them by name (a system of several endpoints defined in one place).
-    """
+def load_apps(spec: str) -> list[App]:
+    """Import `module:attribute`: an App, or a function returning an App or a list of Apps."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ValueError(
@@ -180,11 +176,18 @@ def load_app(spec: str, endpoint: str | None = None) -> App:
     apps = [app for app in candidates if isinstance(app, App)]
     if not apps or len(apps) != len(candidates):
         raise ValueError(f"{spec} is {type(found).__name__}, not a sagabox App (or a list of them)")
+    return apps
+
+
+def load_app(spec: str, endpoint: str | None = None) -> App:
+    """The one App `spec` names; `endpoint` picks one by name when it names several."""
+    apps = load_apps(spec)
     if endpoint is not None:
-        apps = [app for app in apps if app.name == endpoint]
-        if not apps:
-            names = ", ".join(app.name for app in candidates)  # type: ignore[union-attr]
+        chosen = [app for app in apps if app.name == endpoint]
+        if not chosen:
+            names = ", ".join(app.name for app in apps)
             raise ValueError(f"{spec} has no endpoint {endpoint!r} (it has: {names})")
+        apps = chosen
     if len(apps) > 1:
         names = ", ".join(app.name for app in apps)
         raise ValueError(f"{spec} names several endpoints ({names}): choose one with --endpoint")

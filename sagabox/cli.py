@@ -11,7 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from outbox.database import make_engine
 from outbox.errors import SagaboxError
 from outbox.urls import mask_secrets
-from sagabox import __version__, cli_dlq, cli_run, migrate
+from sagabox import __version__, cli_dlq, cli_run, cli_sagas, migrate
 from sagabox.cli_common import Groups, database_argument
 
 Handler = Callable[[argparse.Namespace], int]
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(groups)
     cli_run.add_to(groups)
     cli_dlq.add_to(groups)
+    cli_sagas.add_to(groups)
     return parser
 
 

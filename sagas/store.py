@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, null, select, update
 
 from outbox import clock
 from outbox.database import Executor, insert_ignoring_conflicts
@@ -113,7 +113,8 @@ def _columns(saga: Saga[Any]) -> dict[str, Any]:
         "version": saga.version,
         "updated_at": saga.updated_at,
         "finished_at": saga.finished_at,
-        "timeouts": {name: pending.to_json() for name, pending in saga.timeouts.items()} or None,
+        # SQL NULL, not JSON null, when nothing is pending: "stuck" queries test for it.
+        "timeouts": {name: pending.to_json() for name, pending in saga.timeouts.items()} or null(),
     }
 
 
