@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from functools import cached_property
@@ -40,8 +41,10 @@ class App:
     """An endpoint: the queue named `name` receives commands sent to it and the events its sagas
     and handlers subscribe to; its inbox is named after it too.
 
-    `database` and `broker` default to $SAGABOX_DATABASE_URL and $SAGABOX_BROKER_URL (and the
-    in-process `memory://` broker), so one app module serves every environment.
+    `inputs` names the messages that enter the system here from outside any handler (a web
+    request, another system), for `sagabox graph`. `database` and `broker` default to
+    $SAGABOX_DATABASE_URL and $SAGABOX_BROKER_URL (and the in-process `memory://` broker), so
+    one app module serves every environment.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class App:
         registry: MessageRegistry = default_registry,
         exchange: str = DEFAULT_EXCHANGE,
         retry: RetryPolicy | None = None,
+        inputs: Iterable[type[Message]] = (),
     ) -> None:
         if not _ENDPOINT_NAME.match(name):
             raise ValueError(
@@ -71,6 +75,9 @@ class App:
         self._registry = registry
         self.exchange = exchange
         self.retry = retry or RetryPolicy(retry_at_once=(ConcurrencyConflict,))
+        #: Messages that enter the system here from outside any handler (a web request, a
+        #: script, another system); `sagabox graph --check` expects no handler to send them.
+        self.inputs = tuple(inputs)
 
     # --- configuration ------------------------------------------------------------------------
 
@@ -79,6 +86,15 @@ class App:
         name = handler_name(handler)
         for message_type in handled_types(handler):
             self._handlers[message_type.type_name].append((name, handler))
+
+    @property
+    def handlers(self) -> list[tuple[str, str, Handler]]:
+        """(message type, handler name, handler) for every plain handler registered here."""
+        return [
+            (message, name, handler)
+            for message, handlers in self._handlers.items()
+            for name, handler in handlers
+        ]
 
     @property
     def registry(self) -> MessageRegistry:
@@ -168,6 +184,9 @@ def load_apps(spec: str) -> list[App]:
         raise ValueError(
             f"--app takes module:attribute, e.g. myservice.endpoint:app (got {spec!r})"
         )
+    # Like celery and gunicorn: the service's own modules are found from where it is started.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     module = importlib.import_module(module_name)
     found = getattr(module, attribute, None)
     if callable(found) and not isinstance(found, App):

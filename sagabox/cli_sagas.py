@@ -1,4 +1,5 @@
-"""`sagabox sagas list | show | stuck`: where each saga is, how it got there, what is stuck."""
+"""`sagabox sagas list | show | stuck` and `sagabox graph`: where each saga is, how it got
+there, what is stuck, and how the messages flow."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from outbox import clock
 from outbox.database import make_engine
+from sagabox import graph
 from sagabox.app import load_apps
 from sagabox.cli_common import Groups, database_argument, duration
 from sagas.queries import SagaSummary, list_sagas, saga_detail, stuck_sagas
@@ -45,6 +47,18 @@ def add_to(groups: Groups) -> None:
     stuck.add_argument("--older-than", type=duration, required=True, help="e.g. 2h, 3d")
     stuck.add_argument("--json", action="store_true")
     stuck.set_defaults(handler=_stuck)
+
+    graph = groups.add_parser(
+        "graph", help="the message flow of a system's sagas and handlers, as Mermaid"
+    )
+    graph.add_argument("--app", required=True, help="module:attribute naming the App(s)")
+    graph.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 on cycles between handlers, commands nobody handles, handlers of "
+        "messages nobody sends; report long single-consumer event chains",
+    )
+    graph.set_defaults(handler=_graph)
 
 
 def _print_summaries(summaries: list[SagaSummary], as_json: bool, empty: str) -> None:
@@ -123,6 +137,19 @@ def _show(args: argparse.Namespace) -> int:
     if diagram:
         print("\n" + diagram, end="")
     return 0
+
+
+def _graph(args: argparse.Namespace) -> int:
+    flow = graph.build(load_apps(args.app))
+    if not args.check:
+        print(graph.mermaid(flow), end="")
+        return 0
+    problems = graph.check(flow)
+    for problem in problems:
+        print(problem)
+    errors = [problem for problem in problems if not problem.smell]
+    print(f"{len(errors)} errors, {len(problems) - len(errors)} smells")
+    return 1 if errors else 0
 
 
 def _diagram(spec: str, saga_type: str, path: list[str]) -> str:

@@ -53,7 +53,7 @@ def award_points(ctx: HandlerContext, order: OrderCreated) -> None:
 
 def apps() -> list[App]:
     return [
-        App("shop"),
+        App("shop", inputs=[OrderCreated]),  # the checkout page (place_order)
         App("email", handlers=[send_confirmation]),
         App("warehouse", handlers=[prepare_picking_list]),
         App("rewards", handlers=[award_points]),

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from sagabox import App
 
 from . import services
-from .messages import LoanRequested, OfferAccepted
+from .messages import LoanRequested, LoanReviewed, OfferAccepted
 from .saga import LoanApplication
 from .tables import business, loans
 
@@ -20,7 +20,8 @@ __all__ = ["accept_offer", "apply_for_loan", "apps", "business"]
 def apps() -> list[App]:
     """One App per service; in production each would run in its own process and database."""
     return [
-        App("loans", sagas=[LoanApplication]),
+        # Customers apply and accept through the loan service's web pages.
+        App("loans", sagas=[LoanApplication], inputs=[LoanRequested, OfferAccepted]),
         App("credit", handlers=[services.check_credit]),
         App("criminal", handlers=[services.check_criminal_records]),
         App(
@@ -31,7 +32,11 @@ def apps() -> list[App]:
                 services.alert_authorities,
             ],
         ),
-        App("reviews", handlers=[services.open_review_task, services.remind_reviewer]),
+        App(
+            "reviews",
+            handlers=[services.open_review_task, services.remind_reviewer],
+            inputs=[LoanReviewed],  # the reviewer's screen (services.complete_review)
+        ),
     ]
 
 

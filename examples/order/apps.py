@@ -97,7 +97,7 @@ def award_loyalty_points(ctx: HandlerContext, event: OrderCompleted) -> None:
 def apps(*, loyalty: App | None = None) -> list[App]:
     """The system; tests swap in another loyalty endpoint to show it cannot break an order."""
     return [
-        App("orders", sagas=[OrderSaga]),
+        App("orders", sagas=[OrderSaga], inputs=[OrderPlaced]),  # the shop (place_order)
         App("payments", handlers=[charge, refund]),
         App("inventory", handlers=[reserve]),
         App("notifications", handlers=[notify]),

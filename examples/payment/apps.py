@@ -14,6 +14,7 @@ from .messages import (
     DebitReversed,
     ExecutePayment,
     PaymentExecuted,
+    PaymentRequested,
     ReverseDebit,
     ScreenBeneficiary,
 )
@@ -70,7 +71,7 @@ def apps(*, aml_first: bool = False) -> list[App]:
     """The system with the checks in either order; nothing but the saga class differs."""
     saga = AmlFirstPayment if aml_first else LedgerFirstPayment
     return [
-        App("payments", sagas=[saga]),
+        App("payments", sagas=[saga], inputs=[PaymentRequested]),  # from disbursement
         App("ledger", handlers=[debit, reverse]),
         App("aml", handlers=[screen]),
         App("execution", handlers=[execute]),
