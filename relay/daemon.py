@@ -12,6 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from time import perf_counter
 
 from kombu import Connection
 from sqlalchemy import Engine
@@ -22,6 +23,7 @@ from outbox.urls import mask_secrets
 from relay.backoff import Backoff
 from relay.broker import DEFAULT_EXCHANGE, broker_errors, connect, describe
 from relay.failpoints import failpoint
+from relay.observe import NOOP, Observer
 from relay.publisher import Publisher
 from relay.wakeup import Wakeup
 
@@ -56,6 +58,7 @@ class Relay:
         listen: bool = True,
         confirm_timeout: float = 30.0,
         unroutable_delay: timedelta = timedelta(seconds=5),
+        observer: Observer = NOOP,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
@@ -68,6 +71,7 @@ class Relay:
         self.confirm_timeout = confirm_timeout
         self.unroutable_delay = unroutable_delay
         self.stats = RelayStats()
+        self.observer = observer
         self._connection: Connection | None = None
         self._publisher: Publisher | None = None
         self._stopping = threading.Event()
@@ -78,6 +82,7 @@ class Relay:
     def publish_batch(self) -> int:
         """Ship one batch of due rows in one transaction; return how many rows it claimed."""
         publisher = self._connected()
+        started = perf_counter()
         now = clock.now()
         with self.engine.begin() as connection:
             rows = claim_due(connection, now=now, limit=self.batch_size)
@@ -95,6 +100,11 @@ class Relay:
         self.stats.batches += 1
         self.stats.published += len(rows) - len(unroutable)
         self.stats.unroutable += len(unroutable)
+        self.observer.relay_batch(
+            published=len(rows) - len(unroutable),
+            unroutable=len(unroutable),
+            seconds=perf_counter() - started,
+        )
         for row in unroutable:
             log.warning(
                 "relay: no queue is bound to %r on exchange %r, so %s %s is kept for a later "
@@ -136,6 +146,7 @@ class Relay:
                     idle = self._idle_timeout() if claimed == 0 else 0.0
                 except Exception as exc:
                     self.stats.failures += 1
+                    self.observer.relay_failed(exc)
                     self._disconnect()
                     delay = backoff.next_delay()
                     log.warning(

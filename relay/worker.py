@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from time import perf_counter
 from typing import Any, Literal, Protocol
 
 from kombu import Consumer, Queue, binding
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import clock
 from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT, record_dead_letter
-from outbox.envelope import H_CORRELATION_ID, Envelope, decode
+from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
 from outbox.errors import MalformedEnvelope, OutboxError
 from outbox.inbox import Inbox, prune_inbox
 from outbox.messages import Message
@@ -41,6 +42,7 @@ from outbox.writer import Outbox
 from relay.backoff import Backoff
 from relay.broker import ACCEPT, DEFAULT_EXCHANGE, broker_errors, connect, describe, topic_exchange
 from relay.failpoints import failpoint
+from relay.observe import NOOP, Observer
 
 log = logging.getLogger("sagabox.worker")
 
@@ -138,6 +140,7 @@ class Worker:
         max_message_bytes: int = 1024 * 1024,
         inbox_retention: timedelta = timedelta(days=7),
         prune_every: timedelta = timedelta(minutes=5),
+        observer: Observer = NOOP,
     ) -> None:
         self.engine = engine
         self.broker_url = broker_url
@@ -149,6 +152,7 @@ class Worker:
         self.inbox_retention = inbox_retention
         self.prune_every = prune_every
         self.stats = WorkerStats()
+        self.observer = observer
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._stopping = threading.Event()
         self._backoff = Backoff()
@@ -162,8 +166,17 @@ class Worker:
         Raises only when the database is unreachable even for recording the failure; the
         caller then puts the message back on the queue and backs off.
         """
+        started = perf_counter()
         outcome = self._process(delivery)
         self.stats.count(outcome)
+        headers = delivery.headers if isinstance(delivery.headers, Mapping) else {}
+        message_type = headers.get(H_TYPE)
+        self.observer.message_processed(
+            endpoint=self.endpoint.name,
+            message_type=message_type if isinstance(message_type, str) else "unreadable",
+            outcome=outcome,
+            seconds=perf_counter() - started,
+        )
         return outcome
 
     def _process(self, delivery: Delivery) -> Outcome:

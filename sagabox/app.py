@@ -14,9 +14,9 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from outbox.database import make_engine
@@ -29,6 +29,9 @@ from relay.worker import RetryPolicy, Unrecoverable, Worker
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaNotFound
 from sagas.runtime import SagaRuntime
+
+if TYPE_CHECKING:
+    from sagabox.metrics import Metrics
 
 DATABASE_ENV = "SAGABOX_DATABASE_URL"
 S = TypeVar("S", bound=Saga[Any])
@@ -78,6 +81,8 @@ class App:
         #: Messages that enter the system here from outside any handler (a web request, a
         #: script, another system); `sagabox graph --check` expects no handler to send them.
         self.inputs = tuple(inputs)
+        #: Set to a `sagabox.metrics.Metrics` to count what the worker, relay and sagas do.
+        self.metrics: Metrics | None = None
 
     # --- configuration ------------------------------------------------------------------------
 
@@ -148,13 +153,22 @@ class App:
     def dispatch(self, session: Session, message: Message) -> None:
         """Deliver `message` to the sagas, then the plain handlers, in `session`'s transaction."""
         try:
-            self.runtime.handle(session, message)
+            handled = self.runtime.handle(session, message)
         except SagaNotFound as exc:
             if exc.policy == "dead_letter":
                 raise Unrecoverable(str(exc)) from exc
             raise
         for name, handler in self._handlers.get(message.type_name, ()):
             handler(HandlerContext(session, message, f"{self.name}/{name}"), message)
+        metrics = self.metrics
+        if metrics is not None and handled:
+            # Counted once the transaction commits: a rolled-back attempt changed nothing.
+            event.listen(
+                session,
+                "after_commit",
+                lambda _session: metrics.sagas_handled(handled, message),
+                once=True,
+            )
 
     # --- processes ------------------------------------------------------------------------------
 
@@ -162,11 +176,15 @@ class App:
         """A worker consuming this endpoint's queue (options as for `Worker`)."""
         options.setdefault("retry", self.retry)
         options.setdefault("exchange", self.exchange)
+        if self.metrics is not None:
+            options.setdefault("observer", self.metrics)
         return Worker(self.engine, self.broker_url, self, **options)
 
     def relay(self, **options: Any) -> Relay:
         """A relay shipping this database's outbox to this broker (options as for `Relay`)."""
         options.setdefault("exchange", self.exchange)
+        if self.metrics is not None:
+            options.setdefault("observer", self.metrics)
         return Relay(self.engine, self.broker_url, **options)
 
     def start(self, session: Session, saga_type: type[S], message: Message) -> S:

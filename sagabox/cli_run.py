@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
 
 from outbox.database import make_engine
 from outbox.urls import mask_secrets
 from relay.broker import DEFAULT_EXCHANGE
 from relay.daemon import Relay
+from relay.observe import NOOP
 from sagabox.app import load_app
 from sagabox.cli_common import (
     Groups,
@@ -18,6 +23,9 @@ from sagabox.cli_common import (
     setup_logging,
 )
 from sagabox.demo import EXAMPLES, run_demo
+
+if TYPE_CHECKING:
+    from sagabox.metrics import Metrics
 
 
 def add_to(groups: Groups) -> None:
@@ -37,6 +45,7 @@ def add_to(groups: Groups) -> None:
     )
     relay.add_argument("--exchange", default=DEFAULT_EXCHANGE, help="topic exchange name")
     relay.add_argument("--log-level", default="info")
+    _metrics_argument(relay)
     relay.set_defaults(handler=_relay)
 
     worker = groups.add_parser(
@@ -51,6 +60,7 @@ def add_to(groups: Groups) -> None:
     worker.add_argument("--once", action="store_true", help="process what waits, then exit")
     worker.add_argument("--prefetch", type=int, default=50, help="messages in flight at most")
     worker.add_argument("--log-level", default="info")
+    _metrics_argument(worker)
     worker.set_defaults(handler=_worker)
 
     demo = groups.add_parser(
@@ -73,6 +83,29 @@ def add_to(groups: Groups) -> None:
     demo.set_defaults(handler=_demo)
 
 
+def _metrics_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs sagabox[metrics])",
+    )
+    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
+
+
+def _serve_metrics(args: argparse.Namespace, engine: Engine) -> Metrics | None:
+    if args.metrics_port is None:
+        return None
+    from sagabox.metrics import Metrics  # the optional extra
+
+    metrics = Metrics(engine)
+    server, _thread = metrics.serve(args.metrics_port, args.metrics_host)
+    logging.getLogger("sagabox").info(
+        "metrics on http://%s:%d/metrics", args.metrics_host, server.server_port
+    )
+    return metrics
+
+
 def _relay(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     engine = make_engine(args.db, pool_pre_ping=True)
@@ -83,6 +116,7 @@ def _relay(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         poll_interval=args.poll_interval,
         listen=not args.no_listen,
+        observer=_serve_metrics(args, engine) or NOOP,
     )
     try:
         if args.once:
@@ -105,6 +139,7 @@ def _worker(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     app = load_app(args.app, args.endpoint)
     app.configure(database=args.db, broker=args.broker)
+    app.metrics = _serve_metrics(args, app.engine)
     worker = app.worker(prefetch=args.prefetch)
     try:
         if args.once:
