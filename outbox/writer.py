@@ -8,7 +8,7 @@ from uuid import UUID
 
 from sqlalchemy import insert
 
-from outbox import clock, signals
+from outbox import clock, signals, tracing
 from outbox.database import Executor, dialect_of
 from outbox.envelope import Envelope, encode
 from outbox.messages import Command, Event, Message
@@ -41,7 +41,9 @@ class Outbox:
         `partition_key` keeps messages in order per key (a saga uses its correlation id); it
         defaults to the message's correlation id.
         """
-        envelope = encode(message, extra_headers=headers)
+        extra = dict(headers or {})
+        tracing.inject(extra)
+        envelope = encode(message, extra_headers=extra)
         self.add_envelope(
             envelope,
             destination=_destination(message, destination),

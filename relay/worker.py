@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from outbox import clock
+from outbox import clock, tracing
 from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT, record_dead_letter
 from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
 from outbox.errors import MalformedEnvelope, OutboxError
@@ -205,6 +205,19 @@ class Worker:
         except OutboxError as exc:
             return self._dead(delivery, f"cannot decode: {exc}", error=exc)
 
+        with tracing.consuming(
+            endpoint=self.endpoint.name,
+            message_type=envelope.type,
+            message_id=str(envelope.message_id),
+            headers=envelope.headers,
+        ) as span:
+            outcome = self._handle(delivery, envelope, message)
+            if span is not None:
+                span.set_attribute("sagabox.outcome", outcome)
+            return outcome
+
+    def _handle(self, delivery: Delivery, envelope: Envelope, message: Message) -> Outcome:
+        """Run the endpoint's handlers in one transaction, retrying or dead-lettering failures."""
         last_error: BaseException | None = None
         for _ in range(self.retry.immediate + 1):
             try:
