@@ -105,6 +105,8 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     requeued: int = 0
+    #: Attempts retried in place after a transient error (a concurrency conflict, say).
+    retried_at_once: int = 0
 
     def count(self, outcome: Outcome) -> None:
         attribute = {
@@ -238,6 +240,7 @@ class Worker:
                 last_error = exc
                 if not self._retry_at_once(exc):
                     break
+                self.stats.retried_at_once += 1
                 log.debug(
                     "worker: %s %s: %s; retrying at once", envelope.type, envelope.message_id, exc
                 )
