@@ -1,5 +1,7 @@
 # The two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: test demo install services-up services-down clean
+.PHONY: test demo soak install services-up services-down clean
+
+SAGAS ?= 1000
 
 test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, stop the servers
 	scripts/test.sh
@@ -7,6 +9,9 @@ test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, st
 demo: ## install, then play the loan example on SQLite + the in-process broker, simulated time
 	scripts/bootstrap.sh
 	.venv/bin/sagabox demo loan_request
+
+soak: ## the chaos soak on real servers: make soak SAGAS=10000
+	scripts/soak.sh --sagas $(SAGAS)
 
 install: ## create .venv with sagabox and the dev tools
 	scripts/bootstrap.sh

@@ -107,6 +107,8 @@ class WorkerStats:
     requeued: int = 0
     #: Attempts retried in place after a transient error (a concurrency conflict, say).
     retried_at_once: int = 0
+    #: Deliveries the broker flagged as redelivered (an earlier delivery went unacknowledged).
+    redelivered: int = 0
 
     def count(self, outcome: Outcome) -> None:
         attribute = {
@@ -225,8 +227,9 @@ class Worker:
             try:
                 with self._sessions() as session, session.begin():
                     if not Inbox(session, self.endpoint.name).record(envelope.message_id):
-                        log.debug(
-                            "worker: %s %s seen before, skipped",
+                        # Rare and telling (a relay or worker crashed mid-way): worth a line.
+                        log.info(
+                            "worker: %s %s was processed before; skipped (inbox)",
                             envelope.type,
                             envelope.message_id,
                         )
@@ -409,6 +412,9 @@ class Worker:
         if isinstance(body, str):
             body = body.encode("utf-8")
         delivery = Delivery(body, message.headers, message.content_type)
+        if message.delivery_info.get("redelivered"):
+            self.stats.redelivered += 1
+            log.info("worker: the broker redelivers a message (its first delivery was not acked)")
         try:
             self.process(delivery)
         except Exception as exc:
