@@ -1,5 +1,5 @@
 # The two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: test demo soak install services-up services-down clean
+.PHONY: test demo soak bench install services-up services-down clean
 
 SAGAS ?= 1000
 
@@ -12,6 +12,9 @@ demo: ## install, then play the loan example on SQLite + the in-process broker, 
 
 soak: ## the chaos soak on real servers: make soak SAGAS=10000
 	scripts/soak.sh --sagas $(SAGAS)
+
+bench: ## every benchmark on durable PostgreSQL + RabbitMQ; saves bench/results/DATE.md
+	scripts/bench.sh
 
 install: ## create .venv with sagabox and the dev tools
 	scripts/bootstrap.sh

@@ -11,6 +11,7 @@
 #                               stop or restart the RabbitMQ application (its node and data stay),
 #                               for tests of a broker outage
 #
+# SAGABOX_PG_DURABLE=1 keeps PostgreSQL's durable commits (for benchmarks).
 # Ports can be moved with SAGABOX_PG_PORT, SAGABOX_AMQP_PORT, SAGABOX_AMQP_DIST_PORT and
 # SAGABOX_EPMD_PORT. The state (URLs, data folder) is kept in .services/env at the repo top.
 set -euo pipefail
@@ -116,16 +117,17 @@ start_postgres() {
   chmod 700 "$dir"
   runuser -u postgres -- "$bin/initdb" -D "$dir/data" -U "$PG_USER" --pwfile="$dir/pwfile" \
     --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-instructions >/dev/null
-  # Durability off: this server holds throwaway test data, and tests run much faster without it.
   cat >>"$dir/data/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$dir'
 max_connections = 200
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 EOF
+  # Durability off for tests: throwaway data, and much faster. Benchmarks keep PostgreSQL's
+  # durable defaults (SAGABOX_PG_DURABLE=1), so their numbers mean what they would in production.
+  if [ "${SAGABOX_PG_DURABLE:-0}" != 1 ]; then
+    printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n' >>"$dir/data/postgresql.conf"
+  fi
   runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
   runuser -u postgres -- "$bin/createdb" -h "$dir" -p "$PG_PORT" -U "$PG_USER" sagabox
   log "PostgreSQL ready on 127.0.0.1:$PG_PORT"

@@ -1,0 +1,121 @@
+"""What every benchmark section shares: scratch databases, the servers' URLs, the results table.
+
+Every figure is reported next to a baseline measured in the same run on the same machine, and
+as their ratio: these machines are shared and noisy, so only ratios compare across runs.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from outbox.database import make_engine
+from sagabox import migrate
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each section does: `full()` for the report, `tiny()` for the test suite."""
+
+    pgbench_seconds: int
+    workers: int
+    saga_messages: int
+    relay_rows: int
+    latency_seconds: float
+    peer_jobs: int
+    memory_rows: int
+
+    @classmethod
+    def full(cls) -> Sizes:
+        return cls(10, 2, 5000, 100_000, 10.0, 2000, 1_000_000)
+
+    @classmethod
+    def tiny(cls) -> Sizes:
+        return cls(1, 2, 200, 2000, 1.0, 0, 0)
+
+
+@dataclass
+class Results:
+    """Rows of the markdown table: what, measured, baseline, ratio, goal."""
+
+    rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, what: str, value: float, unit: str, baseline: float | None = None,
+            baseline_name: str = "", goal: str = "") -> None:  # fmt: skip
+        measured = f"{value:,.1f} {unit}"
+        base = f"{baseline:,.1f} {unit} ({baseline_name})" if baseline is not None else ""
+        ratio = f"{value / baseline:.2f}" if baseline else ""
+        self.rows.append((what, measured, base, ratio, goal))
+        print(f"  {what}: {measured}" + (f" vs {base} = {ratio}" if base else ""), flush=True)
+
+    def markdown(self, machine: str) -> str:
+        lines = [
+            "# sagabox benchmarks",
+            "",
+            machine,
+            "",
+            "| what | measured | baseline (same run) | ratio | goal |",
+            "| --- | ---: | ---: | ---: | --- |",
+            *(f"| {' | '.join(row)} |" for row in self.rows),
+        ]
+        if self.notes:
+            lines += ["", *(f"- {note}" for note in self.notes)]
+        return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def scratch_database(server: str, *, migrated: bool = True) -> Iterator[str]:
+    """A database created on `server` for one section, dropped afterwards."""
+    admin = make_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    try:
+        if migrated:
+            migrate.upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def machine_description(server: str) -> str:
+    """CPU, memory, Python and server versions, and whether commits were durable."""
+    engine = make_engine(server, poolclass=NullPool)
+    with engine.connect() as connection:
+        version = connection.execute(text("SHOW server_version")).scalar_one()
+        fsync = connection.execute(text("SHOW fsync")).scalar_one()
+        sync = connection.execute(text("SHOW synchronous_commit")).scalar_one()
+    engine.dispose()
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    durable = "durable commits" if fsync == "on" and sync == "on" else "NOT durable (test server)"
+    rabbit = subprocess.run(
+        ["/usr/bin/dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"],
+        capture_output=True, text=True, check=False,
+    ).stdout or "?"  # fmt: skip
+    return (
+        f"Machine: {os.cpu_count()} cores ({cpu}), {memory_kb // 1024 // 1024} GiB RAM; "
+        f"Python {platform.python_version()}; PostgreSQL {version} (fsync={fsync}, "
+        f"synchronous_commit={sync}: {durable}); RabbitMQ {rabbit}; all on one machine, "
+        "over loopback."
+    )

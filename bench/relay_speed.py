@@ -1,0 +1,139 @@
+"""(c) relay throughput against a raw kombu publish loop, and (f) relay memory on a big backlog."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from kombu import Connection, Queue, binding
+from sqlalchemy import text
+
+from bench.common import REPO
+from outbox.claim import OutboxRow
+from outbox.database import make_engine
+from outbox.envelope import CONTENT_TYPE
+from relay import Relay
+from relay.broker import topic_exchange
+
+FILL = text(
+    "INSERT INTO sagabox_outbox_messages (message_id, type, destination, partition_key, payload, "
+    "headers, available_at, attempts, created_at) "
+    "SELECT m.id, 'bench.Step', 'bench.Step', 'k' || (n % 1000), "
+    "'{\"key\": \"k' || (n % 1000) || '\", \"note\": \"' || repeat('x', 200) || '\"}', "
+    "jsonb_build_object('sagabox-type', 'bench.Step', 'sagabox-version', '1', "
+    "'sagabox-message-id', m.id::text, 'sagabox-occurred-at', now()::text), now(), 0, now() "
+    "FROM generate_series(1, :rows) AS n, LATERAL (SELECT gen_random_uuid() AS id) AS m"
+)
+
+
+def fill_outbox(url: str, rows: int) -> None:
+    """`rows` due outbox rows of about 300 bytes each, written by SQL in one go."""
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(FILL, {"rows": rows})
+    engine.dispose()
+
+
+def _bound_queue(connection: Connection, exchange: str) -> Queue:
+    queue = Queue(f"{exchange}-sink", [binding(topic_exchange(exchange), routing_key="bench.Step")])
+    bound: Queue = queue(connection.channel())
+    bound.declare()
+    return bound
+
+
+def relay_rate(url: str, broker: str, rows: int) -> float:
+    """Rows per second the relay ships from a prefilled outbox to a bound, durable queue."""
+    fill_outbox(url, rows)
+    exchange = f"bench-{uuid.uuid4().hex[:8]}"
+    engine = make_engine(url)
+    with Connection(broker) as connection:
+        sink = _bound_queue(connection, exchange)
+        relay = Relay(engine, broker, exchange=exchange, batch_size=500)
+        started = time.perf_counter()
+        shipped = relay.drain()
+        seconds = time.perf_counter() - started
+        relay.close()
+        sink.delete()
+    engine.dispose()
+    assert shipped == rows, (shipped, rows)
+    return rows / seconds
+
+
+def raw_publish_rate(url: str, broker: str, rows: int) -> float:
+    """The same messages published by a bare kombu loop with the same confirm window (500),
+    read from memory: what the broker and the client library allow, with no database."""
+    fill_outbox(url, rows)
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        messages = [
+            OutboxRow(*row)
+            for row in connection.execute(
+                text(
+                    "SELECT id, message_id, type, destination, partition_key, payload, headers, "
+                    "attempts FROM sagabox_outbox_messages ORDER BY id"
+                )
+            )
+        ]
+    engine.dispose()
+    exchange = f"bench-{uuid.uuid4().hex[:8]}"
+    with Connection(broker) as connection:
+        sink = _bound_queue(connection, exchange)
+        channel = connection.channel()
+        topic_exchange(exchange)(channel).declare()
+        confirms = connection.transport.driver_type == "amqp"
+        acked = [0]
+        if confirms:
+            channel.confirm_select()
+            channel.events["basic_ack"].add(lambda tag, _multiple: acked.__setitem__(0, tag))
+        started = time.perf_counter()
+        for first in range(0, len(messages), 500):
+            _publish(channel, exchange, messages[first : first + 500])
+            while confirms and acked[0] < min(first + 500, len(messages)):
+                connection.drain_events(timeout=30)
+        seconds = time.perf_counter() - started
+        sink.delete()
+    return len(messages) / seconds
+
+
+def _publish(channel: object, exchange: str, rows: Sequence[OutboxRow]) -> None:
+    for row in rows:
+        message = channel.prepare_message(  # type: ignore[attr-defined]
+            row.payload.encode(), 0, CONTENT_TYPE, "utf-8", dict(row.headers),
+            {"delivery_mode": 2, "message_id": str(row.message_id)},
+        )  # fmt: skip
+        channel.basic_publish(message, exchange, row.destination)  # type: ignore[attr-defined]
+
+
+def relay_memory(url: str, broker: str, rows: int) -> tuple[float, float, float, float]:
+    """Drain `rows` with `sagabox relay --once` as a process, sampling its resident memory:
+    (MiB after warm-up, peak MiB, MiB at the end, seconds)."""
+    fill_outbox(url, rows)
+    command = [sys.executable, "-m", "sagabox.cli", "relay", "--once", "--batch-size", "500"]
+    command += ["--db", url, "--broker", broker, "--exchange", f"bench-{uuid.uuid4().hex[:8]}"]
+    started = time.monotonic()
+    process = subprocess.Popen(  # noqa: S603 - our own program
+        command, cwd=REPO, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    samples: list[float] = []
+    status = Path(f"/proc/{process.pid}/status")
+    try:
+        while process.poll() is None:
+            try:
+                line = next(x for x in status.read_text().splitlines() if x.startswith("VmRSS"))
+                samples.append(int(line.split()[1]) / 1024)
+            except (OSError, StopIteration):
+                pass
+            time.sleep(0.5)  # the sampling period
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait()
+    seconds = time.monotonic() - started
+    warm = samples[min(len(samples) - 1, 10)] if samples else 0.0  # after ~5 s
+    return warm, max(samples, default=0.0), samples[-1] if samples else 0.0, seconds

@@ -1,0 +1,77 @@
+"""(b) Saga steps per second through the toolkit: worker processes consuming RabbitMQ, each
+message one saga step in one transaction (inbox, load, transition, save, journal, commit, ack)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from kombu import Connection
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bench.common import REPO
+from outbox import Outbox
+from outbox.database import make_engine
+from outbox.tables import inbox_messages
+from relay import Relay
+
+
+def saga_steps_per_second(url: str, broker: str, *, workers: int, messages: int) -> float:
+    """Queue `messages` steps for 1,000 sagas, then time `workers` worker processes on them."""
+    suffix = uuid.uuid4().hex[:8]
+    os.environ.update({"BENCH_ENDPOINT": f"bench-{suffix}", "BENCH_EXCHANGE": f"bench-{suffix}"})
+    from bench.apps import Opened, Step, app
+
+    app.configure(database=url, broker=broker)
+    engine = make_engine(url)
+    rng = random.Random(1)  # noqa: S311 - a reproducible spread, not cryptography
+    with Session(engine) as session, session.begin():
+        for n in range(1000):
+            app.runtime.handle(session, Opened(key=f"k{n}"))
+        outbox = Outbox(session)
+        for _ in range(messages):
+            outbox.add(Step(key=f"k{rng.randrange(1000)}"))
+    queue = app.worker().queue()
+    with Connection(broker) as connection:
+        queue(connection.channel()).declare()
+    relay = Relay(engine, broker, exchange=app.exchange, batch_size=500)
+    relay.drain()  # everything waits on the queue before a worker starts
+    relay.close()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SAGABOX_DATABASE_URL": url,
+        "SAGABOX_BROKER_URL": broker,
+    }
+    command = [sys.executable, "-m", "sagabox.cli", "worker", "--app", "bench.apps:app"]
+    command += ["--prefetch", "100", "--log-level", "warning"]
+    processes = [
+        subprocess.Popen(command, env=environment, cwd=REPO)  # noqa: S603 - our own program
+        for _ in range(workers)
+    ]
+    try:
+        count = select(func.count()).select_from(inbox_messages)
+        while True:
+            with engine.connect() as connection:
+                if connection.execute(count).scalar_one() >= messages:
+                    break
+            time.sleep(0.2)  # polls for the end of the run; the rate comes from the rows' times
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(timeout=60)
+    with engine.connect() as connection:
+        first, last = connection.execute(
+            select(func.min(inbox_messages.c.processed_at), func.max(inbox_messages.c.processed_at))
+        ).one()
+    engine.dispose()
+    with Connection(broker) as connection:
+        queue(connection.channel()).delete()
+    return float((messages - 1) / (last - first).total_seconds())

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# `make bench`: start PostgreSQL (with durable commits) and RabbitMQ, run every benchmark, print
+# the table and save it under bench/results/, stop the servers. Extra arguments go to bench.run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=""
+cleanup() { [ -n "$started" ] && scripts/services.sh down || true; }
+trap cleanup EXIT INT TERM
+
+if [ -f .services/env ]; then
+  echo "bench: using the services already running (the table says whether commits were durable)"
+else
+  SAGABOX_PG_DURABLE=1 scripts/services.sh start
+  started=yes
+fi
+scripts/bootstrap.sh
+scripts/services.sh wait
+eval "$(scripts/services.sh env)"
+.venv/bin/python -m bench.run "$@"
