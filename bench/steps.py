@@ -45,6 +45,9 @@ def saga_steps_per_second(url: str, broker: str, *, workers: int, messages: int)
     relay.close()
     environment = {
         **os.environ,
+        # The app module is imported once per process: its workers must serve the same queue.
+        "BENCH_ENDPOINT": app.name,
+        "BENCH_EXCHANGE": app.exchange,
         "PYTHONPATH": str(REPO),
         "SAGABOX_DATABASE_URL": url,
         "SAGABOX_BROKER_URL": broker,

@@ -31,9 +31,8 @@ class Inbox:
         Call it first in the handler's transaction and skip the work when it returns False.
         """
         inserted = self._executor.execute(
-            self._insert.values(
-                consumer=self._consumer, message_id=message_id, processed_at=clock.now()
-            )
+            self._insert,
+            {"consumer": self._consumer, "message_id": message_id, "processed_at": clock.now()},
         ).first()
         return inserted is not None
 
