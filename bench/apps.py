@@ -11,7 +11,7 @@ import os
 
 from pydantic import BaseModel
 
-from outbox import Event
+from outbox import Event, HandlerContext, handles
 from relay.broker import DEFAULT_EXCHANGE
 from sagabox import App
 from sagas import Saga, SagaContext, on
@@ -42,5 +42,24 @@ app = App(
     os.environ.get("BENCH_ENDPOINT", "bench"),
     sagas=[Counter],
     inputs=[Opened, Step],
+    exchange=os.environ.get("BENCH_EXCHANGE", DEFAULT_EXCHANGE),
+)
+
+
+class Job(Event, type="bench.Job"):
+    """The peer comparison's unit of work: handled by a handler that does nothing."""
+
+    key: str
+
+
+@handles(Job)
+def do_nothing(ctx: HandlerContext, job: Job) -> None:
+    """The comparison with procrastinate is the machinery around the work, not the work."""
+
+
+peer_app = App(
+    os.environ.get("BENCH_PEER_ENDPOINT", "bench-peer"),
+    handlers=[do_nothing],
+    inputs=[Job],
     exchange=os.environ.get("BENCH_EXCHANGE", DEFAULT_EXCHANGE),
 )

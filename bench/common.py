@@ -43,7 +43,7 @@ class Sizes:
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls(1, 2, 200, 2000, 1.0, 0, 0)
+        return cls(1, 2, 200, 2000, 1.0, 50, 0)
 
 
 @dataclass

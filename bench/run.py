@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import latency, limit, relay_speed, steps
+from bench import latency, limit, peer, relay_speed, steps
 from bench.common import REPO, Results, Sizes, machine_description, scratch_database
 
 
@@ -66,6 +66,21 @@ def run(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
         goal = "p50 ≤ 5 ms, p99 ≤ 25 ms" if listen else ""
         results.add(f"(d) p50 latency at {half:,.0f} msg/s, {how}", p50, "ms", goal=goal)
         results.add(f"(d) p99 latency ({count} messages), {how}", p99, "ms", goal=goal)
+
+    if sizes.peer_jobs:
+        print("(e) the peer: procrastinate, end to end", flush=True)
+        with scratch_database(postgres, migrated=False) as url:
+            peer_rate = peer.procrastinate_jobs_per_second(url, sizes.peer_jobs)
+        with scratch_database(postgres) as url:
+            ours = peer.sagabox_jobs_per_second(url, amqp, sizes.peer_jobs)
+        if peer_rate is None:
+            results.notes.append("(e) procrastinate skipped: create .bench-venv (make bench).")
+            results.add("(e) sagabox end to end, 1 worker", ours, "jobs/s")
+        else:
+            results.add(
+                f"(e) sagabox end to end, 1 worker, {sizes.peer_jobs:,} jobs", ours, "jobs/s",
+                peer_rate, "procrastinate, same work, 1 worker", "≥ 5 times",
+            )  # fmt: skip
 
     if sizes.memory_rows:
         print(f"(f) relay memory, {sizes.memory_rows:,} rows", flush=True)

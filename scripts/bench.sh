@@ -15,6 +15,11 @@ else
   started=yes
 fi
 scripts/bootstrap.sh
+# The peer, procrastinate, lives in an environment of its own: never in sagabox's.
+if [ ! -x .bench-venv/bin/python ]; then
+  python3 -m venv .bench-venv
+  .bench-venv/bin/python -m pip install --quiet --disable-pip-version-check "procrastinate>=3.10" "psycopg[binary]>=3.2"
+fi
 scripts/services.sh wait
 eval "$(scripts/services.sh env)"
 .venv/bin/python -m bench.run "$@"
