@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,17 @@ def bank_endpoint(database_url: str, broker_url: str, **options: Any) -> Iterato
         yield bank
     finally:
         bank.close()
+
+
+def wait_for(
+    condition: Callable[[], bool], *, timeout: float = 15.0, what: str, every: float = 0.01
+) -> None:
+    """Poll `condition` until it holds (a deadline, not a sleep standing in for an event)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
 
 
 def count(engine: Engine, table: Any) -> int:

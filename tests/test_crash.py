@@ -16,7 +16,7 @@ import pytest
 from kombu import Connection
 
 from tests.bank_app import Deposit, ledger_counts
-from tests.relay_helpers import Bank, bank_endpoint, outbox_count
+from tests.relay_helpers import Bank, bank_endpoint, outbox_count, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -74,15 +74,6 @@ def _queue_depth(bank: Bank) -> int:
     with Connection(bank.app.broker_url) as connection:
         declared = bank.worker.queue()(connection.channel()).queue_declare(passive=True)
         return int(declared.message_count)
-
-
-def _wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll `condition` until it holds (a deadline, not a sleep standing in for an event)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_relay_killed_after_publishing_before_committing_publishes_again_once_effect(
@@ -145,7 +136,9 @@ def test_a_broker_outage_while_messages_flow_loses_nothing(
 
     try:
         send(20)
-        _wait_for(lambda: len(ledger_counts(bank.engine)) >= 10, timeout=60, what="traffic")
+        wait_for(
+            lambda: len(ledger_counts(bank.engine)) >= 10, timeout=60, what="traffic", every=0.05
+        )
         rabbitmq_control("stop")
         outage_started = time.monotonic()
         try:
@@ -157,7 +150,12 @@ def test_a_broker_outage_while_messages_flow_loses_nothing(
         finally:
             rabbitmq_control("start")
         send(20)
-        _wait_for(lambda: len(ledger_counts(bank.engine)) == len(deposits), timeout=120, what="all")
+        wait_for(
+            lambda: len(ledger_counts(bank.engine)) == len(deposits),
+            timeout=120,
+            what="all",
+            every=0.05,
+        )
     finally:
         for process in (relay, worker):
             process.send_signal(signal.SIGTERM)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import kombu.exceptions
@@ -26,16 +25,7 @@ from outbox.tables import outbox_messages
 from relay import Relay
 from relay.broker import topic_exchange
 from tests.bank_app import AccountOpened, Deposit, Deposited
-from tests.relay_helpers import outbox_count
-
-
-def _wait_for(condition: Callable[[], bool], *, timeout: float = 15.0, what: str) -> None:
-    """Poll `condition` until it holds (a deadline, not a sleep standing in for an event)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
+from tests.relay_helpers import outbox_count, wait_for
 
 
 class Listener:
@@ -213,12 +203,12 @@ def test_two_relays_with_interleaved_writers_deliver_everything_in_partition_ord
     for thread in writers:
         thread.join()
     total = sum(len(seqs) for seqs in written.values())
-    _wait_for(lambda: outbox_count(engine) == 0, what="the outbox to empty")
+    wait_for(lambda: outbox_count(engine) == 0, what="the outbox to empty")
     for relay in relays:
         relay.stop()
     for thread in threads:
         thread.join(timeout=10)
-    _wait_for(lambda: len(listener.fetch()) == 0 and len(listener.received) >= total, what="all")
+    wait_for(lambda: len(listener.fetch()) == 0 and len(listener.received) >= total, what="all")
 
     arrived: dict[str, list[int]] = defaultdict(list)
     for message in listener.received:
@@ -255,16 +245,16 @@ def test_a_commit_wakes_an_idle_relay_long_before_its_poll(
     thread.start()
     try:
         if backend == "postgresql":
-            _wait_for(lambda: _listening_backends(engine) == 1, what="LISTEN")
+            wait_for(lambda: _listening_backends(engine) == 1, what="LISTEN")
         for number in range(2):
-            _wait_for(relay.idle.is_set, what="the relay to idle")
+            wait_for(relay.idle.is_set, what="the relay to idle")
             event = Deposited(account="a", amount=number)
             if backend == "postgresql":
                 with engine.begin() as connection:
                     Outbox(connection).add(event)
             else:
                 _write(engine, event)
-            _wait_for(lambda: len(listener.fetch()) == 1, timeout=10, what="the event")
+            wait_for(lambda: len(listener.fetch()) == 1, timeout=10, what="the event")
     finally:
         relay.stop()
         thread.join(timeout=10)
@@ -280,7 +270,7 @@ def test_broker_failures_back_off_and_never_log_the_password(
     thread = threading.Thread(target=relay.run)
     with caplog.at_level(logging.INFO, logger="sagabox"):
         thread.start()
-        _wait_for(lambda: relay.stats.failures >= 2, what="two failed batches")
+        wait_for(lambda: relay.stats.failures >= 2, what="two failed batches")
         relay.stop()
         thread.join(timeout=10)
     assert "batch rolled back" in caplog.text

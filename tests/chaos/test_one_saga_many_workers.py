@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy.orm import Session
@@ -13,21 +11,13 @@ from sqlalchemy.orm import Session
 from outbox import Outbox
 from outbox.database import make_engine
 from sagabox import App
-from tests.relay_helpers import dead_letter_rows
+from tests.relay_helpers import dead_letter_rows, wait_for
 from tests.saga_fixtures import Counter, CounterOpened, Ping
 
 pytestmark = [
     pytest.mark.parametrize("backend", ["postgresql"], indirect=True),
     pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True),
 ]
-
-
-def _wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_a_hundred_pings_for_one_saga_through_four_workers(
@@ -62,7 +52,7 @@ def test_a_hundred_pings_for_one_saga_through_four_workers(
             return counter.data.pings if counter is not None else 0
 
     try:
-        _wait_for(lambda: pings() == 100, timeout=120, what="100 pings counted")
+        wait_for(lambda: pings() == 100, timeout=120, what="100 pings counted", every=0.05)
     finally:
         for worker in workers:
             worker.stop()
