@@ -104,7 +104,7 @@ class SagaHarness:
         if isinstance(frozen, StepTickTimeFactory | TickingDateTimeFactory):
             raise TypeError("the harness needs a clock that stands still")
         self._frozen = frozen
-        _clear_memory_broker()
+        clear_memory_broker()
         migrate.upgrade(self.database)
         for app in self.apps:
             app.configure(database=self.database, broker="memory://")
@@ -141,7 +141,7 @@ class SagaHarness:
             self._tap_connection = None
         for app in self.apps:
             app.engine.dispose()
-        _clear_memory_broker()
+        clear_memory_broker()
         if self._freezer is not None:
             self._freezer.stop()
             self._freezer = None
@@ -295,7 +295,8 @@ class SagaHarness:
             self.shipped.append(Shipped(routing_key, self.now, decode(envelope, registry)))
 
 
-def _clear_memory_broker() -> None:
-    # kombu's in-process broker is shared by the whole process: start and end each run empty.
+def clear_memory_broker() -> None:
+    """Empty kombu's in-process broker: its queues and bindings are shared by the whole process,
+    so each harness (and each test using `memory://`) starts and ends with it empty."""
     memory.Channel.queues.clear()
     memory.Transport.global_state.clear()

@@ -16,13 +16,13 @@ import freezegun
 import pytest
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
-from kombu.transport import memory
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from outbox.database import make_engine
 from sagabox import migrate
+from sagabox.testing import clear_memory_broker
 
 pytest_plugins = ["pytester"]
 
@@ -178,14 +178,9 @@ def broker_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def memory_broker() -> Iterator[str]:
     """kombu's in-process broker, emptied before and after: its queues are process-wide."""
-    _clear_memory_broker()
+    clear_memory_broker()
     yield "memory://"
-    _clear_memory_broker()
-
-
-def _clear_memory_broker() -> None:
-    memory.Channel.queues.clear()
-    memory.Transport.global_state.clear()
+    clear_memory_broker()
 
 
 @pytest.fixture
