@@ -13,26 +13,23 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from kombu import Connection, Queue, binding
+from kombu import Connection
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from outbox import clock
-from outbox.envelope import Envelope, decode
 from outbox.tables import inbox_messages, outbox_messages
 from outbox.urls import mask_secrets
-from relay.broker import topic_exchange
 from sagabox import migrate
 from sagabox.app import App
 from sagabox.demo import Timeline, duration_text, load_scenario, print_final
-from sagabox.testing import Shipped
+from sagabox.testing import Shipped, open_tap, read_tap
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 #: How long the system must look idle before a step counts as settled.
@@ -124,11 +121,7 @@ class LiveStage:
         return int(due), int(waiting), int(handled_count)
 
     def _look(self) -> None:
-        registry = self._apps[0].registry
-        while (raw := self._tap.get(no_ack=True)) is not None:
-            envelope = Envelope.from_wire(raw.body, raw.headers, raw.content_type)
-            routing_key = raw.delivery_info.get("routing_key", "")
-            self._shipped.append(Shipped(routing_key, clock.now(), decode(envelope, registry)))
+        self._shipped.extend(read_tap(self._tap, self._apps[0].registry))
         self._timeline()
 
 
@@ -155,12 +148,7 @@ def run_live_demo(name: str, *, database: str, broker: str, day_seconds: float, 
         queues = [app.worker().queue()(channel) for app in apps]
         for queue in queues:
             queue.declare()
-        tap = Queue(
-            f"sagabox-demo-tap-{uuid.uuid4().hex[:8]}",
-            [binding(topic_exchange(apps[0].exchange), routing_key="#")],
-            auto_delete=True,
-        )(channel)
-        tap.declare()
+        tap = open_tap(channel, apps[0].exchange, "demo", auto_delete=True)
         path = [str(CHECKOUT), os.environ.get("PYTHONPATH", "")]
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
         common = ["--db", database, "--broker", broker, "--log-level", "warning"]

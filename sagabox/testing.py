@@ -34,6 +34,7 @@ from outbox.claim import next_due
 from outbox.dead_letters import DeadLetter, list_dead_letters
 from outbox.envelope import Envelope, decode
 from outbox.messages import Command, Event, Message
+from outbox.registry import MessageRegistry
 from outbox.writer import Outbox
 from relay.broker import topic_exchange
 from relay.daemon import Relay
@@ -112,11 +113,7 @@ class SagaHarness:
         for metadata in self.business:
             metadata.create_all(engine)
         self._tap_connection = Connection("memory://")
-        self._tap = Queue(
-            f"sagabox-harness-tap-{uuid.uuid4().hex[:8]}",
-            [binding(topic_exchange(self.exchange), routing_key="#")],
-        )(self._tap_connection.channel())
-        self._tap.declare()
+        self._tap = open_tap(self._tap_connection.channel(), self.exchange, "harness")
         self._workers = [app.worker() for app in self.apps]
         for worker in self._workers:
             worker.drain()  # declares each endpoint's queue before anything is published
@@ -288,11 +285,26 @@ class SagaHarness:
             self.observer()
 
     def _record_shipped(self) -> None:
-        registry = self.apps[0].registry
-        while (raw := self._tap.get(no_ack=True)) is not None:
-            envelope = Envelope.from_wire(raw.body, raw.headers, raw.content_type)
-            routing_key = raw.delivery_info.get("routing_key", "")
-            self.shipped.append(Shipped(routing_key, self.now, decode(envelope, registry)))
+        self.shipped.extend(read_tap(self._tap, self.apps[0].registry))
+
+
+def open_tap(channel: Any, exchange: str, purpose: str, *, auto_delete: bool = False) -> Any:
+    """A queue bound to every routing key of `exchange`: a copy of everything shipped."""
+    tap = Queue(
+        f"sagabox-{purpose}-tap-{uuid.uuid4().hex[:8]}",
+        [binding(topic_exchange(exchange), routing_key="#")],
+        auto_delete=auto_delete,
+    )(channel)
+    tap.declare()
+    return tap
+
+
+def read_tap(tap: Any, registry: MessageRegistry) -> Iterator[Shipped]:
+    """Take what waits on a tap, decoded, stamped with the (simulated) time it was seen."""
+    while (raw := tap.get(no_ack=True)) is not None:
+        envelope = Envelope.from_wire(raw.body, raw.headers, raw.content_type)
+        routing_key = raw.delivery_info.get("routing_key", "")
+        yield Shipped(routing_key, clock.now(), decode(envelope, registry))
 
 
 def clear_memory_broker() -> None:
