@@ -9,20 +9,18 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from outbox.database import make_engine
-from sagabox import migrate
+from sagabox.testing import scratch_database
 
 REPO = Path(__file__).resolve().parent.parent
+
+__all__ = ["REPO", "Results", "Sizes", "machine_description", "scratch_database"]
 
 
 @dataclass(frozen=True)
@@ -74,24 +72,6 @@ class Results:
         if self.notes:
             lines += ["", *(f"- {note}" for note in self.notes)]
         return "\n".join(lines) + "\n"
-
-
-@contextmanager
-def scratch_database(server: str, *, migrated: bool = True) -> Iterator[str]:
-    """A database created on `server` for one section, dropped afterwards."""
-    admin = make_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    try:
-        if migrated:
-            migrate.upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def machine_description(server: str) -> str:

@@ -26,11 +26,10 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from outbox import Command, Event
 from outbox.database import make_engine
-from sagabox import migrate
+from sagabox.testing import scratch_database
 from sagas import Saga, SagaContext, SagaRuntime, on
 
 
@@ -103,13 +102,8 @@ def main() -> int:
     if not url:
         print("set $SAGABOX_BENCH_POSTGRES_URL (or start scripts/services.sh up)", file=sys.stderr)
         return 2
-    admin = make_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    scratch = make_url(url).set(database=name)
-    try:
-        migrate.upgrade(scratch)
+    with scratch_database(url, prefix="bench") as scratch_url:
+        scratch = make_url(scratch_url)
         engine = make_engine(scratch, pool_size=args.threads + 2)
         runtime = SagaRuntime([Stepper])
         stop = threading.Event()
@@ -133,10 +127,6 @@ def main() -> int:
         stop.set()
         listener.join()
         engine.dispose()
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
     on, off = statistics.median(rates[True]), statistics.median(rates[False])
     print("| threads | steps/s with NOTIFY | steps/s without | ratio |")

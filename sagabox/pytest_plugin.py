@@ -15,15 +15,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
-
-from outbox.database import make_engine
 
 if TYPE_CHECKING:
     from sagabox.app import App
@@ -48,38 +44,22 @@ def saga_harness(
 ) -> Iterator[Callable[..., SagaHarness]]:
     """Build a started `SagaHarness` for some apps; it is closed after the test."""
     try:
-        from sagabox.testing import SagaHarness
+        from sagabox.testing import SagaHarness, scratch_database
     except ImportError as exc:  # the plugin loads wherever sagabox is installed; freezegun may not
         raise ImportError(
             f"saga_harness needs freezegun ({exc}): pip install 'sagabox[testing]'"
         ) from exc
     server = request.config.getoption("--sagabox-db") or os.environ.get(ENV)
-    harnesses: list[SagaHarness] = []
-    scratch: list[str] = []
+    with ExitStack() as cleanup:
 
-    def build(*apps: App, **options: Any) -> SagaHarness:
-        if server:
-            name = f"sagabox_h_{uuid.uuid4().hex[:12]}"
-            _admin(server, f'CREATE DATABASE "{name}"')
-            scratch.append(name)
-            url = make_url(server).set(database=name).render_as_string(hide_password=False)
-        else:
-            url = f"sqlite:///{tmp_path / f'harness-{len(harnesses)}.db'}"
-        harness = SagaHarness(*apps, database=url, **options).__enter__()
-        harnesses.append(harness)
-        return harness
+        def build(*apps: App, **options: Any) -> SagaHarness:
+            if server:
+                # The harness migrates the database itself.
+                url = cleanup.enter_context(
+                    scratch_database(server, migrated=False, prefix="sagabox_h")
+                )
+            else:
+                url = f"sqlite:///{tmp_path / f'harness-{uuid.uuid4().hex[:8]}.db'}"
+            return cleanup.enter_context(SagaHarness(*apps, database=url, **options))
 
-    yield build
-    for harness in harnesses:
-        harness.close()
-    for name in scratch:
-        _admin(server or "", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _admin(server: str, statement: str) -> None:
-    engine = make_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as connection:
-            connection.execute(text(statement))
-    finally:
-        engine.dispose()
+        yield build

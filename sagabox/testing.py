@@ -26,11 +26,14 @@ from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory, StepTickTimeFactory, TickingDateTimeFactory
 from kombu import Connection, Queue, binding
 from kombu.transport import memory
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from outbox import clock
 from outbox.claim import next_due
+from outbox.database import make_engine
 from outbox.dead_letters import DeadLetter, list_dead_letters
 from outbox.envelope import Envelope, decode
 from outbox.messages import Command, Event, Message
@@ -305,6 +308,29 @@ def read_tap(tap: Any, registry: MessageRegistry) -> Iterator[Shipped]:
         envelope = Envelope.from_wire(raw.body, raw.headers, raw.content_type)
         routing_key = raw.delivery_info.get("routing_key", "")
         yield Shipped(routing_key, clock.now(), decode(envelope, registry))
+
+
+@contextmanager
+def scratch_database(
+    server: str, *, migrated: bool = True, prefix: str = "scratch"
+) -> Iterator[str]:
+    """A database created on the PostgreSQL `server` (with sagabox's tables unless
+    `migrated=False`), yielded as a URL and dropped afterwards, even if connections remain."""
+    admin = make_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+        try:
+            if migrated:
+                migrate.upgrade(url)
+            yield url
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
 
 
 def clear_memory_broker() -> None:

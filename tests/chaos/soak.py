@@ -25,14 +25,12 @@ from typing import IO
 
 from kombu import Connection
 from sqlalchemy import Engine, func, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from outbox import Outbox
 from outbox.database import make_engine
 from outbox.tables import dead_letters, outbox_messages
-from sagabox import migrate
+from sagabox.testing import scratch_database
 from sagas.tables import saga_instances
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -153,15 +151,14 @@ def _cut_connections(engine: Engine) -> None:
 
 def run_soak(*, postgres: str, broker: str, sagas: int, duration: float, seed: int = 7) -> Report:
     """Run the soak on a scratch database of the `postgres` server; return its report."""
+    with scratch_database(postgres, prefix="soak") as url:
+        return _soak(url, broker, sagas=sagas, duration=duration, seed=seed)
+
+
+def _soak(url: str, broker: str, *, sagas: int, duration: float, seed: int) -> Report:
     report = Report(sagas)
     rng = random.Random(seed)  # noqa: S311 - reproducible chaos, not cryptography
     suffix = uuid.uuid4().hex[:8]
-    admin = make_engine(postgres, poolclass=NullPool, isolation_level="AUTOCOMMIT")
-    database = f"soak_{suffix}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{database}"'))
-    url = make_url(postgres).set(database=database).render_as_string(hide_password=False)
-    migrate.upgrade(url)
     environment = {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -260,9 +257,6 @@ def run_soak(*, postgres: str, broker: str, sagas: int, duration: float, seed: i
     report.redelivered = text_of_logs.count("the broker redelivers a message")
     report.duplicates_suppressed = text_of_logs.count("was processed before; skipped")
     engine.dispose()
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-    admin.dispose()
     return report
 
 
