@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 
 from outbox import clock
 from outbox.database import Executor, insert_ignoring_conflicts
-from outbox.envelope import CONTENT_TYPE, H_TYPE, Envelope
+from outbox.envelope import CONTENT_TYPE, H_CORRELATION_ID, H_MESSAGE_ID, H_TYPE, Envelope
 from outbox.errors import OutboxError
 from outbox.tables import dead_letters as t
 from outbox.urls import mask_secrets
@@ -83,7 +83,7 @@ def record_dead_letter(
         insert_ignoring_conflicts(executor, t)
         .values(
             endpoint=endpoint,
-            message_id=_uuid_or_none(clean.get("sagabox-message-id")),
+            message_id=_uuid_or_none(clean.get(H_MESSAGE_ID)),
             type=_short(clean.get(H_TYPE)),
             content_type=_short(content_type),
             headers=clean,
@@ -130,7 +130,7 @@ def replay_dead_letter(executor: Executor, dead_letter_id: int) -> UUID:
     Outbox(executor).add_envelope(
         envelope,
         destination=letter.endpoint,
-        partition_key=envelope.headers.get("sagabox-correlation-id"),
+        partition_key=envelope.headers.get(H_CORRELATION_ID),
     )
     executor.execute(delete(t).where(t.c.id == dead_letter_id))
     return envelope.message_id

@@ -82,14 +82,14 @@ class SagaDetail:
         }
 
 
+def _summary(row: Any) -> SagaSummary:
+    return SagaSummary(
+        row.saga_type, row.correlation_id, row.state, row.version, row.updated_at, row.finished_at
+    )
+
+
 def _summaries(executor: Executor, query: Select[Any]) -> list[SagaSummary]:
-    return [
-        SagaSummary(
-            row.saga_type, row.correlation_id, row.state, row.version, row.updated_at,
-            row.finished_at,
-        )
-        for row in executor.execute(query)
-    ]  # fmt: skip
+    return [_summary(row) for row in executor.execute(query)]
 
 
 def _base() -> Select[Any]:
@@ -140,9 +140,7 @@ def saga_detail(executor: Executor, saga_type: str, correlation_id: str) -> Saga
     ).first()
     if row is None:
         return None
-    summary = SagaSummary(
-        row.saga_type, row.correlation_id, row.state, row.version, row.updated_at, row.finished_at
-    )
+    summary = _summary(row)
     o = outbox_messages.c
     unshipped = [
         dict(r._mapping)
