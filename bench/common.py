@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import subprocess
+import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +23,15 @@ from sagabox.testing import scratch_database
 
 REPO = Path(__file__).resolve().parent.parent
 
-__all__ = ["REPO", "Results", "Sizes", "machine_description", "scratch_database"]
+__all__ = [
+    "REPO",
+    "Results",
+    "Sizes",
+    "machine_description",
+    "sagabox_process",
+    "scratch_database",
+    "stop",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,27 @@ class Results:
         if self.notes:
             lines += ["", *(f"- {note}" for note in self.notes)]
         return "\n".join(lines) + "\n"
+
+
+def sagabox_process(
+    *arguments: str, environment: Mapping[str, str] | None = None, quiet: bool = False
+) -> subprocess.Popen[bytes]:
+    """`sagabox ARGUMENTS` (a relay or a worker) as its own process, able to import `bench`."""
+    return subprocess.Popen(  # noqa: S603 - our own program, with arguments from this package
+        [sys.executable, "-m", "sagabox.cli", *arguments],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(environment or {})},
+        stdout=subprocess.DEVNULL if quiet else None,
+    )
+
+
+def stop(*processes: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM every process still running, then wait for each: they finish what is in flight."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=timeout)
 
 
 def machine_description(server: str) -> str:

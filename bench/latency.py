@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -15,7 +11,7 @@ from kombu import Connection, Consumer, Queue, binding
 from kombu.message import Message as BrokerMessage
 from sqlalchemy.orm import Session
 
-from bench.common import REPO
+from bench.common import sagabox_process, stop
 from outbox import Outbox
 from outbox.database import make_engine
 from relay.broker import ACCEPT, topic_exchange
@@ -31,7 +27,7 @@ def commit_to_broker_ms(
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     arrived: dict[str, float] = {}
     committed: dict[str, float] = {}
-    stop = threading.Event()
+    writing_done = threading.Event()
     ready = threading.Event()
 
     def consume() -> None:
@@ -44,20 +40,21 @@ def commit_to_broker_ms(
 
             with Consumer(connection, [queue], on_message=on_message, accept=ACCEPT):
                 ready.set()
-                while not stop.is_set() or len(arrived) < len(committed):
+                while not writing_done.is_set() or len(arrived) < len(committed):
                     try:
                         connection.drain_events(timeout=0.5)
                     except TimeoutError:
-                        if stop.is_set():
+                        if writing_done.is_set():
                             break
 
     consumer = threading.Thread(target=consume)
     consumer.start()
     ready.wait(30)
-    command = [sys.executable, "-m", "sagabox.cli", "relay", "--db", url, "--broker", broker]
-    command += ["--exchange", exchange, "--log-level", "warning"]
-    command += [] if listen else ["--no-listen", "--poll-interval", "1.0"]
-    relay = subprocess.Popen(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})  # noqa: S603
+    polling = [] if listen else ["--no-listen", "--poll-interval", "1.0"]
+    relay = sagabox_process(
+        "relay", "--db", url, "--broker", broker, "--exchange", exchange,
+        "--log-level", "warning", *polling,
+    )  # fmt: skip
     engine = make_engine(url)
     try:
         time.sleep(2.0)  # lets the relay start and LISTEN; the measurement starts after
@@ -73,10 +70,9 @@ def commit_to_broker_ms(
             time.sleep(max(0.0, next_at - time.monotonic()))  # paces the writer
         time.sleep(2.0)  # the last messages in flight
     finally:
-        stop.set()
+        writing_done.set()
         consumer.join(timeout=30)
-        relay.send_signal(signal.SIGTERM)
-        relay.wait(timeout=30)
+        stop(relay, timeout=30)
         engine.dispose()
     latencies = [(arrived[key] - at) * 1000 for key, at in committed.items() if key in arrived]
     percentiles = statistics.quantiles(latencies, n=100)

@@ -4,9 +4,7 @@ transactions each writing a row and one unit of work, until a worker has run the
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,7 +15,7 @@ from sqlalchemy import Column, MetaData, String, Table, func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.common import REPO
+from bench.common import REPO, sagabox_process, stop
 from outbox import Outbox
 from outbox.database import make_engine
 from outbox.tables import inbox_messages
@@ -55,17 +53,15 @@ def sagabox_jobs_per_second(url: str, broker: str, jobs: int) -> float:
         bound = queue(connection.channel())
         bound.declare()
         environment = {
-            **os.environ,
             "BENCH_PEER_ENDPOINT": peer_app.name,
             "BENCH_EXCHANGE": peer_app.exchange,
-            "PYTHONPATH": str(REPO),
             "SAGABOX_DATABASE_URL": url,
             "SAGABOX_BROKER_URL": broker,
         }
-        command = [sys.executable, "-m", "sagabox.cli", "worker", "--app", "bench.apps:peer_app"]
-        worker = subprocess.Popen(  # noqa: S603 - our own program
-            [*command, "--log-level", "warning"], env=environment, cwd=REPO
-        )
+        worker = sagabox_process(
+            "worker", "--app", "bench.apps:peer_app", "--log-level", "warning",
+            environment=environment,
+        )  # fmt: skip
         while bound.queue_declare(passive=True).consumer_count == 0:
             time.sleep(0.1)  # waits for the worker to subscribe before the clock starts
         relay = Relay(engine, broker, exchange=peer_app.exchange, batch_size=200)
@@ -88,8 +84,7 @@ def sagabox_jobs_per_second(url: str, broker: str, jobs: int) -> float:
             relay.stop()
             relaying.join(timeout=30)
             relay.close()
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(timeout=60)
+            stop(worker)
             bound.delete()
     engine.dispose()
     return jobs / seconds

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -14,7 +10,7 @@ from pathlib import Path
 from kombu import Connection, Queue, binding
 from sqlalchemy import text
 
-from bench.common import REPO
+from bench.common import sagabox_process, stop
 from outbox.claim import OutboxRow
 from outbox.database import make_engine
 from outbox.envelope import CONTENT_TYPE
@@ -114,12 +110,12 @@ def relay_memory(url: str, broker: str, rows: int) -> tuple[float, float, float,
     """Drain `rows` with `sagabox relay --once` as a process, sampling its resident memory:
     (MiB after warm-up, peak MiB, MiB at the end, seconds)."""
     fill_outbox(url, rows)
-    command = [sys.executable, "-m", "sagabox.cli", "relay", "--once", "--batch-size", "500"]
-    command += ["--db", url, "--broker", broker, "--exchange", f"bench-{uuid.uuid4().hex[:8]}"]
+    exchange = f"bench-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    process = subprocess.Popen(  # noqa: S603 - our own program
-        command, cwd=REPO, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)}
-    )
+    process = sagabox_process(
+        "relay", "--once", "--batch-size", "500", "--db", url, "--broker", broker,
+        "--exchange", exchange, quiet=True,
+    )  # fmt: skip
     samples: list[float] = []
     status = Path(f"/proc/{process.pid}/status")
     try:
@@ -131,9 +127,7 @@ def relay_memory(url: str, broker: str, rows: int) -> tuple[float, float, float,
                 pass
             time.sleep(0.5)  # the sampling period
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        process.wait()
+        stop(process)
     seconds = time.monotonic() - started
     warm = samples[min(len(samples) - 1, 10)] if samples else 0.0  # after ~5 s
     return warm, max(samples, default=0.0), samples[-1] if samples else 0.0, seconds

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
@@ -15,7 +12,7 @@ from kombu import Connection
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bench.common import REPO
+from bench.common import sagabox_process, stop
 from outbox import Outbox
 from outbox.database import make_engine
 from outbox.tables import inbox_messages
@@ -44,20 +41,14 @@ def saga_steps_per_second(url: str, broker: str, *, workers: int, messages: int)
     relay.drain()  # everything waits on the queue before a worker starts
     relay.close()
     environment = {
-        **os.environ,
         # The app module is imported once per process: its workers must serve the same queue.
         "BENCH_ENDPOINT": app.name,
         "BENCH_EXCHANGE": app.exchange,
-        "PYTHONPATH": str(REPO),
         "SAGABOX_DATABASE_URL": url,
         "SAGABOX_BROKER_URL": broker,
     }
-    command = [sys.executable, "-m", "sagabox.cli", "worker", "--app", "bench.apps:app"]
-    command += ["--prefetch", "100", "--log-level", "warning"]
-    processes = [
-        subprocess.Popen(command, env=environment, cwd=REPO)  # noqa: S603 - our own program
-        for _ in range(workers)
-    ]
+    arguments = ("worker", "--app", "bench.apps:app", "--prefetch", "100", "--log-level", "warning")
+    processes = [sagabox_process(*arguments, environment=environment) for _ in range(workers)]
     try:
         count = select(func.count()).select_from(inbox_messages)
         while True:
@@ -66,10 +57,7 @@ def saga_steps_per_second(url: str, broker: str, *, workers: int, messages: int)
                     break
             time.sleep(0.2)  # polls for the end of the run; the rate comes from the rows' times
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            process.wait(timeout=60)
+        stop(*processes)
     with engine.connect() as connection:
         first, last = connection.execute(
             select(func.min(inbox_messages.c.processed_at), func.max(inbox_messages.c.processed_at))
