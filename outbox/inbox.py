@@ -3,6 +3,7 @@ transaction, so the answer commits or rolls back together with the handler's eff
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
@@ -35,6 +36,20 @@ class Inbox:
             {"consumer": self._consumer, "message_id": message_id, "processed_at": clock.now()},
         ).first()
         return inserted is not None
+
+    def record_many(self, message_ids: Iterable[UUID]) -> set[UUID]:
+        """Record several ids in one statement; return those that are new (a batch's inbox).
+
+        An id given twice is recorded once. The skipped ids were processed before.
+        """
+        now = clock.now()
+        rows = [
+            {"consumer": self._consumer, "message_id": message_id, "processed_at": now}
+            for message_id in dict.fromkeys(message_ids)
+        ]
+        if not rows:
+            return set()
+        return set(self._executor.execute(self._insert, rows).scalars())
 
     def seen(self, message_id: UUID) -> bool:
         """Tell whether `message_id` was recorded, without recording it."""

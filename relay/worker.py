@@ -10,6 +10,12 @@ concurrency conflicts) are retried at once a few times; any other error schedule
 as an outbox row addressed to this endpoint only, and the message is acknowledged. After the last
 retry, or at once for a message that cannot be decoded or that nobody here handles, it goes to
 the dead-letter table with the reason.
+
+With `batch_size` > 1 the worker handles the messages waiting on its queue several to a
+transaction: one commit (the costly part on a durable database) for the lot, each message still
+recorded in the inbox under its own id. If anything in a batch fails, the batch is rolled back and
+its messages are handled again one by one, so a poison message costs its neighbours a second try,
+never their guarantees.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import contextlib
 import logging
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from time import perf_counter
@@ -77,6 +83,11 @@ class Endpoint(Protocol):
         """Run every handler for `message` in `session`'s transaction, without committing."""
         ...
 
+    def begin_batch(self, session: Session, messages: Sequence[Message]) -> None:
+        """Get ready to dispatch `messages` one after the other in `session`'s transaction
+        (a saga runtime locks and reads their rows at once, and defers their writes)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -109,6 +120,8 @@ class WorkerStats:
     retried_at_once: int = 0
     #: Deliveries the broker flagged as redelivered (an earlier delivery went unacknowledged).
     redelivered: int = 0
+    #: Batches whose shared transaction failed, so that their messages were handled one by one.
+    batches_redone: int = 0
 
     def count(self, outcome: Outcome) -> None:
         attribute = {
@@ -140,6 +153,8 @@ class Worker:
         *,
         exchange: str = DEFAULT_EXCHANGE,
         prefetch: int = 50,
+        batch_size: int = 1,
+        batch_wait: float = 0.005,
         retry: RetryPolicy | None = None,
         max_message_bytes: int = 1024 * 1024,
         inbox_retention: timedelta = timedelta(days=7),
@@ -150,7 +165,13 @@ class Worker:
         self.broker_url = broker_url
         self.endpoint = endpoint
         self.exchange = exchange
-        self.prefetch = prefetch
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self.batch_size = batch_size
+        #: Seconds to wait for one more message before handling a batch that is not full.
+        self.batch_wait = batch_wait
+        # A batch can only fill if the broker lets that many messages be unacknowledged at once.
+        self.prefetch = max(prefetch, batch_size)
         self.retry = retry or RetryPolicy()
         self.max_message_bytes = max_message_bytes
         self.inbox_retention = inbox_retention
@@ -161,6 +182,7 @@ class Worker:
         self._stopping = threading.Event()
         self._backoff = Backoff()
         self._next_prune: datetime | None = None
+        self._pending: list[BrokerMessage] = []
 
     # --- one message -------------------------------------------------------------------------
 
@@ -171,7 +193,52 @@ class Worker:
         caller then puts the message back on the queue and backs off.
         """
         started = perf_counter()
-        outcome = self._process(delivery)
+        prepared = self._prepare(delivery)
+        if isinstance(prepared, str):
+            outcome = prepared
+        else:
+            outcome = self._handle_traced(delivery, *prepared)
+        self._count(delivery, outcome, perf_counter() - started)
+        return outcome
+
+    def process_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Handle several deliveries in one transaction; return their outcomes, in order.
+
+        Each message is still recorded in the inbox under its own id, so a duplicate in the
+        batch (or one processed before) is skipped alone. If the shared transaction fails, it
+        rolls back and every message is handled again on its own, with `process`'s retries.
+        Raises, like `process`, only when the database cannot even record a failure.
+        """
+        if len(deliveries) == 1:
+            return [self.process(deliveries[0])]
+        started = perf_counter()
+        outcomes: dict[int, Outcome] = {}
+        ready: list[tuple[int, Envelope, Message]] = []
+        for index, delivery in enumerate(deliveries):
+            prepared = self._prepare(delivery)
+            if isinstance(prepared, str):
+                outcomes[index] = prepared
+            else:
+                ready.append((index, *prepared))
+        if ready:
+            try:
+                outcomes.update(self._handle_together(ready))
+            except Exception as exc:
+                self.stats.batches_redone += 1
+                log.info(
+                    "worker: a batch of %d messages failed (%s: %s); handling them one by one",
+                    len(ready),
+                    type(exc).__name__,
+                    mask_secrets(exc),
+                )
+                for index, envelope, message in ready:
+                    outcomes[index] = self._handle_traced(deliveries[index], envelope, message)
+        seconds = (perf_counter() - started) / len(deliveries)
+        for index, delivery in enumerate(deliveries):
+            self._count(delivery, outcomes[index], seconds)
+        return [outcomes[index] for index in range(len(deliveries))]
+
+    def _count(self, delivery: Delivery, outcome: Outcome, seconds: float) -> None:
         self.stats.count(outcome)
         headers = delivery.headers if isinstance(delivery.headers, Mapping) else {}
         message_type = headers.get(H_TYPE)
@@ -179,11 +246,11 @@ class Worker:
             endpoint=self.endpoint.name,
             message_type=message_type if isinstance(message_type, str) else "unreadable",
             outcome=outcome,
-            seconds=perf_counter() - started,
+            seconds=seconds,
         )
-        return outcome
 
-    def _process(self, delivery: Delivery) -> Outcome:
+    def _prepare(self, delivery: Delivery) -> tuple[Envelope, Message] | Outcome:
+        """Check and decode a delivery; dead-letter it (returning that outcome) if it is unfit."""
         if len(delivery.body) > self.max_message_bytes:
             return self._dead(
                 delivery,
@@ -205,20 +272,48 @@ class Worker:
                 "that name in this process",
             )
         try:
-            message = decode(envelope, self.endpoint.registry)
+            return envelope, decode(envelope, self.endpoint.registry)
         except OutboxError as exc:
             return self._dead(delivery, f"cannot decode: {exc}", error=exc)
 
+    @contextlib.contextmanager
+    def _span(self, envelope: Envelope) -> Iterator[Any]:
         with tracing.consuming(
             endpoint=self.endpoint.name,
             message_type=envelope.type,
             message_id=str(envelope.message_id),
             headers=envelope.headers,
         ) as span:
+            yield span
+
+    def _handle_traced(self, delivery: Delivery, envelope: Envelope, message: Message) -> Outcome:
+        with self._span(envelope) as span:
             outcome = self._handle(delivery, envelope, message)
             if span is not None:
                 span.set_attribute("sagabox.outcome", outcome)
             return outcome
+
+    def _handle_together(self, ready: list[tuple[int, Envelope, Message]]) -> dict[int, Outcome]:
+        """One transaction for a batch: one inbox statement for all, then each dispatch."""
+        outcomes: dict[int, Outcome] = {}
+        with self._sessions() as session, session.begin():
+            new = Inbox(session, self.endpoint.name).record_many(e.message_id for _, e, _ in ready)
+            self.endpoint.begin_batch(
+                session, [message for _, envelope, message in ready if envelope.message_id in new]
+            )
+            for index, envelope, message in ready:
+                if envelope.message_id not in new:
+                    _log_duplicate(envelope)
+                    outcomes[index] = "duplicate"
+                    continue
+                new.discard(envelope.message_id)  # a second copy in this batch is a duplicate
+                with self._span(envelope) as span:
+                    self.endpoint.dispatch(session, message)
+                    if span is not None:
+                        span.set_attribute("sagabox.outcome", "handled")
+                outcomes[index] = "handled"
+        failpoint("worker.after_commit")
+        return outcomes
 
     def _handle(self, delivery: Delivery, envelope: Envelope, message: Message) -> Outcome:
         """Run the endpoint's handlers in one transaction, retrying or dead-lettering failures."""
@@ -227,12 +322,7 @@ class Worker:
             try:
                 with self._sessions() as session, session.begin():
                     if not Inbox(session, self.endpoint.name).record(envelope.message_id):
-                        # Rare and telling (a relay or worker crashed mid-way): worth a line.
-                        log.info(
-                            "worker: %s %s was processed before; skipped (inbox)",
-                            envelope.type,
-                            envelope.message_id,
-                        )
+                        _log_duplicate(envelope)
                         return "duplicate"
                     self.endpoint.dispatch(session, message)
                 failpoint("worker.after_commit")
@@ -327,9 +417,10 @@ class Worker:
         )
 
     def drain(self, limit: int | None = None) -> int:
-        """Process the messages waiting in the queue, one by one, until it is empty (or `limit`).
+        """Process what waits in the queue until it is empty (or `limit`); return how many.
 
-        Deterministic, for tests and `--once`: it pulls with basic.get rather than subscribing.
+        Deterministic, for tests and `--once`: it pulls with basic.get rather than subscribing,
+        `batch_size` messages at a time.
         """
         processed = 0
         with connect(self.broker_url) as connection:
@@ -338,19 +429,25 @@ class Worker:
             queue.declare()
             while limit is None or processed < limit:
                 message = queue.get(no_ack=False, accept=ACCEPT)
+                if message is not None:
+                    self._pending.append(message)
+                    processed += 1
+                if self._pending and (
+                    message is None or len(self._pending) >= self.batch_size or processed == limit
+                ):
+                    self._flush(pause=False)
                 if message is None:
                     break
-                self._on_message(message, pause=False)
-                processed += 1
         return processed
 
     def run(self) -> None:
         """Consume until `stop()`; reconnect with backoff when the broker goes away."""
         log.info(
-            "worker: endpoint %r consuming from %s (prefetch %d, keys %s)",
+            "worker: endpoint %r consuming from %s (prefetch %d, batches of %d, keys %s)",
             self.endpoint.name,
             describe(self.broker_url),
             self.prefetch,
+            self.batch_size,
             ", ".join(self.endpoint.routing_keys()),
         )
         backoff = Backoff()
@@ -364,17 +461,19 @@ class Worker:
                 consumer = Consumer(
                     channel,
                     queues=[queue],
-                    on_message=self._on_message,
+                    on_message=self._receive,
                     accept=ACCEPT,
                     prefetch_count=self.prefetch,
                 )
                 consumer.consume()
                 backoff.reset()
                 while not self._stopping.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        connection.drain_events(timeout=1.0)
+                    self._consume_once(connection)
                     self._maybe_prune()
+                self._flush()  # what was received before the stop is finished, not dropped
             except broker_errors(connection) as exc:
+                # Unacknowledged, these come back from the broker to whichever consumer is next.
+                self._pending.clear()
                 delay = backoff.next_delay()
                 log.warning(
                     "worker: broker connection lost (%s: %s); reconnecting in %.2f s",
@@ -389,6 +488,17 @@ class Worker:
                 except broker_errors(connection):
                     pass
         log.info("worker: stopped; %s", self.stats)
+
+    def _consume_once(self, connection: Any) -> None:
+        """Take one delivery from the connection; handle the batch once it is full, or once no
+        further message arrives within `batch_wait` (a lone message never waits longer)."""
+        try:
+            connection.drain_events(timeout=self.batch_wait if self._pending else 1.0)
+        except TimeoutError:
+            self._flush()
+            return
+        if len(self._pending) >= self.batch_size:
+            self._flush()
 
     def stop(self) -> None:
         """Ask `run` to return after the message in flight (safe from a signal handler)."""
@@ -406,35 +516,48 @@ class Worker:
                 break
         return deleted
 
-    def _on_message(self, message: BrokerMessage, *, pause: bool = True) -> None:
-        body = message.body
-        # py-amqp hands over text when the sender named a text encoding; keep bytes throughout.
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        delivery = Delivery(body, message.headers, message.content_type)
-        if message.delivery_info.get("redelivered"):
-            self.stats.redelivered += 1
-            log.info("worker: the broker redelivers a message (its first delivery was not acked)")
+    def _receive(self, message: BrokerMessage) -> None:
+        self._pending.append(message)
+
+    def _flush(self, *, pause: bool = True) -> None:
+        """Handle the received messages as one batch, then acknowledge each of them."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
         try:
-            self.process(delivery)
+            self.process_batch([self._delivery(message) for message in batch])
         except Exception as exc:
-            # The database failed even for recording the failure: give the message back and
-            # pause, rather than acknowledging something that left no trace.
-            self.stats.requeued += 1
-            message.requeue()
+            # The database failed even for recording the failure: give the messages back and
+            # pause, rather than acknowledging something that left no trace. Any that did
+            # commit are skipped by the inbox when they come back.
+            self.stats.requeued += len(batch)
+            for message in batch:
+                message.requeue()
             if not pause:
                 raise
             delay = self._backoff.next_delay()
             log.warning(
-                "worker: database unavailable (%s: %s); message requeued, pausing %.2f s",
+                "worker: database unavailable (%s: %s); %d message(s) requeued, pausing %.2f s",
                 type(exc).__name__,
                 mask_secrets(exc),
+                len(batch),
                 delay,
             )
             self._stopping.wait(delay)
             return
         self._backoff.reset()
-        message.ack()
+        for message in batch:
+            message.ack()
+
+    def _delivery(self, message: BrokerMessage) -> Delivery:
+        body = message.body
+        # py-amqp hands over text when the sender named a text encoding; keep bytes throughout.
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if message.delivery_info.get("redelivered"):
+            self.stats.redelivered += 1
+            log.info("worker: the broker redelivers a message (its first delivery was not acked)")
+        return Delivery(body, message.headers, message.content_type)
 
     def _maybe_prune(self) -> None:
         now = clock.now()
@@ -448,6 +571,13 @@ class Worker:
             return
         if pruned:
             log.info("worker: pruned %d inbox rows older than %s", pruned, self.inbox_retention)
+
+
+def _log_duplicate(envelope: Envelope) -> None:
+    # Rare and telling (a relay or worker crashed mid-way): worth a line.
+    log.info(
+        "worker: %s %s was processed before; skipped (inbox)", envelope.type, envelope.message_id
+    )
 
 
 def _attempts(headers: Mapping[str, str]) -> int:

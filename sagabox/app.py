@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -149,6 +149,10 @@ class App:
     def accepts(self, type_name: str) -> bool:
         """Whether a saga or handler here takes `type_name`."""
         return type_name in self._handlers or bool(self.runtime.interested_in_type(type_name))
+
+    def begin_batch(self, session: Session, messages: Sequence[Message]) -> None:
+        """Lock and read the saga rows `messages` will touch; defer their writes to the commit."""
+        self.runtime.begin_batch(session, messages)
 
     def dispatch(self, session: Session, message: Message) -> None:
         """Deliver `message` to the sagas, then the plain handlers, in `session`'s transaction."""

@@ -59,6 +59,21 @@ def add_to(groups: Groups) -> None:
     broker_argument(worker, required=False)
     worker.add_argument("--once", action="store_true", help="process what waits, then exit")
     worker.add_argument("--prefetch", type=int, default=50, help="messages in flight at most")
+    worker.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="handle up to N waiting messages per transaction (each still deduplicated on its "
+        "own; a failing batch is redone one by one); default 1",
+    )
+    worker.add_argument(
+        "--batch-wait",
+        type=float,
+        default=0.005,
+        metavar="SECONDS",
+        help="how long a partial batch waits for one more message (default 0.005)",
+    )
     worker.add_argument("--log-level", default="info")
     _metrics_argument(worker)
     worker.set_defaults(handler=_worker)
@@ -140,7 +155,9 @@ def _worker(args: argparse.Namespace) -> int:
     app = load_app(args.app, args.endpoint)
     app.configure(database=args.db, broker=args.broker)
     app.metrics = _serve_metrics(args, app.engine)
-    worker = app.worker(prefetch=args.prefetch)
+    worker = app.worker(
+        prefetch=args.prefetch, batch_size=args.batch_size, batch_wait=args.batch_wait
+    )
     try:
         if args.once:
             processed = worker.drain()

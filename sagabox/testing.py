@@ -78,6 +78,7 @@ class SagaHarness:
         business: Sequence[MetaData] = (),
         max_rounds: int = 1000,
         observer: Callable[[], None] | None = None,
+        batch_size: int = 1,
     ) -> None:
         if not apps:
             raise ValueError("SagaHarness needs at least one App")
@@ -89,6 +90,8 @@ class SagaHarness:
         self.start = clock.ensure_aware(start, what="start")
         self.business = business
         self.max_rounds = max_rounds
+        #: The workers' `batch_size`: test a saga as a batching `sagabox worker` runs it.
+        self.batch_size = batch_size
         #: Called after every relay pass and every worker pass: a demo prints what changed.
         self.observer = observer
         self.exchange = exchanges.pop()
@@ -117,7 +120,7 @@ class SagaHarness:
             metadata.create_all(engine)
         self._tap_connection = Connection("memory://")
         self._tap = open_tap(self._tap_connection.channel(), self.exchange, "harness")
-        self._workers = [app.worker() for app in self.apps]
+        self._workers = [app.worker(batch_size=self.batch_size) for app in self.apps]
         for worker in self._workers:
             worker.drain()  # declares each endpoint's queue before anything is published
         self._relay = self.apps[0].relay(listen=False)

@@ -23,6 +23,7 @@ from sagas.definition import Saga
 from sagas.errors import (
     ConcurrencyConflict,
     InvalidTransition,
+    MissingCorrelation,
     SagaAlreadyStarted,
     SagaDefinitionError,
     SagaNotFound,
@@ -106,11 +107,27 @@ class SagaRuntime:
 
     def handle(self, executor: Executor, message: Message) -> list[Handled]:
         """Deliver `message` to every interested saga; return what it did to each."""
+        return [self._handle_one(executor, saga, message) for saga in self._targets(message)]
+
+    def _targets(self, message: Message) -> list[type[Saga[Any]]]:
         sagas = self.interested_in(message)
         if isinstance(message, Timeout):
             # A timeout goes back only to the saga type that scheduled it.
             sagas = [saga for saga in sagas if saga.saga_type == message.saga]
-        return [self._handle_one(executor, saga, message) for saga in sagas]
+        return sagas
+
+    def begin_batch(self, session: Session, messages: Iterable[Message]) -> None:
+        """Handle the next `messages` in this transaction as one batch: lock and read every
+        saga row they will touch in one statement, and write the changes back in one statement
+        each just before the commit (see `sagas.batch`)."""
+        keys: list[tuple[str, str]] = []
+        for message in messages:
+            for cls in self._targets(message):
+                try:
+                    keys.append((cls.saga_type, cls.correlate(message, session)))
+                except MissingCorrelation:
+                    continue  # handling it raises the real error
+        store.lock_and_load(session, keys)
 
     def start(self, executor: Executor, saga_type: type[S], message: Message) -> S:
         """Create a saga from `message` (from a web request handler, say) and return it.

@@ -6,12 +6,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import bindparam, delete, insert, null, select, update
+from sqlalchemy import bindparam, delete, insert, null, select, tuple_, update
+from sqlalchemy.orm import Session
 
 from outbox import clock
 from outbox.database import Executor, insert_ignoring_conflicts
 from outbox.messages import Message
+from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
+from sagas.errors import ConcurrencyConflict
 from sagas.tables import saga_instances, saga_journal
 from sagas.timeouts import PendingTimeout
 
@@ -24,6 +27,19 @@ _LOAD = select(saga_instances).where(
     saga_instances.c.saga_type == bindparam("b_saga_type"),
     saga_instances.c.correlation_id == bindparam("b_correlation_id"),
 )
+# In a batch, rows are locked as they are read: the batch's writes wait for its commit.
+_LOAD_LOCKED = _LOAD.with_for_update()
+_LOCK_AND_LOAD = (
+    select(saga_instances)
+    .where(
+        tuple_(saga_instances.c.saga_type, saga_instances.c.correlation_id).in_(
+            bindparam("b_keys", expanding=True)
+        )
+    )
+    # PostgreSQL locks the rows in this order: batches sharing sagas cannot deadlock on them.
+    .order_by(saga_instances.c.saga_type, saga_instances.c.correlation_id)
+    .with_for_update()
+)
 _SAVE = (
     update(saga_instances)
     .where(
@@ -32,11 +48,19 @@ _SAVE = (
     )
     .returning(saga_instances.c.id)
 )
+# Many rows at once: UPDATE ... RETURNING cannot be sent as one batch, so the count checks.
+_SAVE_MANY = update(saga_instances).where(
+    saga_instances.c.id == bindparam("b_id"),
+    saga_instances.c.version == bindparam("b_expected_version"),
+)
 _JOURNAL = insert(saga_journal)
 
 
 def load(executor: Executor, saga_type: type[S], correlation_id: str) -> S | None:
     """The saga instance of `saga_type` for `correlation_id`, finished or not, or None."""
+    batch = current_batch(executor)
+    if batch is not None:
+        return _load_in_batch(executor, batch, saga_type, correlation_id)
     row = (
         executor.execute(
             _LOAD, {"b_saga_type": saga_type.saga_type, "b_correlation_id": correlation_id}
@@ -44,8 +68,40 @@ def load(executor: Executor, saga_type: type[S], correlation_id: str) -> S | Non
         .mappings()
         .first()
     )
-    if row is None:
-        return None
+    return None if row is None else _instance(saga_type, row)
+
+
+def lock_and_load(session: Session, keys: list[Key]) -> SagaBatch:
+    """Start a batch in `session`'s transaction: lock and read the saga rows `keys` (saga
+    type, correlation id) in one statement, and defer this transaction's saga updates and
+    journal lines to one statement each, run just before it commits."""
+    batch = SagaBatch()
+    wanted = sorted(set(keys))
+    if wanted:
+        for row in session.execute(_LOCK_AND_LOAD, {"b_keys": wanted}).mappings():
+            batch.rows[(row["saga_type"], row["correlation_id"])] = row
+    attach(session, batch, _write_back)
+    return batch
+
+
+def _load_in_batch(
+    executor: Executor, batch: SagaBatch, saga_type: type[S], correlation_id: str
+) -> S | None:
+    key = (saga_type.saga_type, correlation_id)
+    saga = batch.instances.get(key)
+    if saga is None:
+        row = batch.rows.pop(key, None)
+        if row is None:  # not foreseen by lock_and_load: read it now, locked all the same
+            parameters = {"b_saga_type": key[0], "b_correlation_id": correlation_id}
+            row = executor.execute(_LOAD_LOCKED, parameters).mappings().first()
+            if row is None:
+                return None
+        saga = batch.instances[key] = _instance(saga_type, row)
+    assert isinstance(saga, saga_type)
+    return saga
+
+
+def _instance(saga_type: type[S], row: Any) -> S:
     return saga_type(
         saga_id=row["id"],
         correlation_id=row["correlation_id"],
@@ -68,13 +124,43 @@ def create(executor: Executor, saga: Saga[Any]) -> bool:
         .values({**_columns(saga), "id": saga.id, "created_at": saga.created_at})
         .returning(saga_instances.c.id)
     )
-    return executor.execute(statement).first() is not None
+    created = executor.execute(statement).first() is not None
+    batch = current_batch(executor)
+    if created and batch is not None:
+        batch.instances[(saga.saga_type, saga.correlation_id)] = saga
+    return created
 
 
 def save(executor: Executor, saga: Saga[Any], *, expected_version: int) -> bool:
-    """Write a loaded saga back; False if its row changed since it was loaded (stale version)."""
+    """Write a loaded saga back; False if its row changed since it was loaded (stale version).
+
+    In a batch the write waits for the commit, and a stale version fails the commit instead.
+    """
+    batch = current_batch(executor)
+    if batch is not None:
+        batch.expected.setdefault(saga.id, expected_version)
+        batch.changed[saga.id] = saga
+        batch.instances[(saga.saga_type, saga.correlation_id)] = saga
+        return True
     parameters = {**_columns(saga), "b_id": saga.id, "b_expected_version": expected_version}
     return executor.execute(_SAVE, parameters).first() is not None
+
+
+def _write_back(session: Session, batch: SagaBatch) -> None:
+    """A batch's deferred writes: every changed saga in one statement, then its journal."""
+    if batch.changed:
+        rows = [
+            {**_columns(saga), "b_id": saga_id, "b_expected_version": batch.expected[saga_id]}
+            for saga_id, saga in batch.changed.items()
+        ]
+        updated = session.connection().execute(_SAVE_MANY, rows).rowcount
+        if updated != len(rows):
+            raise ConcurrencyConflict(
+                f"{len(rows) - updated} of the {len(rows)} sagas this batch changed were "
+                "changed by another transaction meanwhile; retry the messages"
+            )
+    if batch.journal:
+        session.execute(_JOURNAL, batch.journal)
 
 
 def journal(
@@ -88,22 +174,24 @@ def journal(
     to_state: str | None = None,
     version: int | None = None,
 ) -> None:
-    """Record what a message did to (or could not do to) a saga."""
-    executor.execute(
-        _JOURNAL,
-        {
-            "saga_id": saga_type.id_for(correlation_id),
-            "saga_type": saga_type.saga_type,
-            "correlation_id": correlation_id,
-            "version": version,
-            "from_state": from_state,
-            "to_state": to_state,
-            "trigger": message.type_name,
-            "message_id": message.message_id,
-            "outcome": outcome,
-            "at": clock.now(),
-        },
-    )
+    """Record what a message did to (or could not do to) a saga (in a batch: at its commit)."""
+    line = {
+        "saga_id": saga_type.id_for(correlation_id),
+        "saga_type": saga_type.saga_type,
+        "correlation_id": correlation_id,
+        "version": version,
+        "from_state": from_state,
+        "to_state": to_state,
+        "trigger": message.type_name,
+        "message_id": message.message_id,
+        "outcome": outcome,
+        "at": clock.now(),
+    }
+    batch = current_batch(executor)
+    if batch is not None:
+        batch.journal.append(line)
+    else:
+        executor.execute(_JOURNAL, line)
 
 
 def journal_of(executor: Executor, saga_id: UUID) -> list[dict[str, Any]]:

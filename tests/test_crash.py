@@ -119,6 +119,26 @@ def test_worker_killed_after_committing_before_acking_changes_nothing_on_redeliv
     assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
 
 
+def test_worker_killed_after_committing_a_batch_before_acking_it_changes_nothing(
+    bank: Bank,
+) -> None:
+    """With `--batch-size 4`, SIGKILL after the second batch's commit: its four messages come
+    back from the broker and the inbox turns every one of them away."""
+    deposits = [Deposit(account="a", amount=n) for n in range(10)]
+    bank.send(*deposits)
+    bank.relay.drain()
+    app = ("worker", "--app", "tests.bank_app:app", "--once", "--batch-size", "4")
+    crashed = _sagabox(bank, *app, failpoints="worker.after_commit=kill@2")
+    assert -signal.SIGKILL == crashed.returncode, crashed.stderr
+    assert 8 == len(ledger_counts(bank.engine))
+    assert 6 == _queue_depth(bank)  # the unacknowledged batch of four, and two untouched
+
+    restarted = _sagabox(bank, *app)
+    assert 0 == restarted.returncode, restarted.stderr
+    assert "handled=2, duplicates=4" in restarted.stdout
+    assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
+
+
 def test_a_broker_outage_while_messages_flow_loses_nothing(
     bank: Bank, rabbitmq_control: Callable[[str], None]
 ) -> None:

@@ -267,6 +267,7 @@ class _FlakyEndpoint:
         self.conflicts = conflicts
         self.name, self.registry = bank.app.name, bank.app.registry
         self.routing_keys, self.accepts = bank.app.routing_keys, bank.app.accepts
+        self.begin_batch = bank.app.begin_batch
 
     def dispatch(self, session: Session, message: Message) -> None:
         self._app.dispatch(session, message)  # the effect happens, then is rolled back

@@ -31,9 +31,12 @@ from sagabox.testing import SagaHarness
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
-@pytest.fixture
-def harness(empty_database_url: str) -> Iterator[SagaHarness]:
-    with SagaHarness(*apps(), database=empty_database_url, business=[business]) as harness:
+@pytest.fixture(params=[1, 8], ids=["one-by-one", "batches-of-8"])
+def harness(empty_database_url: str, request: pytest.FixtureRequest) -> Iterator[SagaHarness]:
+    """The example's services, their workers handling one message per transaction or eight."""
+    with SagaHarness(
+        *apps(), database=empty_database_url, business=[business], batch_size=request.param
+    ) as harness:
         yield harness
 
 

@@ -1,0 +1,147 @@
+"""Saga rows in a batch (`SagaRuntime.begin_batch`, what a worker with `--batch-size` uses): read
+and locked together, written back together at the commit, and still safe against concurrent
+transactions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, event, select, update
+from sqlalchemy.orm import Session
+
+from sagas import ConcurrencyConflict, SagaRuntime
+from sagas.tables import saga_instances, saga_journal
+from tests.pg_helpers import InThread, wait_until_blocked
+from tests.saga_fixtures import Counter, CounterOpened, Ping
+
+
+@pytest.fixture
+def runtime(engine: Engine) -> SagaRuntime:
+    runtime = SagaRuntime([Counter])
+    with Session(engine) as session, session.begin():
+        for key in ("a", "b", "c"):
+            runtime.handle(session, CounterOpened(key=key))
+    return runtime
+
+
+def _pings(engine: Engine, runtime: SagaRuntime) -> dict[str, tuple[int, int]]:
+    """Each counter's (pings, version)."""
+    with Session(engine) as session:
+        counters = [runtime.load(session, Counter, key) for key in ("a", "b", "c")]
+    return {c.correlation_id: (c.data.pings, c.version) for c in counters if c is not None}
+
+
+class Statements:
+    """The SQL statements sent on an engine, one entry per execute (an executemany is one)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sent: list[str] = []
+
+    def __enter__(self) -> Statements:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+    def _record(self, connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.sent.append(" ".join(statement.split()[:3]))
+
+    def count(self, start: str) -> int:
+        return sum(statement.startswith(start) for statement in self.sent)
+
+
+def test_a_batch_reads_each_saga_once_and_writes_them_back_in_one_statement(
+    engine: Engine, runtime: SagaRuntime
+) -> None:
+    """Seven pings for three counters: one locked read, one update and one journal insert for
+    the lot, and every ping counted, in order, with the versions one at a time would give."""
+    pings = [Ping(key=key) for key in "aabbcab"]
+    with Statements(engine) as statements, Session(engine) as session, session.begin():
+        runtime.begin_batch(session, pings)
+        for ping in pings:
+            runtime.handle(session, ping)
+    assert 1 == statements.count("SELECT sagabox_saga_instances.id,")
+    assert 1 == statements.count("UPDATE sagabox_saga_instances SET")
+    assert 1 == statements.count("INSERT INTO sagabox_saga_journal")
+    assert {"a": (3, 4), "b": (3, 4), "c": (1, 2)} == _pings(engine, runtime)
+    with engine.connect() as connection:
+        lines = connection.execute(
+            select(saga_journal.c.correlation_id, saga_journal.c.version)
+            .where(saga_journal.c.trigger == Ping.type_name)
+            .order_by(saga_journal.c.id)
+        ).all()
+    assert [("a", 2), ("a", 3), ("b", 2), ("b", 3), ("c", 2), ("a", 4), ("b", 4)] == lines
+
+
+def test_a_rolled_back_batch_writes_nothing_and_the_next_transaction_is_not_batched(
+    engine: Engine, runtime: SagaRuntime
+) -> None:
+    def failing_batch(session: Session) -> None:
+        with session.begin():
+            runtime.begin_batch(session, [Ping(key="a")])
+            runtime.handle(session, Ping(key="a"))
+            raise RuntimeError("the handler after it failed")
+
+    with Session(engine) as session:
+        with pytest.raises(RuntimeError):
+            failing_batch(session)
+        assert {"a": (0, 1), "b": (0, 1), "c": (0, 1)} == _pings(engine, runtime)
+        with Statements(engine) as statements, session.begin():
+            runtime.handle(session, Ping(key="b"))
+        assert 1 == statements.count("UPDATE sagabox_saga_instances SET")  # written at once
+    assert (1, 2) == _pings(engine, runtime)["b"]
+
+
+def test_a_deferred_write_whose_row_changed_meanwhile_fails_the_commit(
+    engine: Engine, runtime: SagaRuntime
+) -> None:
+    """The locks (PostgreSQL) and BEGIN IMMEDIATE (SQLite) keep other writers out of a batch's
+    rows; should a row still change under it, the version check fails the commit and the batch
+    changes nothing. Staged by moving a version behind the batch's back."""
+    moved = (
+        update(saga_instances)
+        .where(saga_instances.c.correlation_id == "a")
+        .values(version=saga_instances.c.version + 10)
+    )
+
+    def batch_behind_whose_back_a_row_moves() -> None:
+        with Session(engine) as session, session.begin():
+            runtime.begin_batch(session, [Ping(key="a"), Ping(key="b")])
+            runtime.handle(session, Ping(key="a"))
+            runtime.handle(session, Ping(key="b"))
+            session.execute(moved)
+
+    with pytest.raises(ConcurrencyConflict, match="1 of the 2 sagas"):
+        batch_behind_whose_back_a_row_moves()
+    assert {"a": (0, 1), "b": (0, 1), "c": (0, 1)} == _pings(engine, runtime)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_batches_sharing_sagas_wait_for_each_other_and_lose_nothing(
+    engine: Engine, runtime: SagaRuntime
+) -> None:
+    """A batch holds the counters it read; a second batch over the same counters, listed the
+    other way round, waits for its commit, then counts on top of it: no conflict, no lost
+    ping."""
+    first = [Ping(key="a"), Ping(key="b")]
+    second = [Ping(key="b"), Ping(key="a"), Ping(key="c")]
+
+    def handle_batch(connection: Connection) -> None:
+        with Session(bind=connection) as session:
+            runtime.begin_batch(session, second)
+            for ping in second:
+                runtime.handle(session, ping)
+            session.commit()
+
+    with Session(engine) as session, session.begin():
+        runtime.begin_batch(session, first)
+        for ping in first:
+            runtime.handle(session, ping)
+        other = InThread(engine, "second-batch", handle_batch).start()
+        wait_until_blocked(engine, "second-batch")
+    other.join()
+    assert other.error is None
+    assert {"a": (2, 3), "b": (2, 3), "c": (1, 2)} == _pings(engine, runtime)
