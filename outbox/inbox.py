@@ -10,8 +10,25 @@ from uuid import UUID
 from sqlalchemy import Insert, delete, select, tuple_
 
 from outbox import clock
-from outbox.database import Executor, insert_ignoring_conflicts
+from outbox.database import Executor, dialect_of, insert_ignoring_conflicts
 from outbox.tables import inbox_messages
+
+# One statement per dialect, built once: a worker records every message it handles, and
+# building the statement (and its cache key) anew cost about as much as running it (bench/).
+_RECORDING_INSERTS: dict[str, Insert] = {}
+
+
+def _recording_insert(executor: Executor) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING message_id: of two concurrent transactions
+    recording the same id, exactly one gets a row back."""
+    dialect = dialect_of(executor)
+    statement = _RECORDING_INSERTS.get(dialect)
+    if statement is None:
+        statement = insert_ignoring_conflicts(executor, inbox_messages).returning(
+            inbox_messages.c.message_id
+        )
+        _RECORDING_INSERTS[dialect] = statement
+    return statement
 
 
 class Inbox:
@@ -22,9 +39,7 @@ class Inbox:
             raise ValueError("an inbox needs a consumer name (the endpoint or handler's name)")
         self._executor = executor
         self._consumer = consumer
-        # Exactly one of two concurrent transactions recording the same id gets a row back.
-        insert = insert_ignoring_conflicts(executor, inbox_messages)
-        self._insert: Insert = insert.returning(inbox_messages.c.message_id)
+        self._insert = _recording_insert(executor)
 
     def record(self, message_id: UUID) -> bool:
         """Record `message_id`; return True if it is new, False if it was already processed.

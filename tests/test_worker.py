@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from freezegun.api import FrozenDateTimeFactory
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from outbox import Message, Outbox
+from outbox.database import make_engine
 from outbox.envelope import encode
 from outbox.tables import outbox_messages
 from relay import RetryPolicy, Worker
@@ -311,6 +313,37 @@ def test_inbox_rows_are_pruned_after_the_retention(
     assert 0 == main(["inbox", "prune", "--older-than", "7d", "--db", bank.app.database_url])
     assert "pruned 1 ids" in capsys.readouterr().out
     assert 0 == inbox_count(bank.engine)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_connections_dropped_by_the_database_cost_one_retry_and_nothing_else(
+    bank: Bank, batch_size: int
+) -> None:
+    """The server ends every connection the worker's pool holds (a restart, say): the next
+    message fails once on its dead connection, is retried at once on a fresh one, and is booked
+    once. The worker does not ping connections on checkout; this retry is what replaces it."""
+    bank.worker.batch_size = batch_size
+    first = Deposit(account="a", amount=1)
+    bank.send(first)
+    _deliver(bank)
+    later = [Deposit(account="a", amount=n) for n in (2, 3)]
+    bank.send(*later)
+    bank.relay.drain()
+    with make_engine(bank.app.database_url, poolclass=NullPool).connect() as connection:
+        ended = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert ended >= 1  # the connection the pool keeps for the worker
+    assert 2 == bank.worker.drain()
+    assert {m.message_id: 1 for m in [first, *later]} == ledger_counts(bank.engine)
+    stats = bank.worker.stats
+    assert 3 == stats.handled
+    # Alone, the message is retried on a fresh connection; a batch is redone one by one.
+    assert ((1, 0) if batch_size == 1 else (0, 1)) == (stats.retried_at_once, stats.batches_redone)
 
 
 def test_ledger_is_untouched_by_a_rolled_back_attempt(bank: Bank) -> None:
