@@ -48,7 +48,7 @@ class Sizes:
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(10, 2, 5000, 100_000, 10.0, 2000, 1_000_000)
+        return cls(10, 2, 5000, 100_000, 10.0, 5000, 1_000_000)
 
     @classmethod
     def tiny(cls) -> Sizes:

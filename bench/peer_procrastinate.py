@@ -4,8 +4,8 @@ interpreter (procrastinate is installed there only, never in sagabox's environme
     .bench-venv/bin/python bench/peer_procrastinate.py CONNINFO JOBS
 
 Each job is deferred inside a business transaction (a row inserted on the same connection, as
-procrastinate's `configure(connection=...)` allows), then one worker runs them all. Prints the
-jobs per second from the first business transaction to the last job done.
+procrastinate's `configure(connection=...)` allows); then one worker runs them all. Prints the
+seconds the deferring took and the seconds the worker took, on one line.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ def main() -> None:
                 with connection.transaction():
                     connection.execute("INSERT INTO peer_orders VALUES (%s)", (f"o-{n}",))
                     step.configure(connection=connection).defer(key=f"o-{n}")
+    deferred = time.perf_counter()
     # The worker is async: the same app, with procrastinate's async connector.
     worker_app = app.with_connector(procrastinate.PsycopgConnector(conninfo=conninfo))
     with worker_app.open():
         worker_app.run_worker(queues=["bench"], wait=False, concurrency=1)
-    print(jobs / (time.perf_counter() - started))
+    print(deferred - started, time.perf_counter() - deferred)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """(b) Saga steps per second through the toolkit: worker processes consuming RabbitMQ, each
-message one saga step in one transaction (inbox, load, transition, save, journal, commit, ack)."""
+message one saga step (inbox, load, transition, save, journal), one transaction per message or,
+batched, one per `--batch-size` messages."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from outbox.tables import inbox_messages
 from relay import Relay
 
 
-def saga_steps_per_second(url: str, broker: str, *, workers: int, messages: int) -> float:
+def saga_steps_per_second(
+    url: str, broker: str, *, workers: int, messages: int, batch_size: int = 1
+) -> float:
     """Queue `messages` steps for 1,000 sagas, then time `workers` worker processes on them."""
     suffix = uuid.uuid4().hex[:8]
     os.environ.update({"BENCH_ENDPOINT": f"bench-{suffix}", "BENCH_EXCHANGE": f"bench-{suffix}"})
@@ -47,7 +50,10 @@ def saga_steps_per_second(url: str, broker: str, *, workers: int, messages: int)
         "SAGABOX_DATABASE_URL": url,
         "SAGABOX_BROKER_URL": broker,
     }
-    arguments = ("worker", "--app", "bench.apps:app", "--prefetch", "100", "--log-level", "warning")
+    arguments = (
+        "worker", "--app", "bench.apps:app", "--prefetch", str(max(100, 2 * batch_size)),
+        "--batch-size", str(batch_size), "--log-level", "warning",
+    )  # fmt: skip
     processes = [sagabox_process(*arguments, environment=environment) for _ in range(workers)]
     try:
         count = select(func.count()).select_from(inbox_messages)
