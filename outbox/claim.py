@@ -15,7 +15,20 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Select, bindparam, delete, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Select,
+    String,
+    all_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from outbox.database import check_dialect
 from outbox.tables import outbox_messages as t
@@ -80,26 +93,40 @@ def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list
     # relay (or was skipped by ours): publishing past it would reorder the partition, so stop
     # just before it. Rows another relay already shipped are deleted, hence not seen here; this
     # statement sees every commit made before it started.
-    mine = {row.id for row in rows}
-    first_foreign: dict[str, int] = {}
-    older = connection.execute(
-        select(t.c.id, t.c.partition_key)
-        .where(
-            t.c.partition_key.in_(bindparam("keys", expanding=True)),
-            t.c.available_at <= now,
-            t.c.id <= max(mine),
-        )
-        .order_by(t.c.partition_key, t.c.id),
-        {"keys": keys},
+    first_foreign = dict(
+        connection.execute(
+            _FIRST_FOREIGN,
+            {
+                "b_keys": keys,
+                "b_now": now,
+                "b_max": max(row.id for row in rows),
+                "b_mine": [row.id for row in rows],
+            },
+        ).all()
     )
-    for row_id, key in older:
-        if row_id not in mine and key not in first_foreign:
-            first_foreign[key] = row_id
     return [
         row
         for row in rows
         if row.partition_key is None or row.id < first_foreign.get(row.partition_key, row.id + 1)
     ]
+
+
+# Arrays, not IN lists, on PostgreSQL: one parameter whatever the batch size, so the statement
+# text stays the same and short (an IN list of 500 was re-parsed by the driver every batch).
+_FIRST_FOREIGN = (
+    select(t.c.partition_key, func.min(t.c.id))
+    .where(
+        t.c.partition_key == any_(bindparam("b_keys", type_=ARRAY(String))),
+        t.c.available_at <= bindparam("b_now"),
+        t.c.id <= bindparam("b_max"),
+        t.c.id != all_(bindparam("b_mine", type_=ARRAY(BigInteger))),
+    )
+    .group_by(t.c.partition_key)
+)
+_DELETE = {
+    "postgresql": delete(t).where(t.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger)))),
+    "sqlite": delete(t).where(t.c.id.in_(bindparam("b_ids", expanding=True))),
+}
 
 
 _CLAIM: dict[str, Callable[[Connection, datetime, int], list[OutboxRow]]] = {
@@ -111,7 +138,7 @@ _CLAIM: dict[str, Callable[[Connection, datetime, int], list[OutboxRow]]] = {
 def delete_rows(connection: Connection, ids: Sequence[int]) -> None:
     """Delete shipped rows; the caller commits once the broker has confirmed them."""
     if ids:
-        connection.execute(delete(t).where(t.c.id.in_(ids)))
+        connection.execute(_DELETE[connection.dialect.name], {"b_ids": list(ids)})
 
 
 def postpone_rows(connection: Connection, ids: Sequence[int], *, until: datetime) -> None:

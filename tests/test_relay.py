@@ -175,7 +175,7 @@ def test_two_relays_with_interleaved_writers_deliver_everything_in_partition_ord
 ) -> None:
     """Four writer threads commit 1-3 events at a time to 20 partitions while two relays ship
     in small batches: every event arrives once, and each partition's in the order written.
-    On PostgreSQL the relays work side by side; on SQLite they take turns on the write lock."""
+    On PostgreSQL the relays work side by side; on SQLite they queue for the write lock."""
     engine = make_engine(database_url)
     relays = [
         Relay(engine, broker_url, exchange=listener.exchange, batch_size=7, poll_interval=0.05)
@@ -217,7 +217,10 @@ def test_two_relays_with_interleaved_writers_deliver_everything_in_partition_ord
         arrived[event.account].append(event.seq)
     assert written == arrived
     assert total == sum(relay.stats.published for relay in relays)
-    assert all(relay.stats.published > 0 for relay in relays), [r.stats for r in relays]
+    if engine.dialect.name == "postgresql":
+        # Side by side on PostgreSQL. SQLite's write lock is not fair: one relay may win
+        # every turn, which is correct, if idle for the other.
+        assert all(relay.stats.published > 0 for relay in relays), [r.stats for r in relays]
     engine.dispose()
 
 
