@@ -11,7 +11,9 @@ import platform
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +27,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 __all__ = [
     "REPO",
+    "CpuUse",
     "Results",
     "Sizes",
+    "cpu_seconds",
     "machine_description",
+    "measuring_cpu",
     "sagabox_process",
     "scratch_database",
     "stop",
@@ -104,6 +109,50 @@ def stop(*processes: subprocess.Popen[bytes], timeout: float = 60) -> None:
             process.send_signal(signal.SIGTERM)
     for process in processes:
         process.wait(timeout=timeout)
+
+
+def cpu_seconds(*commands: str) -> float:
+    """CPU seconds (user + system) used so far by the running processes named `commands`
+    (as in /proc/PID/comm): how busy the servers were during a section."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process ended meanwhile
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name in commands:
+            fields = text[text.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds spent during a timed section: this Python process, RabbitMQ, PostgreSQL."""
+
+    python: float = 0.0
+    rabbitmq: float = 0.0
+    postgresql: float = 0.0
+
+    def per(self, messages: int, unit: int = 10_000) -> str:
+        scale = unit / messages
+        return (
+            f"Python {self.python * scale:.2f} s, RabbitMQ {self.rabbitmq * scale:.2f} s, "
+            f"PostgreSQL {self.postgresql * scale:.2f} s per {unit:,} messages"
+        )
+
+
+@contextmanager
+def measuring_cpu() -> Iterator[CpuUse]:
+    """Fill a `CpuUse` with what the block cost each side (servers measured from /proc)."""
+    use = CpuUse()
+    before = (time.process_time(), cpu_seconds("beam.smp"), cpu_seconds("postgres"))
+    yield use
+    use.python = time.process_time() - before[0]
+    use.rabbitmq = cpu_seconds("beam.smp") - before[1]
+    use.postgresql = cpu_seconds("postgres") - before[2]
 
 
 def machine_description(server: str) -> str:

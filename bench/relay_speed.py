@@ -10,7 +10,7 @@ from pathlib import Path
 from kombu import Connection, Queue, binding
 from sqlalchemy import text
 
-from bench.common import sagabox_process, stop
+from bench.common import CpuUse, measuring_cpu, sagabox_process, stop
 from outbox.claim import OutboxRow
 from outbox.database import make_engine
 from outbox.envelope import CONTENT_TYPE
@@ -43,27 +43,60 @@ def _bound_queue(connection: Connection, exchange: str) -> Queue:
     return bound
 
 
-def relay_rate(url: str, broker: str, rows: int) -> float:
-    """Rows per second the relay ships from a prefilled outbox to a bound, durable queue."""
+def relay_rate(url: str, broker: str, rows: int) -> tuple[float, CpuUse]:
+    """Rows per second the relay ships from a prefilled outbox to a bound, durable queue, and
+    the CPU each side spent meanwhile."""
     fill_outbox(url, rows)
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     engine = make_engine(url)
     with Connection(broker) as connection:
         sink = _bound_queue(connection, exchange)
         relay = Relay(engine, broker, exchange=exchange, batch_size=500)
-        started = time.perf_counter()
-        shipped = relay.drain()
-        seconds = time.perf_counter() - started
+        with measuring_cpu() as cpu:
+            started = time.perf_counter()
+            shipped = relay.drain()
+            seconds = time.perf_counter() - started
         relay.close()
         sink.delete()
     engine.dispose()
     assert shipped == rows, (shipped, rows)
-    return rows / seconds
+    return rows / seconds, cpu
 
 
-def raw_publish_rate(url: str, broker: str, rows: int) -> float:
+def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> float:
+    """Rows per second `processes` relay processes (`sagabox relay --once`) ship side by side,
+    timed on the sink queue from its first message to its last, so interpreter start-up is
+    not counted."""
+    fill_outbox(url, rows)
+    exchange = f"bench-{uuid.uuid4().hex[:8]}"
+    with Connection(broker) as connection:
+        sink = _bound_queue(connection, exchange)
+        arguments = ("relay", "--once", "--batch-size", "500", "--db", url, "--broker", broker,
+                     "--exchange", exchange)  # fmt: skip
+        relays = [sagabox_process(*arguments, quiet=True) for _ in range(processes)]
+        first: float | None = None
+        try:
+            while True:
+                depth = sink.queue_declare(passive=True).message_count
+                now = time.perf_counter()
+                if first is None and depth > 0:
+                    first = now
+                if depth >= rows:
+                    break
+                if all(relay.poll() is not None for relay in relays) and depth < rows:
+                    raise RuntimeError(f"the relays exited with {depth} of {rows} shipped")
+                time.sleep(0.01)  # the sampling period of the queue depth
+        finally:
+            stop(*relays)
+            sink.delete()
+    assert first is not None
+    return rows / (now - first)
+
+
+def raw_publish_rate(url: str, broker: str, rows: int) -> tuple[float, CpuUse]:
     """The same messages published by a bare kombu loop with the same confirm window (500),
-    read from memory: what the broker and the client library allow, with no database."""
+    read from memory: what the broker and the client library allow, with no database; and the
+    CPU each side spent meanwhile."""
     fill_outbox(url, rows)
     engine = make_engine(url)
     with engine.connect() as connection:
@@ -87,14 +120,15 @@ def raw_publish_rate(url: str, broker: str, rows: int) -> float:
         if confirms:
             channel.confirm_select()
             channel.events["basic_ack"].add(lambda tag, _multiple: acked.__setitem__(0, tag))
-        started = time.perf_counter()
-        for first in range(0, len(messages), 500):
-            _publish(channel, exchange, messages[first : first + 500])
-            while confirms and acked[0] < min(first + 500, len(messages)):
-                connection.drain_events(timeout=30)
-        seconds = time.perf_counter() - started
+        with measuring_cpu() as cpu:
+            started = time.perf_counter()
+            for first in range(0, len(messages), 500):
+                _publish(channel, exchange, messages[first : first + 500])
+                while confirms and acked[0] < min(first + 500, len(messages)):
+                    connection.drain_events(timeout=30)
+            seconds = time.perf_counter() - started
         sink.delete()
-    return len(messages) / seconds
+    return len(messages) / seconds, cpu
 
 
 def _publish(channel: object, exchange: str, rows: Sequence[OutboxRow]) -> None:

@@ -51,16 +51,26 @@ def run(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
 
     print("(c) relay throughput", flush=True)
     with scratch_database(postgres) as url:
-        raw = relay_speed.raw_publish_rate(url, amqp, sizes.relay_rows)
+        raw, raw_cpu = relay_speed.raw_publish_rate(url, amqp, sizes.relay_rows)
     with scratch_database(postgres) as url:
-        shipped = relay_speed.relay_rate(url, amqp, sizes.relay_rows)
+        shipped, relay_cpu = relay_speed.relay_rate(url, amqp, sizes.relay_rows)
     with scratch_database(postgres) as url:
-        in_process = relay_speed.relay_rate(url, "memory://", sizes.relay_rows)
+        in_process, _ = relay_speed.relay_rate(url, "memory://", sizes.relay_rows)
+    results.notes.append(
+        f"(c) CPU while publishing to RabbitMQ: raw loop {raw_cpu.per(sizes.relay_rows)}; "
+        f"relay {relay_cpu.per(sizes.relay_rows)}."
+    )
     results.add(
         f"(c) relay → RabbitMQ, {sizes.relay_rows:,} rows", shipped, "msg/s",
         raw, "raw kombu loop, same confirm window", "≥ 0.80 and ≥ 10,000 msg/s",
     )  # fmt: skip
     results.add(f"(c) relay → in-process broker, {sizes.relay_rows:,} rows", in_process, "msg/s")
+    with scratch_database(postgres) as url:
+        two = relay_speed.relay_processes_rate(url, amqp, sizes.relay_rows, processes=2)
+    results.add(
+        f"(c) 2 relay processes → RabbitMQ, {sizes.relay_rows:,} rows", two, "msg/s",
+        raw, "raw kombu loop, one connection", "≥ 10,000 msg/s",
+    )  # fmt: skip
 
     print("(d) commit → broker latency at half of (b)", flush=True)
     half = max(rate / 2, 1.0)
