@@ -26,6 +26,7 @@ from sagabox.testing import scratch_database
 REPO = Path(__file__).resolve().parent.parent
 
 __all__ = [
+    "PY_SPY",
     "REPO",
     "CpuUse",
     "Results",
@@ -90,23 +91,40 @@ class Results:
         return "\n".join(lines) + "\n"
 
 
+PY_SPY = REPO / ".bench-venv" / "bin" / "py-spy"
+
+
 def sagabox_process(
-    *arguments: str, environment: Mapping[str, str] | None = None, quiet: bool = False
+    *arguments: str,
+    environment: Mapping[str, str] | None = None,
+    quiet: bool = False,
+    profile_to: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`sagabox ARGUMENTS` (a relay or a worker) as its own process, able to import `bench`."""
+    """`sagabox ARGUMENTS` (a relay or a worker) as its own process, able to import `bench`;
+    sampled by py-spy into `profile_to` (raw collapsed stacks) when that is given."""
+    command = [sys.executable, "-m", "sagabox.cli", *arguments]
+    if profile_to is not None:
+        command = [str(PY_SPY), "record", "--rate", "200", "--format", "raw", "--output",
+                   str(profile_to), "--", *command]  # fmt: skip
     return subprocess.Popen(  # noqa: S603 - our own program, with arguments from this package
-        [sys.executable, "-m", "sagabox.cli", *arguments],
+        command,
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO), **(environment or {})},
-        stdout=subprocess.DEVNULL if quiet else None,
+        stdout=subprocess.DEVNULL if quiet or profile_to else None,
+        stderr=subprocess.DEVNULL if profile_to else None,
     )
 
 
 def stop(*processes: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """SIGTERM every process still running, then wait for each: they finish what is in flight."""
+    """Stop every process still running, then wait for each: they finish what is in flight.
+
+    SIGTERM for ours; SIGINT for py-spy, which then writes its profile and passes the signal
+    on to the process it samples.
+    """
     for process in processes:
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            profiled = isinstance(process.args, list) and process.args[0] == str(PY_SPY)
+            process.send_signal(signal.SIGINT if profiled else signal.SIGTERM)
     for process in processes:
         process.wait(timeout=timeout)
 

@@ -36,7 +36,7 @@ def fill_outbox(url: str, rows: int) -> None:
     engine.dispose()
 
 
-def _bound_queue(connection: Connection, exchange: str) -> Queue:
+def bound_sink(connection: Connection, exchange: str) -> Queue:
     queue = Queue(f"{exchange}-sink", [binding(topic_exchange(exchange), routing_key="bench.Step")])
     bound: Queue = queue(connection.channel())
     bound.declare()
@@ -50,7 +50,7 @@ def relay_rate(url: str, broker: str, rows: int) -> tuple[float, CpuUse]:
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     engine = make_engine(url)
     with Connection(broker) as connection:
-        sink = _bound_queue(connection, exchange)
+        sink = bound_sink(connection, exchange)
         relay = Relay(engine, broker, exchange=exchange, batch_size=500)
         with measuring_cpu() as cpu:
             started = time.perf_counter()
@@ -70,7 +70,7 @@ def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> fl
     fill_outbox(url, rows)
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     with Connection(broker) as connection:
-        sink = _bound_queue(connection, exchange)
+        sink = bound_sink(connection, exchange)
         arguments = ("relay", "--once", "--batch-size", "500", "--db", url, "--broker", broker,
                      "--exchange", exchange)  # fmt: skip
         relays = [sagabox_process(*arguments, quiet=True) for _ in range(processes)]
@@ -112,7 +112,7 @@ def raw_publish_rate(url: str, broker: str, rows: int) -> tuple[float, CpuUse]:
     engine.dispose()
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     with Connection(broker) as connection:
-        sink = _bound_queue(connection, exchange)
+        sink = bound_sink(connection, exchange)
         channel = connection.channel()
         topic_exchange(exchange)(channel).declare()
         confirms = connection.transport.driver_type == "amqp"

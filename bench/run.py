@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import latency, limit, peer, relay_speed, steps
+from bench import latency, limit, peer, profiles, relay_speed, steps
 from bench.common import REPO, Results, Sizes, machine_description, scratch_database
 
 # The batched workers' `--batch-size`: the prefetch window a RabbitMQ consumer commonly uses.
@@ -115,6 +115,27 @@ def run(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
         results.notes.append(f"(f) RSS at the end: {end:.1f} MiB.")
 
 
+def profile(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
+    """(g) py-spy profiles of the hot paths, as notes under the table."""
+    print("(g) profiles (py-spy)", flush=True)
+    found: list[tuple[str, list[tuple[str, float]] | None]] = []
+    for batch_size in (1, BATCH):
+        with scratch_database(postgres) as url:
+            top = profiles.profile_worker(
+                url, amqp, batch_size=batch_size, messages=sizes.saga_messages
+            )
+        how = "one step per transaction" if batch_size == 1 else f"batches of {BATCH}"
+        found.append((f"one worker, {how}; samples by innermost sagabox function", top))
+    with scratch_database(postgres) as url:
+        top = profiles.profile_relay(url, amqp, sizes.relay_rows // 2)
+    found.append(("`sagabox relay --once` to RabbitMQ; samples by innermost sagabox function", top))
+    for title, top in found:
+        if top is None:
+            results.notes.append("(g) profiles skipped: py-spy is installed by `make bench`.")
+            return
+        results.notes.append(profiles.describe(title, top))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="seconds, for the test suite")
@@ -128,6 +149,8 @@ def main() -> int:
     sizes = Sizes.tiny() if args.tiny else Sizes.full()
     results = Results()
     run(postgres, amqp, sizes, results)
+    if not args.tiny:
+        profile(postgres, amqp, sizes, results)
     table = results.markdown(machine_description(postgres))
     print("\n" + table)
     today = dt.datetime.now(dt.UTC).date()

@@ -8,6 +8,7 @@ import os
 import random
 import time
 import uuid
+from pathlib import Path
 
 from kombu import Connection
 from sqlalchemy import func, select
@@ -21,9 +22,16 @@ from relay import Relay
 
 
 def saga_steps_per_second(
-    url: str, broker: str, *, workers: int, messages: int, batch_size: int = 1
+    url: str,
+    broker: str,
+    *,
+    workers: int,
+    messages: int,
+    batch_size: int = 1,
+    profile_to: Path | None = None,
 ) -> float:
-    """Queue `messages` steps for 1,000 sagas, then time `workers` worker processes on them."""
+    """Queue `messages` steps for 1,000 sagas, then time `workers` worker processes on them
+    (the first one sampled by py-spy into `profile_to`, if given)."""
     suffix = uuid.uuid4().hex[:8]
     os.environ.update({"BENCH_ENDPOINT": f"bench-{suffix}", "BENCH_EXCHANGE": f"bench-{suffix}"})
     from bench.apps import Opened, Step, app
@@ -54,7 +62,12 @@ def saga_steps_per_second(
         "worker", "--app", "bench.apps:app", "--prefetch", str(max(100, 2 * batch_size)),
         "--batch-size", str(batch_size), "--log-level", "warning",
     )  # fmt: skip
-    processes = [sagabox_process(*arguments, environment=environment) for _ in range(workers)]
+    processes = [
+        sagabox_process(
+            *arguments, environment=environment, profile_to=profile_to if n == 0 else None
+        )
+        for n in range(workers)
+    ]
     try:
         count = select(func.count()).select_from(inbox_messages)
         while True:

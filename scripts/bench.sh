@@ -15,10 +15,12 @@ else
   started=yes
 fi
 scripts/bootstrap.sh
-# The peer, procrastinate, lives in an environment of its own: never in sagabox's.
-if [ ! -x .bench-venv/bin/python ]; then
+# The peer, procrastinate, and the profiler, py-spy, live in an environment of their own:
+# never in sagabox's.
+if [ ! -x .bench-venv/bin/py-spy ]; then
   python3 -m venv .bench-venv
-  .bench-venv/bin/python -m pip install --quiet --disable-pip-version-check "procrastinate>=3.10" "psycopg[binary]>=3.2"
+  .bench-venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    "procrastinate>=3.10" "psycopg[binary]>=3.2" "py-spy>=0.4"
 fi
 scripts/services.sh wait
 eval "$(scripts/services.sh env)"
