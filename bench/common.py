@@ -32,6 +32,7 @@ __all__ = [
     "Results",
     "Sizes",
     "cpu_seconds",
+    "machine_busy",
     "machine_description",
     "measuring_cpu",
     "sagabox_process",
@@ -144,6 +145,23 @@ def cpu_seconds(*commands: str) -> float:
             fields = text[text.rindex(")") + 2 :].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+@contextmanager
+def machine_busy() -> Iterator[list[float]]:
+    """Yield a list that receives, after the block, the share of the machine's CPU time (all
+    cores) that was busy during it, from /proc/stat."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return sum(fields) - idle, sum(fields)
+
+    share: list[float] = []
+    busy, total = sample()
+    yield share
+    busy_after, total_after = sample()
+    share.append((busy_after - busy) / max(total_after - total, 1))
 
 
 @dataclass

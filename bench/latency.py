@@ -1,11 +1,17 @@
-"""(d) Commit → broker latency at a steady rate: the relay woken by LISTEN/NOTIFY, and polling."""
+"""(d) Commit → broker latency at a steady rate: the relay woken by LISTEN/NOTIFY, and polling.
+
+Writers, the relay and the consumer that timestamps arrivals are separate processes, so that
+no interpreter lock delays a timestamp; all of them read the same wall clock.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
-import threading
 import time
 import uuid
+from multiprocessing.connection import Connection as Pipe
+from multiprocessing.synchronize import Event
 
 from kombu import Connection, Consumer, Queue, binding
 from kombu.message import Message as BrokerMessage
@@ -16,64 +22,96 @@ from outbox import Outbox
 from outbox.database import make_engine
 from relay.broker import ACCEPT, topic_exchange
 
+# Business transactions commit from several processes: one client alone commits only so fast.
+WRITERS = 4
+
 
 def commit_to_broker_ms(
     url: str, broker: str, *, rate: float, seconds: float, listen: bool
 ) -> tuple[float, float, int]:
-    """Commit one message every 1/`rate` s for `seconds` while a relay process ships them;
-    return the p50 and p99 of commit → delivery in milliseconds, and the sample count."""
-    from bench.apps import Step
-
+    """Commit messages at `rate` per second (from `WRITERS` processes) for `seconds` while a
+    relay process ships them; return the p50 and p99 of commit → delivery in milliseconds, and
+    the number of messages (fewer than `rate * seconds` if the writers could not keep up)."""
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
-    arrived: dict[str, float] = {}
-    committed: dict[str, float] = {}
-    writing_done = threading.Event()
-    ready = threading.Event()
-
-    def consume() -> None:
-        with Connection(broker) as connection:
-            queue = Queue(f"{exchange}-sink", [binding(topic_exchange(exchange), "bench.Step")])
-
-            def on_message(message: BrokerMessage) -> None:
-                arrived[message.properties["message_id"]] = time.time()
-                message.ack()
-
-            with Consumer(connection, [queue], on_message=on_message, accept=ACCEPT):
-                ready.set()
-                while not writing_done.is_set() or len(arrived) < len(committed):
-                    try:
-                        connection.drain_events(timeout=0.5)
-                    except TimeoutError:
-                        if writing_done.is_set():
-                            break
-
-    consumer = threading.Thread(target=consume)
+    spawn = multiprocessing.get_context("spawn")
+    ready, writing_done = spawn.Event(), spawn.Event()
+    arrivals, arrivals_sent = spawn.Pipe(duplex=False)
+    consumer = spawn.Process(target=_consume, args=(broker, exchange, ready, writing_done,
+                                                    arrivals_sent))  # fmt: skip
     consumer.start()
-    ready.wait(30)
+    if not ready.wait(60):
+        raise RuntimeError("the latency consumer did not start")
     polling = [] if listen else ["--no-listen", "--poll-interval", "1.0"]
     relay = sagabox_process(
         "relay", "--db", url, "--broker", broker, "--exchange", exchange,
         "--log-level", "warning", *polling,
     )  # fmt: skip
-    engine = make_engine(url)
+    committed: dict[str, float] = {}
     try:
         time.sleep(2.0)  # lets the relay start and LISTEN; the measurement starts after
-        interval = 1.0 / rate
-        deadline = time.monotonic() + seconds
-        next_at = time.monotonic()
-        while time.monotonic() < deadline:
-            step = Step(key="k1")
-            with Session(engine) as session, session.begin():
-                Outbox(session).add(step)
-            committed[str(step.message_id)] = time.time()
-            next_at += interval
-            time.sleep(max(0.0, next_at - time.monotonic()))  # paces the writer
+        start_at = time.time() + 1.0  # every writer begins at the same instant
+        pipes = []
+        writers = []
+        for _ in range(WRITERS):
+            receive, send = spawn.Pipe(duplex=False)
+            writer = spawn.Process(target=_write, args=(url, rate / WRITERS, start_at, seconds,
+                                                        send))  # fmt: skip
+            writer.start()
+            pipes.append(receive)
+            writers.append(writer)
+        for receive in pipes:
+            committed.update(receive.recv())
+        for writer in writers:
+            writer.join(timeout=60)
         time.sleep(2.0)  # the last messages in flight
     finally:
         writing_done.set()
+        arrived: dict[str, float] = arrivals.recv() if arrivals.poll(60) else {}
         consumer.join(timeout=30)
         stop(relay, timeout=30)
-        engine.dispose()
     latencies = [(arrived[key] - at) * 1000 for key, at in committed.items() if key in arrived]
     percentiles = statistics.quantiles(latencies, n=100)
     return percentiles[49], percentiles[98], len(latencies)
+
+
+def _write(url: str, rate: float, start_at: float, seconds: float, report: Pipe) -> None:
+    """One writer process: a business transaction with one outbox message every 1/`rate` s."""
+    from bench.apps import Step
+
+    engine = make_engine(url)
+    committed: dict[str, float] = {}
+    time.sleep(max(0.0, start_at - time.time()))  # waits for the common start
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    deadline = next_at + seconds
+    while time.monotonic() < deadline:
+        step = Step(key="k1")
+        with Session(engine) as session, session.begin():
+            Outbox(session).add(step)
+        committed[str(step.message_id)] = time.time()
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.monotonic()))  # paces the writer
+    engine.dispose()
+    report.send(committed)
+
+
+def _consume(broker: str, exchange: str, ready: Event, writing_done: Event, report: Pipe) -> None:
+    """The consumer process: timestamp each message as it arrives, until the writers are done
+    and the queue has been quiet for half a second."""
+    arrived: dict[str, float] = {}
+    with Connection(broker) as connection:
+        queue = Queue(f"{exchange}-sink", [binding(topic_exchange(exchange), "bench.Step")])
+
+        def on_message(message: BrokerMessage) -> None:
+            arrived[message.properties["message_id"]] = time.time()
+            message.ack()
+
+        with Consumer(connection, [queue], on_message=on_message, accept=ACCEPT):
+            ready.set()
+            while True:
+                try:
+                    connection.drain_events(timeout=0.5)
+                except TimeoutError:
+                    if writing_done.is_set():
+                        break
+    report.send(arrived)

@@ -13,7 +13,7 @@ def test_a_tiny_benchmark_run_produces_every_row(postgres_url: str, amqp_url: st
     results = Results()
     run(postgres_url, amqp_url, Sizes.tiny(), results)
     names = [row[0] for row in results.rows]
-    assert 14 == len(names)
+    assert 16 == len(names)
     assert all(float(row[3]) > 0 for row in results.rows if row[3])  # the ratios
     table = results.markdown("machine")
-    assert table.count("\n| (") == 14
+    assert table.count("\n| (") == 16
