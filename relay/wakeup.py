@@ -2,6 +2,12 @@
 
 Every source sets one event, so a burst of commits costs one wake-up: the relay then drains
 until nothing is due. The poll interval stays as the safety net for anything missed.
+
+The LISTEN thread reads notifications at once only while the relay sleeps. While it works, it
+needs none (it drains until nothing is due, then sleeps, and the notifications left waiting in
+the socket wake it at once if any came meanwhile), and a thread taking the interpreter lock for
+every one of a thousand commits a second slowed the relay's publishing: p50 16 ms against 5 ms
+when polling every 5 ms, at 1,200 commits/s (bench/).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class Wakeup:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._closing = threading.Event()
+        self._sleeping = threading.Event()
         self._unsubscribe: Callable[[], None] | None = None
         self._listener: threading.Thread | None = None
 
@@ -37,7 +44,11 @@ class Wakeup:
 
     def wait(self, timeout: float) -> bool:
         """Sleep until woken or `timeout` seconds pass; return whether something woke it."""
-        woken = self._event.wait(max(timeout, 0.0))
+        self._sleeping.set()
+        try:
+            woken = self._event.wait(max(timeout, 0.0))
+        finally:
+            self._sleeping.clear()
         self._event.clear()
         return woken
 
@@ -78,8 +89,14 @@ class Wakeup:
                     # A wake-up after (re)connecting covers notifications sent while deaf.
                     self.set()
                     while not self._closing.is_set():
-                        for _ in connection.notifies(timeout=1.0):
+                        sleeping = self._sleeping.wait(timeout=0.5)
+                        # Asleep: wait for a notification and wake the relay at once. Working:
+                        # take what piled up twice a second (PostgreSQL's queue must not back
+                        # up), which at worst wakes the relay once more when it next sleeps.
+                        for _ in connection.notifies(timeout=1.0 if sleeping else 0.0):
                             self.set()
+                            if sleeping and not self._sleeping.is_set():
+                                break  # it is up; the rest can wait for its next sleep
             except psycopg.Error as exc:
                 delay = backoff.next_delay()
                 log.warning(

@@ -264,6 +264,48 @@ def test_a_commit_wakes_an_idle_relay_long_before_its_poll(
     assert not thread.is_alive()
 
 
+class _CommitBeforeSleeping(Relay):
+    """A relay that, the first time it is about to sleep, sees a commit land just after its last
+    (empty) claim: the race a relay that listens only while asleep must not lose."""
+
+    def __init__(self, *args: object, commit: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._commit = commit
+
+    def _idle_timeout(self) -> float:
+        if self._commit is not None:
+            commit, self._commit = self._commit, None
+            commit()  # type: ignore[operator]
+        return super()._idle_timeout()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("broker_url", ["memory"], indirect=True)
+def test_a_commit_between_the_last_claim_and_sleep_still_wakes_the_relay(
+    engine: Engine, broker_url: str, listener: Listener
+) -> None:
+    """The notification arrives while the relay is awake, so the LISTEN thread leaves it in the
+    socket; it must still wake the relay as soon as it sleeps, not after the 60 s poll."""
+
+    def commit() -> None:
+        # Once LISTENing: its wake-up on connecting must not be what saves the day.
+        wait_for(lambda: _listening_backends(engine) == 1, what="LISTEN")
+        with engine.begin() as connection:  # a bare connection: only NOTIFY can tell the relay
+            Outbox(connection).add(Deposited(account="a", amount=1))
+
+    relay = _CommitBeforeSleeping(
+        engine, broker_url, exchange=listener.exchange, poll_interval=60, commit=commit
+    )
+    thread = threading.Thread(target=relay.run)
+    thread.start()
+    try:
+        wait_for(lambda: len(listener.fetch()) == 1, timeout=10, what="the event")
+    finally:
+        relay.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_broker_failures_back_off_and_never_log_the_password(
     engine: Engine, caplog: pytest.LogCaptureFixture
