@@ -12,6 +12,7 @@ import time
 import uuid
 from multiprocessing.connection import Connection as Pipe
 from multiprocessing.synchronize import Event
+from pathlib import Path
 
 from kombu import Connection, Consumer, Queue, binding
 from kombu.message import Message as BrokerMessage
@@ -27,7 +28,13 @@ WRITERS = 4
 
 
 def commit_to_broker_ms(
-    url: str, broker: str, *, rate: float, seconds: float, listen: bool
+    url: str,
+    broker: str,
+    *,
+    rate: float,
+    seconds: float,
+    listen: bool,
+    profile_to: Path | None = None,
 ) -> tuple[float, float, int]:
     """Commit messages at `rate` per second (from `WRITERS` processes) for `seconds` while a
     relay process ships them; return the p50 and p99 of commit → delivery in milliseconds, and
@@ -44,7 +51,7 @@ def commit_to_broker_ms(
     polling = [] if listen else ["--no-listen", "--poll-interval", "1.0"]
     relay = sagabox_process(
         "relay", "--db", url, "--broker", broker, "--exchange", exchange,
-        "--log-level", "warning", *polling,
+        "--log-level", "warning", *polling, profile_to=profile_to,
     )  # fmt: skip
     committed: dict[str, float] = {}
     try:

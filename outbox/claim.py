@@ -136,8 +136,17 @@ _CLAIM: dict[str, Callable[[Connection, datetime, int], list[OutboxRow]]] = {
 
 
 def delete_rows(connection: Connection, ids: Sequence[int]) -> None:
-    """Delete shipped rows; the caller commits once the broker has confirmed them."""
+    """Delete shipped rows; the caller commits once the broker has confirmed them.
+
+    On PostgreSQL that commit does not wait for the disk (synchronous_commit off, for this
+    transaction only): should the server crash before the deletion is durable, the rows come
+    back and are published again, and the consumers' inbox drops the copies, as after a relay
+    crash. It spares the relay a disk flush per batch, which the business transactions need
+    more (bench/: commit → broker latency at a thousand commits per second).
+    """
     if ids:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         connection.execute(_DELETE[connection.dialect.name], {"b_ids": list(ids)})
 
 
