@@ -170,8 +170,9 @@ class Worker:
         self.batch_size = batch_size
         #: Seconds to wait for one more message before handling a batch that is not full.
         self.batch_wait = batch_wait
-        # A batch can only fill if the broker lets that many messages be unacknowledged at once.
-        self.prefetch = max(prefetch, batch_size)
+        # A batch fills only if the broker lets that many messages go unacknowledged, and the
+        # next one arrives while this one is handled only if it lets twice as many.
+        self.prefetch = max(prefetch, 2 * batch_size if batch_size > 1 else 1)
         self.retry = retry or RetryPolicy()
         self.max_message_bytes = max_message_bytes
         self.inbox_retention = inbox_retention

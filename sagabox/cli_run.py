@@ -58,7 +58,12 @@ def add_to(groups: Groups) -> None:
     database_argument(worker, required=False)
     broker_argument(worker, required=False)
     worker.add_argument("--once", action="store_true", help="process what waits, then exit")
-    worker.add_argument("--prefetch", type=int, default=50, help="messages in flight at most")
+    worker.add_argument(
+        "--prefetch",
+        type=int,
+        default=50,
+        help="messages in flight at most (raised to twice --batch-size when batching)",
+    )
     worker.add_argument(
         "--batch-size",
         type=int,
