@@ -1,7 +1,7 @@
-"""The soak: N sagas through 2 relays and 2 workers, as processes, on PostgreSQL and RabbitMQ,
-while a chaos loop SIGKILLs and restarts them at random, restarts RabbitMQ once and cuts every
-database connection once. At the end every saga must be done, every effect must exist exactly
-once, the outbox must be empty and no message dead-lettered.
+"""The soak: N sagas through 2 relays and 2 workers (one of them in batches of 10), as processes,
+on PostgreSQL and RabbitMQ, while a chaos loop SIGKILLs and restarts them at random, restarts
+RabbitMQ once and cuts every database connection once. At the end every saga must be done,
+every effect must exist exactly once, the outbox must be empty and no message dead-lettered.
 
     python -m tests.chaos.soak --sagas 10000          (or: make soak SAGAS=10000)
 
@@ -104,6 +104,9 @@ class Fleet:
             command += ["--poll-interval", "0.5", "--batch-size", "100", "--exchange", exchange]
         else:
             command += ["--app", "tests.chaos.soak_app:app", "--prefetch", "20"]
+            if name == "worker-2":
+                # One worker batches, so batches meet kills, restarts and one-by-one workers.
+                command += ["--batch-size", "10"]
         if name not in self._files:
             self._files[name] = (self._logs / f"{name}.log").open("ab")
         log = self._files[name]
