@@ -9,6 +9,7 @@ from sagas.context import SagaContext
 from sagas.definition import Saga, on
 from sagas.diagram import Finding
 from sagas.errors import (
+    BatchSpoiled,
     ConcurrencyConflict,
     InvalidTransition,
     MissingCorrelation,
@@ -23,6 +24,7 @@ from sagas.store import prune_finished
 from sagas.timeouts import PendingTimeout, Timeout
 
 __all__ = [
+    "BatchSpoiled",
     "ConcurrencyConflict",
     "Finding",
     "Handled",

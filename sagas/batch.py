@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from outbox.database import Executor
 from sagas.definition import Saga
+from sagas.errors import BatchSpoiled
 
 _INFO_KEY = "sagabox.saga_batch"
 
@@ -39,24 +40,53 @@ class SagaBatch:
     expected: dict[UUID, int] = field(default_factory=dict)
     changed: dict[UUID, Saga[Any]] = field(default_factory=dict)
     journal: list[dict[str, Any]] = field(default_factory=list)
+    #: Saga writes deferred so far: a savepoint that rolls back after some spoils the batch.
+    writes: int = 0
+    #: Why the batch must not commit, once something made its instances untrustworthy.
+    spoiled: str | None = None
+
+    def spoil(self, reason: str) -> None:
+        """Refuse the commit from now on (the first reason is kept)."""
+        if self.spoiled is None:
+            self.spoiled = reason
 
 
 def attach(
     session: Session, batch: SagaBatch, write_back: Callable[[Session, SagaBatch], None]
 ) -> None:
-    """Make `batch` this session's current one; `write_back` runs just before its commit."""
+    """Make `batch` this session's current one; `write_back` runs just before its commit.
+
+    A savepoint's release is not the commit; a savepoint rolled back after saga writes spoils
+    the batch (its in-memory instances kept changes the database undid), and so does a
+    rolled-back transaction end it.
+    """
+    writes_at: dict[int, int] = {}
 
     def before_commit(session: Session) -> None:
-        if session.info.pop(_INFO_KEY, None) is batch:
-            write_back(session, batch)
+        if session.in_nested_transaction() or session.info.get(_INFO_KEY) is not batch:
+            return
+        session.info.pop(_INFO_KEY)
+        if batch.spoiled is not None:
+            raise BatchSpoiled(f"the batch's saga changes cannot commit: {batch.spoiled}")
+        write_back(session, batch)
 
-    def after_end(session: Session, transaction: Any) -> None:
-        if transaction.parent is None and session.info.get(_INFO_KEY) is batch:
-            session.info.pop(_INFO_KEY)  # rolled back: nothing is owed any more
+    def savepoint_started(session: Session, transaction: Any) -> None:
+        if transaction.nested and session.info.get(_INFO_KEY) is batch:
+            writes_at[id(transaction)] = batch.writes
+
+    def rolled_back(session: Session, previous: Any) -> None:
+        if session.info.get(_INFO_KEY) is not batch:
+            return
+        if previous.nested:
+            if batch.writes != writes_at.pop(id(previous), batch.writes):
+                batch.spoil("a savepoint that changed sagas rolled back")
+        elif previous.parent is None:
+            session.info.pop(_INFO_KEY)  # the whole transaction rolled back: nothing is owed
 
     session.info[_INFO_KEY] = batch
-    event.listen(session, "before_commit", before_commit, once=True)
-    event.listen(session, "after_transaction_end", after_end)
+    event.listen(session, "before_commit", before_commit)
+    event.listen(session, "after_transaction_create", savepoint_started)
+    event.listen(session, "after_soft_rollback", rolled_back)
 
 
 def current_batch(executor: Executor) -> SagaBatch | None:

@@ -34,6 +34,12 @@ class ConcurrencyConflict(SagaError):
     """
 
 
+class BatchSpoiled(SagaError):
+    """A batch cannot commit its saga changes: a saga failed mid-transition, or a savepoint that
+    changed sagas rolled back, so the instances it kept in memory may be wrong. The worker then
+    handles the batch's messages again one at a time."""
+
+
 class SagaAlreadyStarted(SagaError):
     """`start` was asked to create a saga that already exists."""
 

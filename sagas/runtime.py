@@ -18,6 +18,7 @@ from outbox.messages import Message
 from outbox.tables import outbox_messages
 from outbox.writer import Outbox
 from sagas import store
+from sagas.batch import current_batch
 from sagas.context import SagaContext
 from sagas.definition import Saga
 from sagas.errors import (
@@ -158,6 +159,18 @@ class SagaRuntime:
         return store.load(executor, cls, correlation_id)  # type: ignore[return-value]
 
     def _handle_one(self, executor: Executor, cls: type[Saga[Any]], message: Message) -> Handled:
+        try:
+            return self._handle_saga(executor, cls, message)
+        except BaseException as exc:
+            batch = current_batch(executor)
+            if batch is not None:
+                # The instance in the batch's memory may be half changed: if the caller goes
+                # on and commits, the batch refuses, and its messages are redone one by one.
+                handled = f"{cls.saga_type} handled {message.type_name}"
+                batch.spoil(f"{type(exc).__name__} while {handled}")
+            raise
+
+    def _handle_saga(self, executor: Executor, cls: type[Saga[Any]], message: Message) -> Handled:
         correlation_id = cls.correlate(message, _session(executor))
         saga = store.load(executor, cls, correlation_id)
 

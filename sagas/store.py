@@ -128,6 +128,7 @@ def create(executor: Executor, saga: Saga[Any]) -> bool:
     batch = current_batch(executor)
     if created and batch is not None:
         batch.instances[(saga.saga_type, saga.correlation_id)] = saga
+        batch.writes += 1
     return created
 
 
@@ -140,6 +141,7 @@ def save(executor: Executor, saga: Saga[Any], *, expected_version: int) -> bool:
     if batch is not None:
         batch.expected.setdefault(saga.id, expected_version)
         batch.changed[saga.id] = saga
+        batch.writes += 1
         batch.instances[(saga.saga_type, saga.correlation_id)] = saga
         return True
     parameters = {**_columns(saga), "b_id": saga.id, "b_expected_version": expected_version}
@@ -190,6 +192,7 @@ def journal(
     batch = current_batch(executor)
     if batch is not None:
         batch.journal.append(line)
+        batch.writes += 1
     else:
         executor.execute(_JOURNAL, line)
 

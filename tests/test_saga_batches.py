@@ -4,13 +4,14 @@ transactions."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, event, select, update
 from sqlalchemy.orm import Session
 
-from sagas import ConcurrencyConflict, SagaRuntime
+from sagas import BatchSpoiled, ConcurrencyConflict, SagaContext, SagaRuntime
 from sagas.tables import saga_instances, saga_journal
 from tests.pg_helpers import InThread, wait_until_blocked
 from tests.saga_fixtures import Counter, CounterOpened, Ping
@@ -145,3 +146,79 @@ def test_batches_sharing_sagas_wait_for_each_other_and_lose_nothing(
     other.join()
     assert other.error is None
     assert {"a": (2, 3), "b": (2, 3), "c": (1, 2)} == _pings(engine, runtime)
+
+
+def test_a_savepoint_released_inside_a_batch_does_not_write_it_back_early(
+    engine: Engine, runtime: SagaRuntime
+) -> None:
+    """A handler may use savepoints of its own: releasing one is not the commit, so the batch's
+    writes still go out once, at the end."""
+    with Statements(engine) as statements, Session(engine) as session, session.begin():
+        runtime.begin_batch(session, [Ping(key="a"), Ping(key="a")])
+        with session.begin_nested():
+            runtime.handle(session, Ping(key="a"))
+        runtime.handle(session, Ping(key="a"))
+    assert 1 == statements.count("UPDATE sagabox_saga_instances SET")
+    assert (2, 3) == _pings(engine, runtime)["a"]
+
+
+def test_a_savepoint_rolled_back_without_saga_changes_leaves_the_batch_alone(
+    engine: Engine, runtime: SagaRuntime
+) -> None:
+    with Session(engine) as session, session.begin():
+        runtime.begin_batch(session, [Ping(key="a")])
+        runtime.handle(session, Ping(key="a"))
+        savepoint = session.begin_nested()
+        session.execute(update(saga_journal).values(outcome=saga_journal.c.outcome))
+        savepoint.rollback()
+    assert (1, 2) == _pings(engine, runtime)["a"]
+
+
+def test_a_savepoint_rolled_back_after_saga_changes_spoils_the_batch(
+    engine: Engine, runtime: SagaRuntime
+) -> None:
+    """The database undid the savepoint, but the instance in the batch's memory still holds
+    its change: committing would write it. The commit is refused and nothing is written."""
+
+    def batch_with_an_undone_savepoint() -> None:
+        with Session(engine) as session, session.begin():
+            runtime.begin_batch(session, [Ping(key="a"), Ping(key="b")])
+            savepoint = session.begin_nested()
+            runtime.handle(session, Ping(key="a"))
+            savepoint.rollback()
+            runtime.handle(session, Ping(key="b"))
+
+    with pytest.raises(BatchSpoiled, match="a savepoint that changed sagas rolled back"):
+        batch_with_an_undone_savepoint()
+    assert {"a": (0, 1), "b": (0, 1), "c": (0, 1)} == _pings(engine, runtime)
+
+
+class Grumpy(Counter, name="sagatest.Grumpy"):
+    """Counts a ping, then fails."""
+
+    def count(self, ctx: SagaContext, message: Ping) -> None:
+        self.data.pings += 1
+        raise RuntimeError("changed my data, then failed")
+
+
+def test_a_saga_failing_mid_transition_spoils_the_batch_even_if_the_error_is_caught(
+    engine: Engine,
+) -> None:
+    """The action raised after changing the instance the batch keeps in memory; a caller that
+    swallows the error cannot commit the half-made change."""
+    runtime = SagaRuntime([Grumpy])
+    with Session(engine) as session, session.begin():
+        runtime.handle(session, CounterOpened(key="g"))
+
+    def batch_that_swallows_the_error() -> None:
+        with Session(engine) as session, session.begin():
+            runtime.begin_batch(session, [Ping(key="g")])
+            with contextlib.suppress(RuntimeError):
+                runtime.handle(session, Ping(key="g"))
+
+    with pytest.raises(BatchSpoiled, match=r"RuntimeError while sagatest\.Grumpy"):
+        batch_that_swallows_the_error()
+    with Session(engine) as session:
+        grumpy = runtime.load(session, Grumpy, "g")
+    assert grumpy is not None
+    assert (0, 1) == (grumpy.data.pings, grumpy.version)
