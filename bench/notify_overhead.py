@@ -90,21 +90,12 @@ def _set_trigger(engine: Engine, enabled: bool) -> None:
         connection.execute(text("DELETE FROM sagabox_outbox_messages"))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=400, help="saga steps per thread per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    url = os.environ.get("SAGABOX_BENCH_POSTGRES_URL") or os.environ.get(
-        "SAGABOX_TEST_POSTGRES_URL"
-    )
-    if not url:
-        print("set $SAGABOX_BENCH_POSTGRES_URL (or start scripts/services.sh up)", file=sys.stderr)
-        return 2
+def measure(url: str, *, threads: int, steps: int, rounds: int) -> tuple[float, float, int]:
+    """Steps/s with the trigger and without (medians of alternating rounds), and how many
+    notifications a LISTENer heard, on a scratch database of the server at `url`."""
     with scratch_database(url, prefix="bench") as scratch_url:
         scratch = make_url(scratch_url)
-        engine = make_engine(scratch, pool_size=args.threads + 2)
+        engine = make_engine(scratch, pool_size=threads + 2)
         runtime = SagaRuntime([Stepper])
         stop = threading.Event()
         heard = [0]
@@ -118,21 +109,35 @@ def main() -> int:
 
         listener = threading.Thread(target=listen)
         listener.start()
-        _round(engine, runtime, args.threads, args.steps // 4)  # warm-up
+        _round(engine, runtime, threads, steps // 4)  # warm-up
         rates: dict[bool, list[float]] = {True: [], False: []}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for enabled in (True, False):
                 _set_trigger(engine, enabled)
-                rates[enabled].append(_round(engine, runtime, args.threads, args.steps))
+                rates[enabled].append(_round(engine, runtime, threads, steps))
         stop.set()
         listener.join()
         engine.dispose()
+    return statistics.median(rates[True]), statistics.median(rates[False]), heard[0]
 
-    on, off = statistics.median(rates[True]), statistics.median(rates[False])
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=400, help="saga steps per thread per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    url = os.environ.get("SAGABOX_BENCH_POSTGRES_URL") or os.environ.get(
+        "SAGABOX_TEST_POSTGRES_URL"
+    )
+    if not url:
+        print("set $SAGABOX_BENCH_POSTGRES_URL (or start scripts/services.sh up)", file=sys.stderr)
+        return 2
+    on, off, heard = measure(url, threads=args.threads, steps=args.steps, rounds=args.rounds)
     print("| threads | steps/s with NOTIFY | steps/s without | ratio |")
     print("| ---: | ---: | ---: | ---: |")
     print(f"| {args.threads} | {on:,.0f} | {off:,.0f} | {on / off:.2f} |")
-    print(f"(median of {args.rounds} alternating rounds; {heard[0]} notifications heard)")
+    print(f"(median of {args.rounds} alternating rounds; {heard} notifications heard)")
     return 0
 
 

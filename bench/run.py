@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import latency, limit, peer, profiles, relay_speed, steps
+from bench import latency, limit, notify_overhead, peer, profiles, relay_speed, steps
 from bench.common import (
     REPO,
     Results,
@@ -125,6 +125,16 @@ def run(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
         results.notes.append(f"(f) RSS at the end: {end:.1f} MiB.")
 
 
+def notify_cost(postgres: str, results: Results) -> None:
+    """(h) What the outbox's NOTIFY trigger costs the business transactions that write."""
+    print("(h) the NOTIFY trigger's cost", flush=True)
+    on, off, _ = notify_overhead.measure(postgres, threads=4, steps=400, rounds=3)
+    results.add(
+        "(h) saga steps writing an outbox row, 4 threads, with the NOTIFY trigger", on,
+        "steps/s", off, "the same with the trigger disabled", "≈ 1.0",
+    )  # fmt: skip
+
+
 def profile(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
     """(g) py-spy profiles of the hot paths, as notes under the table."""
     print("(g) profiles (py-spy)", flush=True)
@@ -160,6 +170,7 @@ def main() -> int:
     results = Results()
     run(postgres, amqp, sizes, results)
     if not args.tiny:
+        notify_cost(postgres, results)
         profile(postgres, amqp, sizes, results)
     table = results.markdown(machine_description(postgres))
     print("\n" + table)
