@@ -33,15 +33,15 @@ from sagabox.testing import scratch_database
 from sagas import Saga, SagaContext, SagaRuntime, on
 
 
-class Opened(Event, type="bench.Opened"):
+class Opened(Event, type="notifybench.Opened"):
     key: str
 
 
-class Step(Event, type="bench.Step"):
+class Step(Event, type="notifybench.Step"):
     key: str
 
 
-class Work(Command, type="bench.Work"):
+class Work(Command, type="notifybench.Work"):
     key: str
 
 
@@ -49,7 +49,7 @@ class Tally(BaseModel):
     steps: int = 0
 
 
-class Stepper(Saga[Tally], name="bench.Stepper"):
+class Stepper(Saga[Tally], name="notifybench.Stepper"):
     """One transition per message, each sending one command: a typical saga step."""
 
     states = ["new", "running"]
