@@ -4,16 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-started=""
-cleanup() { [ -n "$started" ] && scripts/services.sh down || true; }
-trap cleanup EXIT INT TERM
-
-if [ -f .services/env ]; then
-  echo "bench: using the services already running (the table says whether commits were durable)"
-else
-  SAGABOX_PG_DURABLE=1 scripts/services.sh start
-  started=yes
-fi
+source scripts/use-services.sh
+use_services "bench: using the services already running (the table says whether commits were durable)" \
+  SAGABOX_PG_DURABLE=1
 scripts/bootstrap.sh
 # The peer, procrastinate, and the profiler, py-spy, live in an environment of their own:
 # never in sagabox's.
@@ -22,6 +15,5 @@ if [ ! -x .bench-venv/bin/py-spy ]; then
   .bench-venv/bin/python -m pip install --quiet --disable-pip-version-check \
     "procrastinate>=3.10" "psycopg[binary]>=3.2" "py-spy>=0.4"
 fi
-scripts/services.sh wait
-eval "$(scripts/services.sh env)"
+services_ready
 .venv/bin/python -m bench.run "$@"

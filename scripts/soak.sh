@@ -4,15 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-started=""
-cleanup() { [ -n "$started" ] && scripts/services.sh down || true; }
-trap cleanup EXIT INT TERM
-
-if [ ! -f .services/env ]; then
-  scripts/services.sh start
-  started=yes
-fi
+source scripts/use-services.sh
+use_services ""
 scripts/bootstrap.sh
-scripts/services.sh wait
-eval "$(scripts/services.sh env)"
+services_ready
 .venv/bin/python -m tests.chaos.soak "$@"

@@ -5,19 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-started=""
-cleanup() { [ -n "$started" ] && scripts/services.sh down || true; }
-trap cleanup EXIT INT TERM
-
-if [ -f .services/env ]; then
-  echo "test: using the services already started (scripts/services.sh down stops them)"
-else
-  scripts/services.sh start # RabbitMQ boots while we install
-  started=yes
-fi
+source scripts/use-services.sh
+use_services "test: using the services already started (scripts/services.sh down stops them)"
 scripts/bootstrap.sh
-scripts/services.sh wait
-eval "$(scripts/services.sh env)"
+services_ready
 
 echo "test: ruff"
 .venv/bin/ruff check .
