@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.pool import NullPool
 
 from outbox.database import make_engine
+from outbox.tables import inbox_messages
 from sagabox.testing import scratch_database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +39,7 @@ __all__ = [
     "sagabox_process",
     "scratch_database",
     "stop",
+    "wait_for_inbox",
 ]
 
 
@@ -93,6 +95,16 @@ class Results:
 
 
 PY_SPY = REPO / ".bench-venv" / "bin" / "py-spy"
+
+
+def wait_for_inbox(engine: Engine, messages: int, *, every: float) -> None:
+    """Return once the inbox holds `messages` rows: the workers have handled them all."""
+    count = select(func.count()).select_from(inbox_messages)
+    while True:
+        with engine.connect() as connection:
+            if connection.execute(count).scalar_one() >= messages:
+                return
+        time.sleep(every)  # polls for the end; a run's end time is when it is seen
 
 
 def sagabox_process(

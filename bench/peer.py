@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kombu import Connection
-from sqlalchemy import Column, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, MetaData, String, Table, insert
 from sqlalchemy.engine import make_url
 
-from bench.common import REPO, sagabox_process, stop
+from bench.common import REPO, sagabox_process, stop, wait_for_inbox
 from outbox import Outbox
 from outbox.database import make_engine
-from outbox.tables import inbox_messages
 from relay import Relay
 
 PEER_PYTHON = REPO / ".bench-venv" / "bin" / "python"
@@ -102,12 +101,7 @@ def sagabox_run(url: str, broker: str, jobs: int, *, batch_size: int) -> PeerRun
                     Outbox(business).add(Job(key=f"o-{n}"))
             deferred = time.perf_counter()
             relaying.start()
-            count = select(func.count()).select_from(inbox_messages)
-            while True:
-                with engine.connect() as connection:
-                    if connection.execute(count).scalar_one() >= jobs:
-                        break
-                time.sleep(0.02)  # polls for the end; the end time is when it is seen
+            wait_for_inbox(engine, jobs, every=0.02)
             ran = time.perf_counter()
         finally:
             relay.stop()

@@ -16,8 +16,8 @@ from pathlib import Path
 from kombu import Connection
 
 from bench import steps
-from bench.common import PY_SPY, sagabox_process, stop
-from bench.relay_speed import bound_sink, fill_outbox
+from bench.common import PY_SPY, stop
+from bench.relay_speed import bound_sink, draining_relay, fill_outbox
 
 # Frames from sagabox's own packages; a frame reads "function (path/to/file.py:line)".
 _OURS = re.compile(
@@ -75,10 +75,7 @@ def profile_relay(url: str, broker: str, rows: int) -> list[tuple[str, float]] |
     with tempfile.TemporaryDirectory() as folder, Connection(broker) as connection:
         raw = Path(folder) / "relay.txt"
         sink = bound_sink(connection, exchange)
-        relay = sagabox_process(
-            "relay", "--once", "--batch-size", "500", "--db", url, "--broker", broker,
-            "--exchange", exchange, profile_to=raw,
-        )  # fmt: skip
+        relay = draining_relay(url, broker, exchange, profile_to=raw)
         try:
             relay.wait(timeout=600)
         finally:

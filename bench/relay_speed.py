@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Sequence
@@ -63,6 +64,16 @@ def relay_rate(url: str, broker: str, rows: int) -> tuple[float, CpuUse]:
     return rows / seconds, cpu
 
 
+def draining_relay(
+    url: str, broker: str, exchange: str, *, quiet: bool = True, profile_to: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`sagabox relay --once` as a process: ships every due row in batches of 500, then exits."""
+    return sagabox_process(
+        "relay", "--once", "--batch-size", "500", "--db", url, "--broker", broker,
+        "--exchange", exchange, quiet=quiet, profile_to=profile_to,
+    )  # fmt: skip
+
+
 def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> float:
     """Rows per second `processes` relay processes (`sagabox relay --once`) ship side by side,
     timed on the sink queue from its first message to its last, so interpreter start-up is
@@ -71,9 +82,7 @@ def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> fl
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     with Connection(broker) as connection:
         sink = bound_sink(connection, exchange)
-        arguments = ("relay", "--once", "--batch-size", "500", "--db", url, "--broker", broker,
-                     "--exchange", exchange)  # fmt: skip
-        relays = [sagabox_process(*arguments, quiet=True) for _ in range(processes)]
+        relays = [draining_relay(url, broker, exchange) for _ in range(processes)]
         first: float | None = None
         try:
             while True:
@@ -146,10 +155,7 @@ def relay_memory(url: str, broker: str, rows: int) -> tuple[float, float, float,
     fill_outbox(url, rows)
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    process = sagabox_process(
-        "relay", "--once", "--batch-size", "500", "--db", url, "--broker", broker,
-        "--exchange", exchange, quiet=True,
-    )  # fmt: skip
+    process = draining_relay(url, broker, exchange)
     samples: list[float] = []
     status = Path(f"/proc/{process.pid}/status")
     try:

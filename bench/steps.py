@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 import uuid
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from kombu import Connection
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bench.common import sagabox_process, stop
+from bench.common import sagabox_process, stop, wait_for_inbox
 from outbox import Outbox
 from outbox.database import make_engine
 from outbox.tables import inbox_messages
@@ -69,12 +68,7 @@ def saga_steps_per_second(
         for n in range(workers)
     ]
     try:
-        count = select(func.count()).select_from(inbox_messages)
-        while True:
-            with engine.connect() as connection:
-                if connection.execute(count).scalar_one() >= messages:
-                    break
-            time.sleep(0.2)  # polls for the end of the run; the rate comes from the rows' times
+        wait_for_inbox(engine, messages, every=0.2)  # the rate comes from the rows' times
     finally:
         stop(*processes)
     with engine.connect() as connection:
