@@ -121,6 +121,8 @@ class SagaRuntime:
         """Handle the next `messages` in this transaction as one batch: lock and read every
         saga row they will touch in one statement, and write the changes back in one statement
         each just before the commit (see `sagas.batch`)."""
+        # Handling correlates each message again: a lookup may depend on what an earlier
+        # message of the batch wrote, so these keys only serve to lock and read ahead.
         keys: list[tuple[str, str]] = []
         for message in messages:
             for cls in self._targets(message):

@@ -40,19 +40,13 @@ _LOCK_AND_LOAD = (
     .order_by(saga_instances.c.saga_type, saga_instances.c.correlation_id)
     .with_for_update()
 )
-_SAVE = (
-    update(saga_instances)
-    .where(
-        saga_instances.c.id == bindparam("b_id"),
-        saga_instances.c.version == bindparam("b_expected_version"),
-    )
-    .returning(saga_instances.c.id)
-)
-# Many rows at once: UPDATE ... RETURNING cannot be sent as one batch, so the count checks.
+# Many rows at once (a batch's write-back): UPDATE ... RETURNING cannot be sent as one batch of
+# parameters, so the row count checks the versions there.
 _SAVE_MANY = update(saga_instances).where(
     saga_instances.c.id == bindparam("b_id"),
     saga_instances.c.version == bindparam("b_expected_version"),
 )
+_SAVE = _SAVE_MANY.returning(saga_instances.c.id)
 _JOURNAL = insert(saga_journal)
 
 
