@@ -22,7 +22,6 @@ one, so a poison message costs its neighbours a second try, never their guarante
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,16 +34,18 @@ from sqlalchemy.orm import sessionmaker
 
 from outbox import clock, tracing
 from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT, record_dead_letter
-from outbox.envelope import H_CORRELATION_ID, H_MESSAGE_ID, H_TYPE, Envelope, decode
+from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
 from outbox.errors import MalformedEnvelope, MessageTooLarge, OutboxError
 from outbox.inbox import Inbox
-from outbox.limits import max_message_bytes, too_large
+from outbox.limits import max_message_bytes as max_message_bytes_setting
+from outbox.limits import too_large
 from outbox.messages import Message
 from outbox.urls import mask_secrets
 from outbox.writer import Outbox
 from relay.endpoint import Delivery, Endpoint, Outcome, RetryPolicy, Unrecoverable, WorkerStats
 from relay.failpoints import failpoint
 from relay.failures import database_unavailable, retry_at_once
+from relay.message_log import escaped, log_outcome
 from relay.observe import NOOP, Observer
 
 log = logging.getLogger("sagabox.worker")
@@ -68,7 +69,7 @@ class Processor:
         self.endpoint = endpoint
         self.retry = retry or RetryPolicy()
         #: The size limit, the writers' own by default (`outbox.limits`).
-        self.max_message_bytes = max_message_bytes or _default_limit()
+        self.max_message_bytes = max_message_bytes or max_message_bytes_setting()
         self.stats = WorkerStats()
         self.observer = observer
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -178,7 +179,7 @@ class Processor:
         log.info(
             "worker: dropped a message that came through routing key %s, which endpoint %r "
             "no longer binds (no handler here takes it)",
-            _text(delivery.routing_key),
+            escaped(delivery.routing_key),
             self.endpoint.name,
         )
         return "dropped"
@@ -333,7 +334,7 @@ class Processor:
             log.error(
                 "worker: recording a dead letter failed (%s: %s); recording it bare",
                 type(exc).__name__,
-                _text(mask_secrets(exc)),
+                escaped(mask_secrets(exc)),
             )
             with self._sessions() as session, session.begin():
                 record_dead_letter(
@@ -346,7 +347,7 @@ class Processor:
                     attempts=attempts,
                     first_failed_at=first_failed_at,
                 )
-        log.error("worker: dead-lettered a message: %s", _text(mask_secrets(reason)))
+        log.error("worker: dead-lettered a message: %s", escaped(mask_secrets(reason)))
         return "dead_lettered"
 
     # --- reporting -----------------------------------------------------------------------------
@@ -363,21 +364,13 @@ class Processor:
             outcome=outcome,
             seconds=seconds,
         )
-        if not log.isEnabledFor(logging.INFO):
-            return
-        fields = {
-            "endpoint": self.endpoint.name,
-            "type": message_type,
-            "message_id": headers.get(H_MESSAGE_ID),
-            "correlation_id": headers.get(H_CORRELATION_ID),
-            "saga": self._sagas(message_type),
-            "outcome": outcome,
-            "ms": round(seconds * 1000, 3),
-        }
-        log.info(
-            "worker: message %s",
-            " ".join(f"{key}={_logfmt(value)}" for key, value in fields.items()),
-            extra={"sagabox": fields},
+        log_outcome(
+            endpoint=self.endpoint.name,
+            message_type=message_type,
+            headers=headers,
+            saga=self._sagas(message_type),
+            outcome=outcome,
+            seconds=seconds,
         )
 
     def _sagas(self, message_type: str) -> str | None:
@@ -386,10 +379,6 @@ class Processor:
             return None
         names: list[str] = saga_types_for(message_type)
         return ",".join(names) or None
-
-
-def _default_limit() -> int:
-    return max_message_bytes()
 
 
 def _log_duplicate(envelope: Envelope) -> None:
@@ -420,22 +409,3 @@ def _parse_time(text: str) -> datetime | None:
         return clock.ensure_aware(datetime.fromisoformat(text))
     except ValueError:
         return None
-
-
-def _text(value: object, limit: int = 500) -> str:
-    """Message data as it may appear in a log line: ASCII, escaped, clipped."""
-    text = value if isinstance(value, str) else repr(value)
-    return ascii(text[:limit])[1:-1]
-
-
-def _logfmt(value: object) -> str:
-    """One `key=value` value: bare if it is plain, else a JSON string (which escapes)."""
-    if value is None:
-        return "-"
-    if isinstance(value, int | float):
-        return str(value)
-    text = value if isinstance(value, str) else repr(value)
-    text = text[:200]
-    if text and text.isascii() and text.isprintable() and not any(c in text for c in ' "=\\'):
-        return text
-    return json.dumps(text)

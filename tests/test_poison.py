@@ -3,6 +3,7 @@ its reason, only an unusable database requeues, and the good messages around it 
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -427,3 +428,35 @@ def test_retried_at_once_counts_retries_not_attempts(bank: Bank) -> None:
     bank.relay.drain()
     assert 1 == worker.drain()
     assert (5, 1) == (worker.stats.retried_at_once, worker.stats.retried)
+
+
+@pytest.mark.parametrize("broker_url", ["memory"], indirect=True)
+@pytest.mark.parametrize("batch_size", [1, 10], indirect=True)
+def test_one_structured_log_line_per_message(bank: Bank, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 16, worker part: one INFO line per message with endpoint, type, ids, saga,
+    outcome and time; message data in it is escaped."""
+    good = Deposit(account="a", amount=1, correlation_id="order 7")
+    bank.send(good)
+    bank.relay.drain()
+    bank.publish_raw(
+        b"{",
+        headers={**GOOD.headers, "sagabox-correlation-id": "x\nforged"},
+        content_type="application/json",
+    )
+    with caplog.at_level(logging.INFO, logger="sagabox.worker"):
+        assert 2 == bank.worker.drain()
+    lines = [r for r in caplog.records if r.getMessage().startswith("worker: message ")]
+    assert 2 == len(lines)
+    handled, dead = (r.sagabox for r in lines)  # type: ignore[attr-defined]
+    assert {
+        "endpoint": bank.app.name,
+        "type": "bank.Deposit",
+        "message_id": str(good.message_id),
+        "correlation_id": "order 7",
+        "saga": None,
+        "outcome": "handled",
+    } == {key: value for key, value in handled.items() if key != "ms"}
+    assert "dead_lettered" == dead["outcome"]
+    assert f"endpoint={bank.app.name} type=bank.Deposit" in lines[0].getMessage()
+    assert 'correlation_id="order 7"' in lines[0].getMessage()
+    assert "\n" not in lines[1].getMessage()  # the forged line break stays escaped
