@@ -15,10 +15,11 @@ from typing import Any
 import amqp
 import pytest
 from kombu import Connection, Producer
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from outbox import Outbox, default_registry, handles
+from outbox import Command, Event, Outbox, default_registry, handles
 from outbox.envelope import encode
 from outbox.errors import MessageTooLarge
 from outbox.limits import MAX_MESSAGE_BYTES_ENV
@@ -28,7 +29,7 @@ from relay.endpoint import Delivery
 from relay.failures import classify
 from sagabox import App
 from sagabox.cli import main
-from sagas import ConcurrencyConflict
+from sagas import ConcurrencyConflict, Saga, SagaContext, on
 from tests.bank_app import AccountOpened, Deposit, Deposited, deposit, ledger_counts
 from tests.relay_helpers import Bank, bank_endpoint, dead_letter_rows, wait_for
 
@@ -460,3 +461,44 @@ def test_one_structured_log_line_per_message(bank: Bank, caplog: pytest.LogCaptu
     assert f"endpoint={bank.app.name} type=bank.Deposit" in lines[0].getMessage()
     assert 'correlation_id="order 7"' in lines[0].getMessage()
     assert "\n" not in lines[1].getMessage()  # the forged line break stays escaped
+
+
+class _Begin(Event, type="poison.Begin"):
+    key: str
+
+
+class _Fat(Command, type="poison.Fat"):
+    blob: str
+
+
+class _Nothing(BaseModel):
+    pass
+
+
+class _FatSaga(Saga[_Nothing], name="poison.FatSaga"):
+    """Emits a message over the limit when it starts."""
+
+    states = ["new", "sent"]
+    transitions = [on(_Begin, "new", "sent", after="send_fat")]
+    correlation = {_Begin: "key"}
+
+    def send_fat(self, ctx: SagaContext, message: _Begin) -> None:
+        ctx.send(_Fat(blob=BIG), to="elsewhere")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_saga_emitting_a_message_over_the_limit_raises_in_the_callers_transaction(
+    database_url: str,
+) -> None:
+    """Saga contexts write through `Outbox.add` when the saga is saved: the caller of
+    `app.start` gets `MessageTooLarge`, and its transaction rolls back whole."""
+    app = App("fat", sagas=[_FatSaga], database=database_url)
+    with (
+        pytest.raises(MessageTooLarge, match=r"poison\.Fat message"),
+        Session(app.engine) as session,
+        session.begin(),
+    ):
+        app.start(session, _FatSaga, _Begin(key="k"))
+    with Session(app.engine) as session:
+        assert app.runtime.load(session, _FatSaga, "k") is None
+    app.engine.dispose()
