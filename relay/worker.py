@@ -9,6 +9,7 @@ requeue what it holds and back off; a broker that goes away, reconnect with back
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from datetime import datetime, timedelta
@@ -213,11 +214,17 @@ class Worker(Processor):
                     delay,
                 )
                 self._stopping.wait(delay)
+            except Exception:
+                # Something the broker client could not decode (py-amqp raising mid-frame, say)
+                # leaves this connection unusable; a worker that exits here would be restarted
+                # into the same message. Drop the connection and come back with backoff.
+                self._pending.clear()
+                delay = backoff.next_delay()
+                log.exception("worker: consuming failed; reconnecting in %.2f s", delay)
+                self._stopping.wait(delay)
             finally:
-                try:
+                with contextlib.suppress(Exception):  # a broken connection may fail to close
                     connection.release()
-                except broker_errors(connection):
-                    pass
         log.info("worker: stopped; %s", self.stats)
 
     def _consume_once(self, connection: Any) -> None:
