@@ -1,10 +1,13 @@
 # The two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: test demo soak bench install services-up services-down clean
+.PHONY: test fuzz demo soak bench install services-up services-down clean
 
 SAGAS ?= 1000
 
 test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, stop the servers
 	scripts/test.sh
+
+fuzz: ## as test, for the worker's fuzz tests alone, with the long hypothesis profile
+	SAGABOX_FUZZ_PROFILE=fuzz scripts/test.sh tests/test_fuzz_worker.py -q
 
 demo: ## install, then play the loan example on SQLite + the in-process broker, simulated time
 	scripts/bootstrap.sh

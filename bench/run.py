@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import latency, limit, notify_overhead, peer, profiles, relay_speed, steps
+from bench import latency, limit, notify_overhead, peer, poison_cost, profiles, relay_speed, steps
 from bench.common import (
     REPO,
     Results,
@@ -135,6 +135,24 @@ def notify_cost(postgres: str, results: Results) -> None:
     )  # fmt: skip
 
 
+def poison(postgres: str, amqp: str, messages: int, results: Results, *, every: int = 1000) -> None:
+    """(i) A poison message's cost to its neighbours: good messages' p99 handling time with
+    one poison message per `every` (1,000), against none."""
+    print("(i) poison messages' cost to their neighbours", flush=True)
+    for batch_size in (1, BATCH):
+        p99 = {}
+        for poison_every in (None, every):
+            with scratch_database(postgres) as url:
+                p99[poison_every], _ = poison_cost.good_p99_ms(
+                    url, amqp, messages=messages, poison_every=poison_every, batch_size=batch_size
+                )
+        how = "one per transaction" if batch_size == 1 else f"batches of up to {BATCH}"
+        results.add(
+            f"(i) good messages' p99 handling time, 1 poison per {every:,}, {how}", p99[every],
+            "ms", p99[None], "no poison", "≤ 1.5",
+        )  # fmt: skip
+
+
 def profile(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
     """(g) py-spy profiles of the hot paths, as notes under the table."""
     print("(g) profiles (py-spy)", flush=True)
@@ -171,6 +189,7 @@ def main() -> int:
     run(postgres, amqp, sizes, results)
     if not args.tiny:
         notify_cost(postgres, results)
+        poison(postgres, amqp, sizes.saga_messages, results)
         profile(postgres, amqp, sizes, results)
     table = results.markdown(machine_description(postgres))
     print("\n" + table)

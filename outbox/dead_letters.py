@@ -75,7 +75,9 @@ def record_dead_letter(
     """Store a message the endpoint gives up on; False if this message was dead-lettered already.
 
     Headers are kept as text (a hostile message can carry anything in them) and errors are
-    masked, so a password in a URL inside an exception never lands in the table.
+    masked, so a password in a URL inside an exception never lands in the table. Every text is
+    made storable first (lone surrogates and NUL escaped), so recording cannot fail on what
+    the message holds; `body` keeps the raw bytes.
     """
     now = clock.now()
     clean = _text_headers(headers)
@@ -88,9 +90,9 @@ def record_dead_letter(
             content_type=_short(content_type),
             headers=clean,
             body=body,
-            reason=_clip(mask_secrets(reason)),
-            error=_clip(mask_secrets(error)) if error is not None else None,
-            traceback=_clip(mask_secrets(traceback)) if traceback is not None else None,
+            reason=_clip(mask_secrets(_text(reason))),
+            error=_clip(mask_secrets(_text(error))) if error is not None else None,
+            traceback=_clip(mask_secrets(_text(traceback))) if traceback is not None else None,
             attempts=attempts,
             first_failed_at=first_failed_at or now,
             last_failed_at=now,
@@ -166,9 +168,20 @@ def _text_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     clean: dict[str, str] = {}
     for key, value in list(headers.items())[:100]:
         text = value if isinstance(value, str) else repr(value)
-        # PostgreSQL's JSONB cannot hold NUL characters; a hostile header may contain them.
-        clean[str(key).replace("\x00", "\\x00")[:255]] = _clip(text.replace("\x00", "\\x00"))
+        name = key if isinstance(key, str) else repr(key)
+        clean[_text(name)[:255]] = _clip(_text(text))
     return clean
+
+
+def _text(value: object) -> str:
+    """`value` as text any database stores: lone surrogates (py-amqp's `surrogatepass`
+    decoding of broken bytes) backslash-escaped, and NUL, which PostgreSQL refuses, escaped."""
+    text = value if isinstance(value, str) else repr(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text.replace("\x00", "\\x00")
 
 
 def _uuid_or_none(value: str | None) -> UUID | None:
@@ -179,7 +192,7 @@ def _uuid_or_none(value: str | None) -> UUID | None:
 
 
 def _short(value: str | None) -> str | None:
-    return value.replace("\x00", "\\x00")[:255] if value is not None else None
+    return _text(value)[:255] if value is not None else None
 
 
 def _clip(text: str) -> str:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from outbox.errors import InvalidPayload, MalformedEnvelope
+from outbox.errors import InvalidPayload, MalformedEnvelope, OutboxError
 from outbox.messages import META_FIELDS, Message
 from outbox.registry import MessageRegistry, default_registry
 
@@ -79,6 +79,14 @@ class Envelope:
                 f"header {H_VERSION} is not an integer: {headers[H_VERSION]!r}"
             ) from None
         text_headers = {str(k): v for k, v in headers.items() if isinstance(v, str)}
+        for name, value in text_headers.items():
+            if not (_is_text(name) and _is_text(value)):
+                # py-amqp decodes headers with `surrogatepass`, so broken bytes arrive as lone
+                # surrogates; no database column, JSON document or log line can hold them.
+                raise MalformedEnvelope(
+                    f"header {name!r} is not valid UTF-8 text (a lone surrogate or a NUL "
+                    "character): fix the sender"
+                )
         envelope = cls(type=headers[H_TYPE], version=version, payload=body, headers=text_headers)
         envelope.message_id  # noqa: B018 - validates the id header now, before anything runs
         return envelope
@@ -106,8 +114,13 @@ def decode(envelope: Envelope, registry: MessageRegistry = default_registry) -> 
     cls = registry.resolve(envelope.type)
     try:
         payload = json.loads(envelope.payload)
-    except json.JSONDecodeError as exc:
-        raise MalformedEnvelope(f"{envelope.type}: the payload is not JSON ({exc})") from exc
+    except (ValueError, RecursionError) as exc:
+        # Not only JSONDecodeError: nesting too deep raises RecursionError, and an integer of
+        # thousands of digits ValueError (Python's int_max_str_digits).
+        raise MalformedEnvelope(
+            f"{envelope.type}: the payload is not JSON sagabox can read "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
     if not isinstance(payload, dict):
         raise MalformedEnvelope(f"{envelope.type}: the payload must be a JSON object")
     forged = META_FIELDS.intersection(payload)
@@ -116,7 +129,15 @@ def decode(envelope: Envelope, registry: MessageRegistry = default_registry) -> 
         raise MalformedEnvelope(
             f"{envelope.type}: metadata fields {sorted(forged)} belong in headers, not the payload"
         )
-    payload = registry.upcast(envelope.type, envelope.version, payload)
+    try:
+        payload = registry.upcast(envelope.type, envelope.version, payload)
+    except OutboxError:
+        raise
+    except Exception as exc:
+        raise InvalidPayload(
+            f"{envelope.type} v{envelope.version}: an upcaster raised {type(exc).__name__}: "
+            f"{str(exc)[:200]}. Fix the upcaster, or the sender"
+        ) from exc
     for field_name, header in _META_HEADERS.items():
         if header in envelope.headers:
             payload[field_name] = envelope.headers[header]
@@ -132,6 +153,17 @@ def decode(envelope: Envelope, registry: MessageRegistry = default_registry) -> 
             f"does not validate: {problems}. Fix the sender, or register an upcaster if the "
             "schema changed"
         ) from exc
+
+
+def _is_text(value: str) -> bool:
+    """Whether `value` can be stored and printed as it is: UTF-8 encodable, without NUL."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _uuid(headers: Mapping[str, str], name: str) -> UUID:

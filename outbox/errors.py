@@ -41,3 +41,11 @@ class InvalidPayload(OutboxError):
 
 class UnsupportedDatabase(OutboxError):
     """sagabox does not support this database dialect."""
+
+
+class MessageTooLarge(OutboxError):
+    """A message is over sagabox's size limit: send a reference to the data, or raise the limit."""
+
+
+class MissingTables(OutboxError):
+    """The database has no sagabox tables: run `sagabox db upgrade` against it first."""

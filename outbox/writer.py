@@ -10,7 +10,8 @@ from sqlalchemy import insert
 
 from outbox import clock, signals, tracing
 from outbox.database import Executor, dialect_of
-from outbox.envelope import Envelope, encode
+from outbox.envelope import H_MESSAGE_ID, Envelope, encode
+from outbox.limits import check_size
 from outbox.messages import Command, Event, Message
 from outbox.tables import outbox_messages
 
@@ -67,7 +68,13 @@ class Outbox:
         """Insert an already encoded message: a retry, a replayed dead letter, a timeout.
 
         The envelope goes out byte for byte as given, to the routing key `destination`.
+        Raises `MessageTooLarge` over the size limit (see `outbox.limits`), so the caller learns
+        now, in its own transaction, what no relay or worker could deliver.
         """
+        check_size(
+            envelope.payload,
+            what=f"{envelope.type} message {envelope.headers.get(H_MESSAGE_ID)}",
+        )
         now = clock.now()
         available_at = (
             now if deliver_at is None else clock.ensure_aware(deliver_at, what="deliver_at")

@@ -1,21 +1,10 @@
-"""The consumer worker: each broker message becomes one database transaction, then an ack.
+"""The consumer worker: the broker side, from a queue's deliveries to their acknowledgements.
 
-Per message: check the envelope (JSON only, sagabox headers, size), decode it, then in one
-transaction record its id in the inbox (seen before: skip), dispatch it to the endpoint, commit;
-only then acknowledge it to the broker. A crash between commit and ack redelivers a message the
-inbox already holds, so its effects happen once.
-
-Failures never block the messages behind a poison one: errors listed as transient (optimistic
-concurrency conflicts) are retried at once a few times; any other error schedules a delayed retry
-as an outbox row addressed to this endpoint only, and the message is acknowledged. After the last
-retry, or at once for a message that cannot be decoded or that nobody here handles, it goes to
-the dead-letter table with the reason.
-
-With `batch_size` > 1 the worker handles the messages waiting on its queue several to a
-transaction: one commit (the costly part on a durable database) for the lot, each message still
-recorded in the inbox under its own id. If anything in a batch fails, the batch is rolled back and
-its messages are handled again one by one, so a poison message costs its neighbours a second try,
-never their guarantees.
+It declares the endpoint's queue with the bindings its handlers need (and removes bindings a
+former version declared for events nothing here handles any more), consumes with a heartbeat,
+hands what arrives to `relay.processing` one message or one batch at a time, and acknowledges
+each message only after its transaction committed. A database that cannot be used makes it
+requeue what it holds and back off; a broker that goes away, reconnect with backoff.
 """
 
 from __future__ import annotations
@@ -23,126 +12,55 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import traceback
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from time import perf_counter
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from kombu import Consumer, Queue, binding
 from kombu.message import Message as BrokerMessage
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
 
-from outbox import clock, tracing
-from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT, record_dead_letter
-from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
-from outbox.errors import MalformedEnvelope, OutboxError
-from outbox.inbox import Inbox, prune_inbox
-from outbox.messages import Message
-from outbox.registry import MessageRegistry
+from outbox import clock
+from outbox.inbox import prune_inbox
+from outbox.messages import Event
+from outbox.preflight import check_tables
 from outbox.urls import mask_secrets
-from outbox.writer import Outbox
+from relay.amqp_properties import UNDECODABLE
 from relay.backoff import Backoff
-from relay.broker import ACCEPT, DEFAULT_EXCHANGE, broker_errors, connect, describe, topic_exchange
-from relay.failpoints import failpoint
+from relay.broker import (
+    ACCEPT,
+    DEFAULT_EXCHANGE,
+    HEARTBEAT_SECONDS,
+    broker_errors,
+    check_broker,
+    connect,
+    describe,
+    topic_exchange,
+)
+from relay.endpoint import (
+    Delivery,
+    Endpoint,
+    Outcome,
+    RetryPolicy,
+    Unrecoverable,
+    WorkerStats,
+)
 from relay.observe import NOOP, Observer
+from relay.processing import Processor
+
+__all__ = [
+    "Delivery",
+    "Endpoint",
+    "Outcome",
+    "RetryPolicy",
+    "Unrecoverable",
+    "Worker",
+    "WorkerStats",
+]
 
 log = logging.getLogger("sagabox.worker")
 
-Outcome = Literal["handled", "duplicate", "retry_scheduled", "dead_lettered"]
 
-# A dead letter keeps at most this much of a message that was refused for its size.
-_KEPT_OF_OVERSIZED = 64 * 1024
-
-
-class Unrecoverable(Exception):
-    """Raise from a handler when retrying cannot help: the message is dead-lettered at once."""
-
-
-class Endpoint(Protocol):
-    """What a worker serves: its name (queue and inbox), its message types, and their handling."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def registry(self) -> MessageRegistry: ...
-
-    def routing_keys(self) -> list[str]:
-        """The routing keys its queue binds: its own name (for commands) and event type names."""
-        ...
-
-    def accepts(self, type_name: str) -> bool:
-        """Whether some handler here takes this message type."""
-        ...
-
-    def dispatch(self, session: Session, message: Message) -> None:
-        """Run every handler for `message` in `session`'s transaction, without committing."""
-        ...
-
-    def begin_batch(self, session: Session, messages: Sequence[Message]) -> None:
-        """Get ready to dispatch `messages` one after the other in `session`'s transaction
-        (a saga runtime locks and reads their rows at once, and defers their writes)."""
-        ...
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often a failing message is tried before it is dead-lettered.
-
-    `retry_at_once` errors (such as an optimistic concurrency conflict) are retried up to
-    `immediate` times without delay; any other error schedules one delayed retry per entry of
-    `delays`. Dropped database connections are always retried at once.
-    """
-
-    immediate: int = 5
-    delays: tuple[timedelta, ...] = (
-        timedelta(seconds=1),
-        timedelta(seconds=10),
-        timedelta(seconds=60),
-    )
-    retry_at_once: tuple[type[BaseException], ...] = ()
-
-
-@dataclass
-class WorkerStats:
-    """Counters since the worker started."""
-
-    handled: int = 0
-    duplicates: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    requeued: int = 0
-    #: Attempts retried in place after a transient error (a concurrency conflict, say).
-    retried_at_once: int = 0
-    #: Deliveries the broker flagged as redelivered (an earlier delivery went unacknowledged).
-    redelivered: int = 0
-    #: Batches whose shared transaction failed, so that their messages were handled one by one.
-    batches_redone: int = 0
-
-    def count(self, outcome: Outcome) -> None:
-        attribute = {
-            "handled": "handled",
-            "duplicate": "duplicates",
-            "retry_scheduled": "retried",
-            "dead_lettered": "dead_lettered",
-        }[outcome]
-        setattr(self, attribute, getattr(self, attribute) + 1)
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A message as the broker handed it over, before anything trusts it."""
-
-    body: bytes
-    headers: Mapping[str, Any] | None
-    content_type: str | None
-
-
-class Worker:
+class Worker(Processor):
     """Consumes an endpoint's queue: `run` until stopped, or `drain` what is waiting."""
 
     def __init__(
@@ -156,14 +74,16 @@ class Worker:
         batch_size: int = 1,
         batch_wait: float = 0.005,
         retry: RetryPolicy | None = None,
-        max_message_bytes: int = 1024 * 1024,
+        max_message_bytes: int | None = None,
         inbox_retention: timedelta = timedelta(days=7),
         prune_every: timedelta = timedelta(minutes=5),
+        heartbeat: float = HEARTBEAT_SECONDS,
         observer: Observer = NOOP,
     ) -> None:
-        self.engine = engine
+        super().__init__(
+            engine, endpoint, retry=retry, max_message_bytes=max_message_bytes, observer=observer
+        )
         self.broker_url = broker_url
-        self.endpoint = endpoint
         self.exchange = exchange
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -173,240 +93,27 @@ class Worker:
         # A batch fills only if the broker lets that many messages go unacknowledged, and the
         # next one arrives while this one is handled only if it lets twice as many.
         self.prefetch = max(prefetch, 2 * batch_size if batch_size > 1 else 1)
-        self.retry = retry or RetryPolicy()
-        self.max_message_bytes = max_message_bytes
         self.inbox_retention = inbox_retention
         self.prune_every = prune_every
-        self.stats = WorkerStats()
-        self.observer = observer
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        #: Seconds between AMQP heartbeats (0: none), so a dead broker is noticed in seconds.
+        self.heartbeat = heartbeat
         self._stopping = threading.Event()
         self._backoff = Backoff()
         self._next_prune: datetime | None = None
         self._pending: list[BrokerMessage] = []
 
-    # --- one message -------------------------------------------------------------------------
+    # --- start-up ----------------------------------------------------------------------------
 
-    def process(self, delivery: Delivery) -> Outcome:
-        """Handle one delivery to its end: handled, duplicate, retry scheduled or dead-lettered.
-
-        Raises only when the database is unreachable even for recording the failure; the
-        caller then puts the message back on the queue and backs off.
-        """
-        started = perf_counter()
-        prepared = self._prepare(delivery)
-        if isinstance(prepared, str):
-            outcome = prepared
-        else:
-            outcome = self._handle_traced(delivery, *prepared)
-        self._count(delivery, outcome, perf_counter() - started)
-        return outcome
-
-    def process_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        """Handle several deliveries in one transaction; return their outcomes, in order.
-
-        Each message is still recorded in the inbox under its own id, so a duplicate in the
-        batch (or one processed before) is skipped alone. If the shared transaction fails, it
-        rolls back and every message is handled again on its own, with `process`'s retries.
-        Raises, like `process`, only when the database cannot even record a failure.
-        """
-        if len(deliveries) == 1:
-            return [self.process(deliveries[0])]
-        started = perf_counter()
-        outcomes: dict[int, Outcome] = {}
-        ready: list[tuple[int, Envelope, Message]] = []
-        for index, delivery in enumerate(deliveries):
-            prepared = self._prepare(delivery)
-            if isinstance(prepared, str):
-                outcomes[index] = prepared
-            else:
-                ready.append((index, *prepared))
-        if ready:
-            try:
-                outcomes.update(self._handle_together(ready))
-            except Exception as exc:
-                self.stats.batches_redone += 1
-                log.info(
-                    "worker: a batch of %d messages failed (%s: %s); handling them one by one",
-                    len(ready),
-                    type(exc).__name__,
-                    mask_secrets(exc),
-                )
-                for index, envelope, message in ready:
-                    outcomes[index] = self._handle_traced(deliveries[index], envelope, message)
-        seconds = (perf_counter() - started) / len(deliveries)
-        for index, delivery in enumerate(deliveries):
-            self._count(delivery, outcomes[index], seconds)
-        return [outcomes[index] for index in range(len(deliveries))]
-
-    def _count(self, delivery: Delivery, outcome: Outcome, seconds: float) -> None:
-        self.stats.count(outcome)
-        headers = delivery.headers if isinstance(delivery.headers, Mapping) else {}
-        message_type = headers.get(H_TYPE)
-        self.observer.message_processed(
-            endpoint=self.endpoint.name,
-            message_type=message_type if isinstance(message_type, str) else "unreadable",
-            outcome=outcome,
-            seconds=seconds,
-        )
-
-    def _prepare(self, delivery: Delivery) -> tuple[Envelope, Message] | Outcome:
-        """Check and decode a delivery; dead-letter it (returning that outcome) if it is unfit."""
-        if len(delivery.body) > self.max_message_bytes:
-            return self._dead(
-                delivery,
-                f"the message is {len(delivery.body)} bytes, over this endpoint's limit of "
-                f"{self.max_message_bytes}; the first {_KEPT_OF_OVERSIZED} bytes are kept",
-                body=delivery.body[:_KEPT_OF_OVERSIZED],
+    def check(self) -> None:
+        """Fail fast on what waiting cannot fix: raise `BrokerMisconfigured` (an unknown
+        scheme, refused credentials) or `MissingTables`, each saying what to do. A broker or
+        database that is merely unreachable now is logged and waited for later."""
+        if not check_broker(self.broker_url):
+            log.warning(
+                "worker: broker %s unreachable at start; waiting for it", describe(self.broker_url)
             )
-        try:
-            envelope = Envelope.from_wire(delivery.body, delivery.headers, delivery.content_type)
-        except MalformedEnvelope as exc:
-            return self._dead(delivery, f"refused unread: {exc}")
-        if not self.endpoint.accepts(envelope.type):
-            known = envelope.type in self.endpoint.registry
-            return self._dead(
-                delivery,
-                f"endpoint {self.endpoint.name!r} has no handler for {envelope.type!r}"
-                if known
-                else f"unknown message type {envelope.type!r}: no class is registered under "
-                "that name in this process",
-            )
-        try:
-            return envelope, decode(envelope, self.endpoint.registry)
-        except OutboxError as exc:
-            return self._dead(delivery, f"cannot decode: {exc}", error=exc)
-
-    @contextlib.contextmanager
-    def _span(self, envelope: Envelope) -> Iterator[Any]:
-        with tracing.consuming(
-            endpoint=self.endpoint.name,
-            message_type=envelope.type,
-            message_id=str(envelope.message_id),
-            headers=envelope.headers,
-        ) as span:
-            yield span
-
-    def _handle_traced(self, delivery: Delivery, envelope: Envelope, message: Message) -> Outcome:
-        with self._span(envelope) as span:
-            outcome = self._handle(delivery, envelope, message)
-            if span is not None:
-                span.set_attribute("sagabox.outcome", outcome)
-            return outcome
-
-    def _handle_together(self, ready: list[tuple[int, Envelope, Message]]) -> dict[int, Outcome]:
-        """One transaction for a batch: one inbox statement for all, then each dispatch."""
-        outcomes: dict[int, Outcome] = {}
-        with self._sessions() as session, session.begin():
-            new = Inbox(session, self.endpoint.name).record_many(e.message_id for _, e, _ in ready)
-            self.endpoint.begin_batch(
-                session, [message for _, envelope, message in ready if envelope.message_id in new]
-            )
-            for index, envelope, message in ready:
-                if envelope.message_id not in new:
-                    _log_duplicate(envelope)
-                    outcomes[index] = "duplicate"
-                    continue
-                new.discard(envelope.message_id)  # a second copy in this batch is a duplicate
-                with self._span(envelope) as span:
-                    self.endpoint.dispatch(session, message)
-                    if span is not None:
-                        span.set_attribute("sagabox.outcome", "handled")
-                outcomes[index] = "handled"
-        failpoint("worker.after_commit")
-        return outcomes
-
-    def _handle(self, delivery: Delivery, envelope: Envelope, message: Message) -> Outcome:
-        """Run the endpoint's handlers in one transaction, retrying or dead-lettering failures."""
-        last_error: BaseException | None = None
-        for _ in range(self.retry.immediate + 1):
-            try:
-                with self._sessions() as session, session.begin():
-                    if not Inbox(session, self.endpoint.name).record(envelope.message_id):
-                        _log_duplicate(envelope)
-                        return "duplicate"
-                    self.endpoint.dispatch(session, message)
-                failpoint("worker.after_commit")
-                return "handled"
-            except Unrecoverable as exc:
-                return self._dead(delivery, f"unrecoverable: {exc}", error=exc)
-            except Exception as exc:
-                last_error = exc
-                if not self._retry_at_once(exc):
-                    break
-                self.stats.retried_at_once += 1
-                log.debug(
-                    "worker: %s %s: %s; retrying at once", envelope.type, envelope.message_id, exc
-                )
-        assert last_error is not None
-        return self._retry_later(delivery, envelope, last_error)
-
-    def _retry_at_once(self, exc: BaseException) -> bool:
-        if isinstance(exc, self.retry.retry_at_once):
-            return True
-        return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-    def _retry_later(self, delivery: Delivery, envelope: Envelope, exc: BaseException) -> Outcome:
-        failed = _attempts(envelope.headers) + 1
-        first_failed = envelope.headers.get(H_FIRST_FAILED_AT) or clock.now().isoformat()
-        if failed > len(self.retry.delays):
-            return self._dead(
-                delivery,
-                f"failed {failed} times; the last error was {type(exc).__name__}: {exc}",
-                error=exc,
-                attempts=failed,
-                first_failed_at=_parse_time(first_failed),
-            )
-        delay = self.retry.delays[failed - 1]
-        headers = {**envelope.headers, H_ATTEMPTS: str(failed), H_FIRST_FAILED_AT: first_failed}
-        with self._sessions() as session, session.begin():
-            # Addressed to this endpoint's name, so the other subscribers of an event are not
-            # handed it again.
-            Outbox(session).add_envelope(
-                Envelope(envelope.type, envelope.version, envelope.payload, headers),
-                destination=self.endpoint.name,
-                partition_key=headers.get(H_CORRELATION_ID),
-                deliver_at=clock.now() + delay,
-            )
-        log.warning(
-            "worker: %s %s failed (attempt %d of %d: %s: %s); retrying in %s",
-            envelope.type,
-            envelope.message_id,
-            failed,
-            len(self.retry.delays) + 1,
-            type(exc).__name__,
-            mask_secrets(exc),
-            delay,
-        )
-        return "retry_scheduled"
-
-    def _dead(
-        self,
-        delivery: Delivery,
-        reason: str,
-        *,
-        error: BaseException | None = None,
-        body: bytes | None = None,
-        attempts: int = 1,
-        first_failed_at: datetime | None = None,
-    ) -> Outcome:
-        with self._sessions() as session, session.begin():
-            record_dead_letter(
-                session,
-                endpoint=self.endpoint.name,
-                body=delivery.body if body is None else body,
-                headers=delivery.headers,
-                content_type=delivery.content_type,
-                reason=reason,
-                error=f"{type(error).__name__}: {error}" if error is not None else None,
-                traceback="".join(traceback.format_exception(error)) if error is not None else None,
-                attempts=attempts,
-                first_failed_at=first_failed_at,
-            )
-        log.error("worker: dead-lettered a message: %s", mask_secrets(reason))
-        return "dead_lettered"
-
-    # --- the broker side ---------------------------------------------------------------------
+        if not check_tables(self.engine):
+            log.warning("worker: database unreachable at start; waiting for it")
 
     def queue(self) -> Queue:
         """The endpoint's durable queue with its bindings."""
@@ -417,6 +124,27 @@ class Worker:
             durable=True,
         )
 
+    def stale_routing_keys(self) -> list[str]:
+        """Event types the registry knows that this endpoint does not bind (any more): their
+        bindings, if a former version declared them, are removed when the queue is declared."""
+        wanted = set(self.endpoint.routing_keys())
+        return sorted(
+            cls.type_name
+            for cls in self.endpoint.registry
+            if issubclass(cls, Event) and cls.type_name and cls.type_name not in wanted
+        )
+
+    def _declare(self, channel: Any) -> Any:
+        queue = self.queue()(channel)
+        queue.declare()
+        exchange = topic_exchange(self.exchange)
+        for key in self.stale_routing_keys():
+            # Unbinding a binding that does not exist is a no-op for the broker.
+            queue.unbind_from(exchange, routing_key=key)
+        return queue
+
+    # --- consuming ---------------------------------------------------------------------------
+
     def drain(self, limit: int | None = None) -> int:
         """Process what waits in the queue until it is empty (or `limit`); return how many.
 
@@ -424,11 +152,11 @@ class Worker:
         `batch_size` messages at a time.
         """
         processed = 0
-        with connect(self.broker_url) as connection:
+        with connect(self.broker_url, heartbeat=self.heartbeat) as connection:
             channel = connection.channel()
-            queue = self.queue()(channel)
-            queue.declare()
+            queue = self._declare(channel)
             while limit is None or processed < limit:
+                connection.heartbeat_check()
                 message = queue.get(no_ack=False, accept=ACCEPT)
                 if message is not None:
                     self._pending.append(message)
@@ -442,7 +170,11 @@ class Worker:
         return processed
 
     def run(self) -> None:
-        """Consume until `stop()`; reconnect with backoff when the broker goes away."""
+        """Consume until `stop()`; reconnect with backoff when the broker goes away.
+
+        Fails fast first (see `check`) on a configuration that can never work.
+        """
+        self.check()
         log.info(
             "worker: endpoint %r consuming from %s (prefetch %d, batches of %d, keys %s)",
             self.endpoint.name,
@@ -453,12 +185,11 @@ class Worker:
         )
         backoff = Backoff()
         while not self._stopping.is_set():
-            connection = connect(self.broker_url)
+            connection = connect(self.broker_url, heartbeat=self.heartbeat)
             try:
                 connection.ensure_connection(max_retries=0)  # our own backoff retries
                 channel = connection.channel()
-                queue = self.queue()(channel)
-                queue.declare()
+                queue = self._declare(channel)
                 consumer = Consumer(
                     channel,
                     queues=[queue],
@@ -483,16 +214,24 @@ class Worker:
                     delay,
                 )
                 self._stopping.wait(delay)
+            except Exception:
+                # Something the broker client could not decode (py-amqp raising mid-frame, say)
+                # leaves this connection unusable; a worker that exits here would be restarted
+                # into the same message. Drop the connection and come back with backoff.
+                self._pending.clear()
+                delay = backoff.next_delay()
+                log.exception("worker: consuming failed; reconnecting in %.2f s", delay)
+                self._stopping.wait(delay)
             finally:
-                try:
+                with contextlib.suppress(Exception):  # a broken connection may fail to close
                     connection.release()
-                except broker_errors(connection):
-                    pass
         log.info("worker: stopped; %s", self.stats)
 
     def _consume_once(self, connection: Any) -> None:
         """Take one delivery from the connection; handle the batch once it is full, or once no
         further message arrives within `batch_wait` (a lone message never waits longer)."""
+        # Sends our heartbeat when due, and raises if the broker's stopped arriving.
+        connection.heartbeat_check()
         try:
             connection.drain_events(timeout=self.batch_wait if self._pending else 1.0)
         except TimeoutError:
@@ -505,18 +244,6 @@ class Worker:
         """Ask `run` to return after the message in flight (safe from a signal handler)."""
         self._stopping.set()
 
-    def prune_inbox(self, *, batches: int = 10, batch_size: int = 1000) -> int:
-        """Delete inbox rows older than the retention, in short transactions; return how many."""
-        cutoff = clock.now() - self.inbox_retention
-        deleted = 0
-        for _ in range(batches):
-            with self._sessions() as session, session.begin():
-                count = prune_inbox(session, older_than=cutoff, batch_size=batch_size)
-            deleted += count
-            if count < batch_size:
-                break
-        return deleted
-
     def _receive(self, message: BrokerMessage) -> None:
         self._pending.append(message)
 
@@ -526,11 +253,14 @@ class Worker:
             return
         batch, self._pending = self._pending, []
         try:
-            self.process_batch([self._delivery(message) for message in batch])
+            outcomes: list[Outcome] = self.process_batch(
+                [self._delivery(message) for message in batch]
+            )
         except Exception as exc:
-            # The database failed even for recording the failure: give the messages back and
-            # pause, rather than acknowledging something that left no trace. Any that did
-            # commit are skipped by the inbox when they come back.
+            # Nothing a message holds gets here (`relay.failures`): the database failed, even
+            # for recording a failure. Give the messages back and pause, rather than
+            # acknowledge something that left no trace. Any that did commit are skipped by
+            # the inbox when they come back.
             self.stats.requeued += len(batch)
             for message in batch:
                 message.requeue()
@@ -547,18 +277,47 @@ class Worker:
             self._stopping.wait(delay)
             return
         self._backoff.reset()
+        assert len(outcomes) == len(batch)
         for message in batch:
             message.ack()
 
     def _delivery(self, message: BrokerMessage) -> Delivery:
+        """What the broker handed over, as plain data; nothing here may raise on odd input."""
         body = message.body
         # py-amqp hands over text when the sender named a text encoding; keep bytes throughout.
         if isinstance(body, str):
-            body = body.encode("utf-8")
-        if message.delivery_info.get("redelivered"):
+            body = body.encode("utf-8", "surrogatepass")
+        elif not isinstance(body, bytes):
+            body = bytes(body or b"")
+        info = message.delivery_info or {}
+        if info.get("redelivered"):
             self.stats.redelivered += 1
             log.info("worker: the broker redelivers a message (its first delivery was not acked)")
-        return Delivery(body, message.headers, message.content_type)
+        properties = getattr(message, "properties", None) or {}
+        undecodable = properties.get(UNDECODABLE) if isinstance(properties, dict) else None
+        routing_key = info.get("routing_key")
+        content_type = message.content_type
+        return Delivery(
+            body,
+            message.headers,
+            content_type if isinstance(content_type, str) or content_type is None else None,
+            routing_key=routing_key if isinstance(routing_key, str) else None,
+            undecodable=tuple(undecodable or ()),
+        )
+
+    # --- housekeeping --------------------------------------------------------------------------
+
+    def prune_inbox(self, *, batches: int = 10, batch_size: int = 1000) -> int:
+        """Delete inbox rows older than the retention, in short transactions; return how many."""
+        cutoff = clock.now() - self.inbox_retention
+        deleted = 0
+        for _ in range(batches):
+            with self._sessions() as session, session.begin():
+                count = prune_inbox(session, older_than=cutoff, batch_size=batch_size)
+            deleted += count
+            if count < batch_size:
+                break
+        return deleted
 
     def _maybe_prune(self) -> None:
         now = clock.now()
@@ -572,24 +331,3 @@ class Worker:
             return
         if pruned:
             log.info("worker: pruned %d inbox rows older than %s", pruned, self.inbox_retention)
-
-
-def _log_duplicate(envelope: Envelope) -> None:
-    # Rare and telling (a relay or worker crashed mid-way): worth a line.
-    log.info(
-        "worker: %s %s was processed before; skipped (inbox)", envelope.type, envelope.message_id
-    )
-
-
-def _attempts(headers: Mapping[str, str]) -> int:
-    try:
-        return max(int(headers.get(H_ATTEMPTS, "0")), 0)
-    except ValueError:
-        return 0
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return clock.ensure_aware(datetime.fromisoformat(text))
-    except ValueError:
-        return None

@@ -155,6 +155,10 @@ class App:
         """Whether a saga or handler here takes `type_name`."""
         return type_name in self._handlers or bool(self.runtime.interested_in_type(type_name))
 
+    def saga_types_for(self, type_name: str) -> list[str]:
+        """The saga types `type_name` goes to here (for the worker's log line)."""
+        return [saga.saga_type for saga in self.runtime.interested_in_type(type_name)]
+
     def begin_batch(self, session: Session, messages: Sequence[Message]) -> None:
         """Lock and read the saga rows `messages` will touch; defer their writes to the commit."""
         self.runtime.begin_batch(session, messages)

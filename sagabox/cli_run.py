@@ -167,6 +167,7 @@ def _worker(args: argparse.Namespace) -> int:
     )
     try:
         if args.once:
+            worker.check()  # as `run` does: what can never work fails here, in one line
             processed = worker.drain()
             print(f"worker: processed {processed} messages; {worker.stats}", file=sys.stdout)
         else:

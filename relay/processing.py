@@ -1,0 +1,411 @@
+"""Turning deliveries into handled messages: check, decode, one transaction each, then an outcome.
+
+Per message: check the envelope (JSON only, sagabox headers, size), decode it, then in one
+transaction record its id in the inbox (seen before: skip), dispatch it to the endpoint, commit.
+A crash between commit and ack redelivers a message the inbox already holds, so its effects
+happen once.
+
+Failures never block the messages behind a poison one. Whatever goes wrong before the handlers
+run is bad input (`relay.failures` sorts every error in one place): that message is
+dead-lettered at once, with the reason. Handler errors listed as transient (optimistic
+concurrency conflicts) are retried at once a few times; any other schedules a delayed retry as
+an outbox row addressed to this endpoint only. After the last retry the message goes to the
+dead letters too. Only a database that cannot be used makes `process` raise: the caller then
+puts the message back on the queue and backs off.
+
+With several deliveries at once (`process_batch`) the messages share one transaction (one
+commit, the costly part on a durable database), each still recorded in the inbox under its own
+id. If anything in the batch fails, it is rolled back and its messages are handled again one by
+one, so a poison message costs its neighbours a second try, never their guarantees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from time import perf_counter
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from outbox import clock, tracing
+from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT, record_dead_letter
+from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
+from outbox.errors import MalformedEnvelope, MessageTooLarge, OutboxError
+from outbox.inbox import Inbox
+from outbox.limits import max_message_bytes as max_message_bytes_setting
+from outbox.limits import too_large
+from outbox.messages import Message
+from outbox.urls import mask_secrets
+from outbox.writer import Outbox
+from relay.endpoint import Delivery, Endpoint, Outcome, RetryPolicy, Unrecoverable, WorkerStats
+from relay.failpoints import failpoint
+from relay.failures import database_unavailable, retry_at_once
+from relay.message_log import escaped, log_outcome
+from relay.observe import NOOP, Observer
+
+log = logging.getLogger("sagabox.worker")
+
+Prepared = tuple[Envelope, Message]
+
+
+class Processor:
+    """Handles deliveries for one endpoint on one database; the broker side is `Worker`'s."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        endpoint: Endpoint,
+        *,
+        retry: RetryPolicy | None = None,
+        max_message_bytes: int | None = None,
+        observer: Observer = NOOP,
+    ) -> None:
+        self.engine = engine
+        self.endpoint = endpoint
+        self.retry = retry or RetryPolicy()
+        #: The size limit, the writers' own by default (`outbox.limits`).
+        self.max_message_bytes = max_message_bytes or max_message_bytes_setting()
+        self.stats = WorkerStats()
+        self.observer = observer
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # What the queue is bound with now; a delivery through any other key came through a
+        # binding a former version of this endpoint declared.
+        self._routing_keys = frozenset(endpoint.routing_keys())
+
+    # --- one message, or several ---------------------------------------------------------------
+
+    def process(self, delivery: Delivery) -> Outcome:
+        """Handle one delivery to its end: handled, duplicate, retry scheduled, dead-lettered
+        or dropped.
+
+        Raises only when the database is unavailable, even for recording the failure; the
+        caller then puts the message back on the queue and backs off.
+        """
+        started = perf_counter()
+        prepared = self._prepare(delivery)
+        outcome = prepared if isinstance(prepared, str) else self._handle_alone(delivery, *prepared)
+        self._count(delivery, outcome, perf_counter() - started)
+        return outcome
+
+    def process_batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        """Handle several deliveries in one transaction; return their outcomes, in order.
+
+        Each message is still recorded in the inbox under its own id, so a duplicate in the
+        batch (or one processed before) is skipped alone. If the shared transaction fails, it
+        rolls back and every message is handled again on its own, with `process`'s retries.
+        Raises, like `process`, only when the database is unavailable.
+        """
+        if len(deliveries) == 1:
+            return [self.process(deliveries[0])]
+        started = perf_counter()
+        outcomes: dict[int, Outcome] = {}
+        ready: list[tuple[int, Envelope, Message]] = []
+        for index, delivery in enumerate(deliveries):
+            prepared = self._prepare(delivery)
+            if isinstance(prepared, str):
+                outcomes[index] = prepared
+            else:
+                ready.append((index, *prepared))
+        if ready:
+            try:
+                outcomes.update(self._handle_together(ready))
+            except Exception as exc:
+                self.stats.batches_redone += 1
+                log.info(
+                    "worker: a batch of %d messages failed (%s: %s); handling them one by one",
+                    len(ready),
+                    type(exc).__name__,
+                    mask_secrets(exc),
+                )
+                for index, envelope, message in ready:
+                    outcomes[index] = self._handle_alone(deliveries[index], envelope, message)
+        seconds = (perf_counter() - started) / len(deliveries)
+        for index, delivery in enumerate(deliveries):
+            self._count(delivery, outcomes[index], seconds)
+        return [outcomes[index] for index in range(len(deliveries))]
+
+    # --- checking and decoding -----------------------------------------------------------------
+
+    def _prepare(self, delivery: Delivery) -> Prepared | Outcome:
+        """Check and decode a delivery; dead-letter (or drop) it, returning that outcome, if it
+        is unfit. Every error but an unavailable database means the delivery is unfit."""
+        try:
+            return self._check_and_decode(delivery)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            reason = (
+                f"refused unread: {exc}"
+                if isinstance(exc, MalformedEnvelope)
+                else f"cannot decode: {exc}"
+                if isinstance(exc, OutboxError)
+                else f"cannot read it: {type(exc).__name__}: {str(exc)[:500]}"
+            )
+            return self._dead(delivery, reason, error=exc)
+
+    def _check_and_decode(self, delivery: Delivery) -> Prepared | Outcome:
+        if delivery.routing_key is not None and delivery.routing_key not in self._routing_keys:
+            return self._drop(delivery)
+        if delivery.undecodable:
+            return self._dead(
+                delivery,
+                "refused unread: its AMQP properties "
+                f"{', '.join(delivery.undecodable)} are not UTF-8 text: fix the sender",
+            )
+        size = len(delivery.body)
+        if size > self.max_message_bytes:
+            # Kept whole: after the limit is raised, `sagabox dlq replay` delivers it again.
+            return self._dead(
+                delivery, too_large("the message", size, self.max_message_bytes) + "; kept whole"
+            )
+        envelope = Envelope.from_wire(delivery.body, delivery.headers, delivery.content_type)
+        if not self.endpoint.accepts(envelope.type):
+            known = envelope.type in self.endpoint.registry
+            return self._dead(
+                delivery,
+                f"endpoint {self.endpoint.name!r} has no handler for {envelope.type!r}"
+                if known
+                else f"unknown message type {envelope.type!r}: no class is registered under "
+                "that name in this process",
+            )
+        return envelope, decode(envelope, self.endpoint.registry)
+
+    def _drop(self, delivery: Delivery) -> Outcome:
+        log.info(
+            "worker: dropped a message that came through routing key %s, which endpoint %r "
+            "no longer binds (no handler here takes it)",
+            escaped(delivery.routing_key),
+            self.endpoint.name,
+        )
+        return "dropped"
+
+    # --- handling ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _span(self, envelope: Envelope) -> Iterator[Any]:
+        with tracing.consuming(
+            endpoint=self.endpoint.name,
+            message_type=envelope.type,
+            message_id=str(envelope.message_id),
+            headers=envelope.headers,
+        ) as span:
+            yield span
+
+    def _handle_alone(self, delivery: Delivery, envelope: Envelope, message: Message) -> Outcome:
+        """`_handle` in its trace span; a failure even of the retry bookkeeping dead-letters
+        the message, unless the database is unavailable."""
+        try:
+            with self._span(envelope) as span:
+                outcome = self._handle(delivery, envelope, message)
+                if span is not None:
+                    span.set_attribute("sagabox.outcome", outcome)
+                return outcome
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            return self._dead(
+                delivery, f"failed, and so did its retry: {type(exc).__name__}: {exc}", error=exc
+            )
+
+    def _handle_together(self, ready: list[tuple[int, Envelope, Message]]) -> dict[int, Outcome]:
+        """One transaction for a batch: one inbox statement for all, then each dispatch."""
+        outcomes: dict[int, Outcome] = {}
+        with self._sessions() as session, session.begin():
+            new = Inbox(session, self.endpoint.name).record_many(e.message_id for _, e, _ in ready)
+            self.endpoint.begin_batch(
+                session, [message for _, envelope, message in ready if envelope.message_id in new]
+            )
+            for index, envelope, message in ready:
+                if envelope.message_id not in new:
+                    _log_duplicate(envelope)
+                    outcomes[index] = "duplicate"
+                    continue
+                new.discard(envelope.message_id)  # a second copy in this batch is a duplicate
+                with self._span(envelope) as span:
+                    self.endpoint.dispatch(session, message)
+                    if span is not None:
+                        span.set_attribute("sagabox.outcome", "handled")
+                outcomes[index] = "handled"
+        failpoint("worker.after_commit")
+        return outcomes
+
+    def _handle(self, delivery: Delivery, envelope: Envelope, message: Message) -> Outcome:
+        """Run the endpoint's handlers in one transaction, retrying or dead-lettering failures."""
+        last_error: BaseException | None = None
+        for attempt in range(self.retry.immediate + 1):
+            try:
+                with self._sessions() as session, session.begin():
+                    if not Inbox(session, self.endpoint.name).record(envelope.message_id):
+                        _log_duplicate(envelope)
+                        return "duplicate"
+                    self.endpoint.dispatch(session, message)
+                failpoint("worker.after_commit")
+                return "handled"
+            except Unrecoverable as exc:
+                return self._dead(delivery, f"unrecoverable: {exc}", error=exc)
+            except MessageTooLarge as exc:
+                # The same message would emit the same oversized message again.
+                return self._dead(delivery, f"its handler emitted a message too large: {exc}")
+            except Exception as exc:
+                last_error = exc
+                if attempt == self.retry.immediate or not retry_at_once(
+                    exc, self.retry.retry_at_once
+                ):
+                    break
+                self.stats.retried_at_once += 1
+                log.debug(
+                    "worker: %s %s: %s; retrying at once", envelope.type, envelope.message_id, exc
+                )
+        assert last_error is not None
+        if database_unavailable(last_error):
+            raise last_error  # not the message's fault: back to the queue, and back off
+        return self._retry_later(delivery, envelope, last_error)
+
+    def _retry_later(self, delivery: Delivery, envelope: Envelope, exc: BaseException) -> Outcome:
+        failed = _attempts(envelope.headers) + 1
+        first_failed = envelope.headers.get(H_FIRST_FAILED_AT) or clock.now().isoformat()
+        if failed > len(self.retry.delays):
+            return self._dead(
+                delivery,
+                f"failed {failed} times; the last error was {type(exc).__name__}: {exc}",
+                error=exc,
+                attempts=failed,
+                first_failed_at=_parse_time(first_failed),
+            )
+        delay = self.retry.delays[failed - 1]
+        headers = {**envelope.headers, H_ATTEMPTS: str(failed), H_FIRST_FAILED_AT: first_failed}
+        with self._sessions() as session, session.begin():
+            # Addressed to this endpoint's name, so the other subscribers of an event are not
+            # handed it again.
+            Outbox(session).add_envelope(
+                Envelope(envelope.type, envelope.version, envelope.payload, headers),
+                destination=self.endpoint.name,
+                partition_key=headers.get(H_CORRELATION_ID),
+                deliver_at=clock.now() + delay,
+            )
+        log.warning(
+            "worker: %s %s failed (attempt %d of %d: %s: %s); retrying in %s",
+            envelope.type,
+            envelope.message_id,
+            failed,
+            len(self.retry.delays) + 1,
+            type(exc).__name__,
+            mask_secrets(exc),
+            delay,
+        )
+        return "retry_scheduled"
+
+    # --- dead letters --------------------------------------------------------------------------
+
+    def _dead(
+        self,
+        delivery: Delivery,
+        reason: str,
+        *,
+        error: BaseException | None = None,
+        attempts: int = 1,
+        first_failed_at: datetime | None = None,
+    ) -> Outcome:
+        """Record the delivery as a dead letter. This must succeed whatever the message holds:
+        if the full record fails for anything but the database, a bare one (the raw bytes, the
+        reason in ASCII, no headers) is written instead; only its failure raises."""
+        try:
+            with self._sessions() as session, session.begin():
+                record_dead_letter(
+                    session,
+                    endpoint=self.endpoint.name,
+                    body=delivery.body,
+                    headers=delivery.headers,
+                    content_type=delivery.content_type,
+                    reason=reason,
+                    error=f"{type(error).__name__}: {error}" if error is not None else None,
+                    traceback=_traceback(error),
+                    attempts=attempts,
+                    first_failed_at=first_failed_at,
+                )
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            log.error(
+                "worker: recording a dead letter failed (%s: %s); recording it bare",
+                type(exc).__name__,
+                escaped(mask_secrets(exc)),
+            )
+            with self._sessions() as session, session.begin():
+                record_dead_letter(
+                    session,
+                    endpoint=self.endpoint.name,
+                    body=delivery.body,
+                    headers={"sagabox-unstorable-headers": ascii(delivery.headers)[:10_000]},
+                    content_type=None,
+                    reason=ascii(f"{reason} (its headers could not be stored: {exc})"),
+                    attempts=attempts,
+                    first_failed_at=first_failed_at,
+                )
+        log.error("worker: dead-lettered a message: %s", escaped(mask_secrets(reason)))
+        return "dead_lettered"
+
+    # --- reporting -----------------------------------------------------------------------------
+
+    def _count(self, delivery: Delivery, outcome: Outcome, seconds: float) -> None:
+        """Count the outcome, tell the observer, and log the one line each message gets."""
+        self.stats.count(outcome)
+        headers = delivery.headers if isinstance(delivery.headers, Mapping) else {}
+        message_type = headers.get(H_TYPE)
+        message_type = message_type if isinstance(message_type, str) else "unreadable"
+        self.observer.message_processed(
+            endpoint=self.endpoint.name,
+            message_type=message_type,
+            outcome=outcome,
+            seconds=seconds,
+        )
+        log_outcome(
+            endpoint=self.endpoint.name,
+            message_type=message_type,
+            headers=headers,
+            saga=self._sagas(message_type),
+            outcome=outcome,
+            seconds=seconds,
+        )
+
+    def _sagas(self, message_type: str) -> str | None:
+        saga_types_for = getattr(self.endpoint, "saga_types_for", None)
+        if saga_types_for is None:
+            return None
+        names: list[str] = saga_types_for(message_type)
+        return ",".join(names) or None
+
+
+def _log_duplicate(envelope: Envelope) -> None:
+    # Rare and telling (a relay or worker crashed mid-way): worth a line.
+    log.info(
+        "worker: %s %s was processed before; skipped (inbox)", envelope.type, envelope.message_id
+    )
+
+
+def _traceback(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    try:
+        return "".join(traceback.format_exception(error))
+    except Exception:  # a hostile exception's __str__ may itself raise
+        return None
+
+
+def _attempts(headers: Mapping[str, str]) -> int:
+    try:
+        return max(int(headers.get(H_ATTEMPTS, "0")), 0)
+    except ValueError:
+        return 0
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return clock.ensure_aware(datetime.fromisoformat(text))
+    except ValueError:
+        return None
