@@ -45,6 +45,16 @@ class Metrics(Observer):
         self.relay_failures = Counter(
             "sagabox_relay_failures", "Relay batches rolled back", registry=r
         )
+        self.relay_retried = Counter(
+            "sagabox_relay_retried",
+            "Rows the broker did not take (unroutable, nacked, refused), kept for a later try",
+            registry=r,
+        )
+        self.relay_dead_lettered = Counter(
+            "sagabox_relay_dead_lettered",
+            "Rows the relay gave up on after their attempts, now dead letters",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "sagabox_relay_batch_seconds", "Time to claim, publish, confirm and commit a batch",
             registry=r,
@@ -84,6 +94,10 @@ class Metrics(Observer):
 
     def relay_failed(self, error: BaseException) -> None:
         self.relay_failures.inc()
+
+    def relay_rows_failed(self, *, retried: int, dead_lettered: int) -> None:
+        self.relay_retried.inc(retried)
+        self.relay_dead_lettered.inc(dead_lettered)
 
     def message_processed(
         self, *, endpoint: str, message_type: str, outcome: str, seconds: float
