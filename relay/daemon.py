@@ -27,6 +27,7 @@ from relay.backoff import Backoff
 from relay.broker import DEFAULT_EXCHANGE, broker_errors, connect, describe
 from relay.failpoints import failpoint
 from relay.observe import NOOP, Observer
+from relay.preflight import wait_until_ready
 from relay.publisher import Publisher
 from relay.retries import RowRetryPolicy, settle_failures
 from relay.wakeup import Wakeup
@@ -183,6 +184,11 @@ class Relay:
             self._wakeup.close()
             self._disconnect()
         log.info("relay: stopped after publishing %d messages", self.stats.published)
+
+    def check_settings(self) -> bool:
+        """Before `run`: raise `Misconfigured` for settings that can never work, wait for a
+        database or broker that is not up yet; False if `stop()` came first."""
+        return wait_until_ready(self.engine, self.broker_url, stopping=self._stopping)
 
     def stop(self) -> None:
         """Ask `run` to return after the batch in flight (safe from a signal handler)."""
