@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -60,8 +61,9 @@ class _Lines:
         self._stream.close()
 
     def wait_for(self, text: str) -> None:
+        deadline = time.monotonic() + _TIMEOUT
         while True:
-            line = self._lines.get(timeout=_TIMEOUT)
+            line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.001))
             self.seen.append(line)
             if text in line:
                 return
