@@ -202,3 +202,32 @@ def test_the_claim_skips_rows_behind_a_retry_but_not_behind_a_scheduled_row(
     assert ["p1", "p2", "q2"] == [
         Deposited.model_validate_json(row.payload).account for row in claimed
     ]
+
+
+@pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True)
+def test_the_row_behind_a_nacked_row_of_its_key_waits_even_in_the_same_batch(
+    engine: Engine, broker_url: str, listener: Listener, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """Written in one transaction and claimed in one batch, the second row of a key is not
+    published until the first is settled: it goes out after the first is dead-lettered."""
+    with bounded_queue(broker_url, listener.exchange, "full", length=0):
+        refused = Deposit(account="k", amount=1, correlation_id="k")
+        behind = Deposited(account="k", amount=2, correlation_id="k")
+        other = Deposited(account="o", amount=3, correlation_id="o")
+        with Session(engine) as session, session.begin():
+            Outbox(session).add(refused, destination="full")
+            Outbox(session).add(behind)
+            Outbox(session).add(other)
+        relay = Relay(engine, broker_url, exchange=listener.exchange, max_attempts=2)
+        try:
+            relay.drain()
+            assert {str(other.message_id): 1} == dict(listener.copies())
+            frozen_clock.tick(_LATER)
+            relay.drain()
+        finally:
+            relay.close()
+    assert {str(other.message_id): 1, str(behind.message_id): 1} == dict(listener.copies())
+    with engine.connect() as connection:
+        [letter] = list_dead_letters(connection)
+    assert ("full", refused.message_id) == (letter.endpoint, letter.message_id)
+    assert "nacked" in letter.reason
