@@ -41,7 +41,8 @@ _PRECONDITION_FAILED = 406
 
 
 class BrokerRefused(ConnectionError):
-    """The broker refused a message; `Relay` retries that row alone and dead-letters it at last."""
+    """The broker refused a message (kept for code that catches it: a refused row is now a
+    `Failure` of its batch, retried alone and dead-lettered at last, never an exception)."""
 
 
 class ConfirmTimeout(ConnectionError):
