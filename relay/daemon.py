@@ -73,6 +73,7 @@ class Relay:
         retry_delay: timedelta = timedelta(seconds=5),
         max_attempts: int = 10,
         observer: Observer = NOOP,
+        unroutable_delay: timedelta | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
@@ -83,7 +84,10 @@ class Relay:
         self.poll_interval = poll_interval
         self.listen = listen
         self.confirm_timeout = confirm_timeout
-        self.retry_policy = RowRetryPolicy(max_attempts=max_attempts, delay=retry_delay)
+        # `unroutable_delay` is the name `retry_delay` had when only unroutable rows were kept.
+        self.retry_policy = RowRetryPolicy(
+            max_attempts=max_attempts, delay=unroutable_delay or retry_delay
+        )
         self.stats = RelayStats()
         self.observer = observer
         self._connection: Connection | None = None

@@ -164,8 +164,13 @@ def _relay(args: argparse.Namespace) -> int:
             return 0  # stopped while waiting for the database or the broker
         relay.observer = _serve_metrics(args, engine) or NOOP
         if args.once:
-            shipped = relay.drain()
-            print(f"relay: shipped {shipped} messages to {mask_secrets(args.broker)}")
+            relay.drain()
+            stats = relay.stats
+            print(
+                f"relay: shipped {stats.published} messages to {mask_secrets(args.broker)}"
+                + (f", kept {stats.retried} for a retry" if stats.retried else "")
+                + (f", dead-lettered {stats.dead_lettered}" if stats.dead_lettered else "")
+            )
         else:
             relay.run()
     finally:

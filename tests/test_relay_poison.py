@@ -4,6 +4,7 @@ partition key keeps flowing; the rows behind it in its own key wait until it is 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -18,6 +19,7 @@ from outbox.claim import claim_due, postpone_rows
 from outbox.dead_letters import list_dead_letters, replay_dead_letter
 from relay import Relay
 from relay.broker import topic_exchange
+from sagabox.cli import main
 from tests.bank_app import Deposit, Deposited
 from tests.poison_helpers import (
     Listener,
@@ -231,3 +233,29 @@ def test_the_row_behind_a_nacked_row_of_its_key_waits_even_in_the_same_batch(
         [letter] = list_dead_letters(connection)
     assert ("full", refused.message_id) == (letter.endpoint, letter.message_id)
     assert "nacked" in letter.reason
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_the_command_line_dead_letters_a_row_after_max_attempts_and_replays_it(
+    engine: Engine, database_url: str, memory_broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sagabox relay --once --max-attempts 1`: the command nobody receives becomes a dead
+    letter at its first failure, `dlq list` shows the relay's reason, `dlq replay` puts it back
+    in the outbox for the same endpoint."""
+    command = Deposit(account="a", amount=1)
+    write(engine, command, destination="nobody-home")
+    args = ["--db", database_url]
+    assert 0 == main(["relay", *args, "--broker", memory_broker, "--once", "--max-attempts", "1"])
+    assert "shipped 0 messages to memory://, dead-lettered 1" in capsys.readouterr().out
+    assert [] == outbox_rows(engine)
+    assert 0 == main(["dlq", "list", *args, "--json"])
+    [listed] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert ("nobody-home", str(command.message_id), 1) == (
+        listed["endpoint"],
+        listed["message_id"],
+        listed["attempts"],
+    )
+    assert listed["reason"].startswith("relay: unroutable")
+    assert 0 == main(["dlq", "replay", *args, str(listed["id"])])
+    [again] = outbox_rows(engine)
+    assert (command.message_id, "nobody-home") == (again.message_id, again.destination)
