@@ -84,7 +84,7 @@ def settle_failures(
         gave_up = "cannot be retried" if not failure.retryable else f"gave up after {attempt} tries"
         reason = f"relay: {failure.reason} ({gave_up})"
         # The destination is the endpoint: `sagabox dlq replay` sends it there again.
-        record_dead_letter(
+        recorded = record_dead_letter(
             connection,
             endpoint=row.destination,
             body=row.payload.encode("utf-8", "surrogatepass"),
@@ -95,6 +95,9 @@ def settle_failures(
         )
         delete_rows(connection, [row.id])
         dead += 1
+        if not recorded:
+            # The same message is a dead letter of this endpoint already: that one stands for it.
+            log.warning("relay: %s %s was a dead letter already", row.type, row.message_id)
         log.error(
             "relay: dead-lettered %s %s to %r: %s; `sagabox dlq list` shows it and "
             "`sagabox dlq replay` sends it again once the cause is fixed",
