@@ -1,5 +1,5 @@
 # The two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: test fuzz demo soak bench install services-up services-down clean
+.PHONY: test fuzz demo soak bench install services-up services-down clean relay-faults
 
 SAGAS ?= 1000
 
@@ -15,6 +15,10 @@ demo: ## install, then play the loan example on SQLite + the in-process broker, 
 
 soak: ## the chaos soak on real servers: make soak SAGAS=10000
 	scripts/soak.sh --sagas $(SAGAS)
+
+relay-faults: ## the relay fault test at 100,000 rows on both databases (servers from services-up)
+	eval "$$(scripts/services.sh env)" && SAGABOX_RELAY_FAULT_ROWS=100000 \
+		SAGABOX_RELAY_FAULT_BACKENDS=postgresql,sqlite .venv/bin/pytest tests/test_relay_faults.py -q
 
 bench: ## every benchmark on durable PostgreSQL + RabbitMQ; saves bench/results/DATE.md
 	scripts/bench.sh

@@ -1,6 +1,8 @@
 """The relay's side of the outbox table: claim due rows, then delete or postpone them.
 
-The claim runs in the relay's transaction and decides which rows this relay may publish. On
+The claim runs in the relay's transaction and decides which rows this relay may publish. A row
+behind one of its partition key that waits for a retry is not claimed, so the key stays in
+order while every other key flows. On
 PostgreSQL several relays claim at once without publishing a row twice (row locks with SKIP
 LOCKED) and without reordering a partition: a relay publishes a row only when every older due
 row of its partition key is either its own or already shipped. On SQLite the transaction's write
@@ -24,7 +26,9 @@ from sqlalchemy import (
     any_,
     bindparam,
     delete,
+    exists,
     func,
+    literal_column,
     select,
     update,
 )
@@ -71,8 +75,31 @@ def claim_due(connection: Connection, *, now: datetime, limit: int) -> list[Outb
     return claim(connection, now, limit)
 
 
+_retrying = t.alias("retrying")
+# A row waits while an older row of its partition key waits for a retry (it failed, and is not
+# due again yet), so a key's messages go out in order. `attempts > 0` is written as a literal so
+# the partial index on retrying rows serves the probe; rows merely scheduled for later (a
+# timeout, attempts 0) hold nothing up.
+_BEHIND_A_RETRY = (
+    exists()
+    .where(
+        _retrying.c.partition_key == t.c.partition_key,
+        _retrying.c.id < t.c.id,
+        _retrying.c.attempts > literal_column("0"),
+        _retrying.c.available_at > bindparam("b_due_now"),
+    )
+    .correlate(t)
+)
+
+
 def _due(now: datetime, limit: int) -> Select[Any]:
-    return select(*_COLUMNS).where(t.c.available_at <= now).order_by(t.c.id).limit(limit)
+    return (
+        select(*_COLUMNS)
+        .where(t.c.available_at <= now, ~_BEHIND_A_RETRY)
+        .order_by(t.c.id)
+        .limit(limit)
+        .params(b_due_now=now)
+    )
 
 
 def _rows(result: Sequence[object]) -> list[OutboxRow]:
@@ -151,7 +178,10 @@ def delete_rows(connection: Connection, ids: Sequence[int]) -> None:
 
 
 def postpone_rows(connection: Connection, ids: Sequence[int], *, until: datetime) -> None:
-    """Keep rows the broker could not route, to try them again at `until`; counts the attempt."""
+    """Keep rows the broker did not take, to try them again at `until`; counts the attempt.
+
+    Until then the rows behind them in their partition key are not claimed.
+    """
     if ids:
         connection.execute(
             update(t).where(t.c.id.in_(ids)).values(available_at=until, attempts=t.c.attempts + 1)

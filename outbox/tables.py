@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -84,6 +85,15 @@ outbox_messages = Table(
     # The relay's claim query: due rows, oldest first.
     Index(None, "available_at", "id"),
     Index(None, "partition_key", "id"),
+    # Rows waiting for a retry hold up the rows behind them in their partition; the claim
+    # probes this small index for each candidate row.
+    Index(
+        "ix_sagabox_outbox_messages_retrying",
+        "partition_key",
+        "id",
+        postgresql_where=text("attempts > 0"),
+        sqlite_where=text("attempts > 0"),
+    ),
     comment="Messages written in the business transaction, waiting for the relay to ship them.",
 )
 

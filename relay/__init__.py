@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from relay.broker import ACCEPT, BROKER_ENV, DEFAULT_EXCHANGE, connect, topic_exchange
 from relay.daemon import Relay, RelayStats
-from relay.publisher import BrokerRefused, ConfirmTimeout, Publisher
+from relay.preflight import Misconfigured
+from relay.publisher import BrokerRefused, ConfirmTimeout, Failure, Outcome, Publisher
+from relay.retries import RowRetryPolicy
 from relay.worker import Delivery, Endpoint, RetryPolicy, Unrecoverable, Worker, WorkerStats
 
 __all__ = [
@@ -19,10 +21,14 @@ __all__ = [
     "ConfirmTimeout",
     "Delivery",
     "Endpoint",
+    "Failure",
+    "Misconfigured",
+    "Outcome",
     "Publisher",
     "Relay",
     "RelayStats",
     "RetryPolicy",
+    "RowRetryPolicy",
     "Unrecoverable",
     "Worker",
     "WorkerStats",

@@ -1,9 +1,12 @@
 """The relay: ships due outbox rows to the broker and deletes them once the broker has them.
 
 One batch is one database transaction: claim due rows, publish them, wait for the broker's
-confirms, delete the rows, commit. A crash anywhere before the commit leaves the rows in place
-and they are published again (the consumers' inbox drops the duplicates); a row is never deleted
-unless the broker has it. Failures roll the batch back, and the relay backs off and reconnects.
+confirms, delete the rows it confirmed, commit. A crash anywhere before the commit leaves the
+rows in place and they are published again (the consumers' inbox drops the duplicates); a row is
+never deleted unless the broker has it. A row the broker does not take (unroutable, nacked,
+refused) is retried on its own and dead-lettered at last (`relay.retries`), while the rest of
+its batch ships. A lost broker or database rolls the batch back; the relay backs off and
+reconnects.
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ from kombu import Connection
 from sqlalchemy import Engine
 
 from outbox import clock
-from outbox.claim import claim_due, delete_rows, next_due, postpone_rows
+from outbox.claim import claim_due, delete_rows, next_due
 from outbox.urls import mask_secrets
 from relay.backoff import Backoff
 from relay.broker import DEFAULT_EXCHANGE, broker_errors, connect, describe
 from relay.failpoints import failpoint
 from relay.observe import NOOP, Observer
+from relay.preflight import wait_until_ready
 from relay.publisher import Publisher
+from relay.retries import RowRetryPolicy, settle_failures
 from relay.wakeup import Wakeup
 
 log = logging.getLogger("sagabox.relay")
@@ -36,15 +41,23 @@ class RelayStats:
 
     published: int = 0
     batches: int = 0
+    #: Rows the broker had no queue for (each attempt counts).
     unroutable: int = 0
+    #: Batches rolled back (broker or database unavailable).
     failures: int = 0
+    #: Rows the broker did not take, kept for a later try.
+    retried: int = 0
+    #: Rows given up on, now dead letters.
+    dead_lettered: int = 0
 
 
 class Relay:
     """Moves outbox rows to the broker; `run` loops until stopped, `drain` empties what is due.
 
     `listen` wakes the relay on PostgreSQL notifications and on commits in this process, with
-    `poll_interval` as the safety net; scheduled rows wake it when they fall due.
+    `poll_interval` as the safety net; scheduled rows wake it when they fall due. A row the
+    broker does not take is tried `max_attempts` times in all, `retry_delay` apart at first and
+    twice as long each time, then dead-lettered.
     """
 
     def __init__(
@@ -57,8 +70,10 @@ class Relay:
         poll_interval: float = 1.0,
         listen: bool = True,
         confirm_timeout: float = 30.0,
-        unroutable_delay: timedelta = timedelta(seconds=5),
+        retry_delay: timedelta = timedelta(seconds=5),
+        max_attempts: int = 10,
         observer: Observer = NOOP,
+        unroutable_delay: timedelta | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1 (got {batch_size})")
@@ -69,7 +84,10 @@ class Relay:
         self.poll_interval = poll_interval
         self.listen = listen
         self.confirm_timeout = confirm_timeout
-        self.unroutable_delay = unroutable_delay
+        # `unroutable_delay` is the name `retry_delay` had when only unroutable rows were kept.
+        self.retry_policy = RowRetryPolicy(
+            max_attempts=max_attempts, delay=unroutable_delay or retry_delay
+        )
         self.stats = RelayStats()
         self.observer = observer
         self._connection: Connection | None = None
@@ -88,37 +106,41 @@ class Relay:
             rows = claim_due(connection, now=now, limit=self.batch_size)
             if not rows:
                 return 0
-            unroutable = publisher.publish(rows)
+            outcome = publisher.publish(rows)
             failpoint("relay.after_publish")
-            kept = {row.id for row in unroutable}
-            delete_rows(connection, [row.id for row in rows if row.id not in kept])
-            for row in unroutable:
-                # Later tries wait longer, up to 64 times the first delay.
-                until = now + self.unroutable_delay * 2 ** min(row.attempts, 6)
-                postpone_rows(connection, [row.id], until=until)
+            delete_rows(connection, [row.id for row in outcome.confirmed])
+            settled = settle_failures(
+                connection,
+                outcome.failed,
+                now=now,
+                policy=self.retry_policy,
+                exchange=self.exchange,
+            )
         failpoint("relay.after_commit")
+        unroutable = sum(1 for failure in outcome.failed if failure.kind == "unroutable")
         self.stats.batches += 1
-        self.stats.published += len(rows) - len(unroutable)
-        self.stats.unroutable += len(unroutable)
+        self.stats.published += len(outcome.confirmed)
+        self.stats.unroutable += unroutable
+        self.stats.retried += settled.retried
+        self.stats.dead_lettered += settled.dead_lettered
         self.observer.relay_batch(
-            published=len(rows) - len(unroutable),
-            unroutable=len(unroutable),
+            published=len(outcome.confirmed),
+            unroutable=unroutable,
             seconds=perf_counter() - started,
         )
-        for row in unroutable:
-            log.warning(
-                "relay: no queue is bound to %r on exchange %r, so %s %s is kept for a later "
-                "try (attempt %d); start that endpoint's worker once so it declares its queue",
-                row.destination,
-                self.exchange,
-                row.type,
-                row.message_id,
-                row.attempts + 1,
+        if outcome.failed:
+            self.observer.relay_rows_failed(
+                retried=settled.retried, dead_lettered=settled.dead_lettered
             )
-        return len(rows)
+        # Rows held behind a failed row of their key stay, and are not due work for `drain`.
+        return len(rows) - len(outcome.held)
 
     def drain(self) -> int:
-        """Publish batches until nothing is due; return how many rows were shipped or kept."""
+        """Publish batches until nothing is due; return how many rows were shipped or kept.
+
+        A row the broker did not take is due again only after its retry delay, so `drain`
+        returns rather than spin on it.
+        """
         total = 0
         while True:
             claimed = self.publish_batch()
@@ -166,6 +188,11 @@ class Relay:
             self._wakeup.close()
             self._disconnect()
         log.info("relay: stopped after publishing %d messages", self.stats.published)
+
+    def check_settings(self) -> bool:
+        """Before `run`: raise `Misconfigured` for settings that can never work, wait for a
+        database or broker that is not up yet; False if `stop()` came first."""
+        return wait_until_ready(self.engine, self.broker_url, stopping=self._stopping)
 
     def stop(self) -> None:
         """Ask `run` to return after the batch in flight (safe from a signal handler)."""

@@ -16,6 +16,9 @@ class Observer:
     def relay_failed(self, error: BaseException) -> None:
         """A batch rolled back."""
 
+    def relay_rows_failed(self, *, retried: int, dead_lettered: int) -> None:
+        """A batch committed with rows the broker did not take: kept for later, or given up."""
+
     def message_processed(
         self, *, endpoint: str, message_type: str, outcome: str, seconds: float
     ) -> None:

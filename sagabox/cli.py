@@ -5,26 +5,43 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
+# Only what installing the signal handlers needs is imported up here: the rest of sagabox (and
+# SQLAlchemy, kombu, pydantic) loads after them, so SIGTERM during start-up exits cleanly.
+from sagabox import __version__
+from sagabox.cli_signals import stop_signals
 
-from outbox.database import make_engine
-from outbox.errors import SagaboxError
-from outbox.urls import mask_secrets
-from sagabox import __version__, cli_dlq, cli_run, cli_sagas, migrate
-from sagabox.cli_common import Groups, database_argument
+if TYPE_CHECKING:
+    from sagabox.cli_common import Groups
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
+    stop_signals.install()
+    try:
+        return _run(argv)
+    finally:
+        stop_signals.restore()
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    from sqlalchemy.exc import SQLAlchemyError  # after the signal handlers
+
+    from outbox.errors import SagaboxError
+    from outbox.urls import mask_secrets
+
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return 2
+    if not getattr(args, "daemon", False):
+        # A one-shot command keeps the default: a signal ends it where it is.
+        stop_signals.restore()
     try:
         return handler(args)
     except (SagaboxError, SQLAlchemyError, OSError, ValueError, ImportError) as exc:
@@ -34,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `sagabox` argument parser with every subcommand."""
+    from sagabox import cli_dlq, cli_run, cli_sagas  # after the signal handlers
+
     parser = argparse.ArgumentParser(prog="sagabox", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sagabox {__version__}")
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -45,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_db(groups: Groups) -> None:
+    from sagabox.cli_common import database_argument  # after the signal handlers
+
     db = groups.add_parser("db", help="create and upgrade sagabox's tables")
     actions = db.add_subparsers(title="actions", metavar="ACTION", required=True)
 
@@ -62,6 +84,9 @@ def _add_db(groups: Groups) -> None:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
+    from outbox.urls import mask_secrets  # after the signal handlers
+    from sagabox import migrate
+
     if args.sql:
         sys.stdout.write(migrate.upgrade_sql(args.db, args.revision))
         return 0
@@ -71,6 +96,9 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _db_current(args: argparse.Namespace) -> int:
+    from outbox.database import make_engine  # after the signal handlers
+    from sagabox import migrate
+
     engine = make_engine(args.db)
     try:
         with engine.connect() as connection:

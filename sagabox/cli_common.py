@@ -7,15 +7,14 @@ import argparse
 import logging
 import os
 import re
-import signal
 from collections.abc import Callable
 from datetime import timedelta
-from types import FrameType
 from typing import TypeAlias
 
 from outbox.urls import mask_secrets
 from relay.broker import BROKER_ENV
 from sagabox.app import DATABASE_ENV
+from sagabox.cli_signals import stop_signals
 
 Groups: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -71,14 +70,13 @@ def setup_logging(level: str) -> None:
 
 
 def on_stop_signals(stop: Callable[[], None]) -> None:
-    """Call `stop` on SIGTERM or SIGINT, so the work in flight finishes before exiting 0."""
+    """Call `stop` on SIGTERM or SIGINT, so the work in flight finishes before exiting 0.
 
-    def handle(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("sagabox").info("received %s, stopping", signal.Signals(signum).name)
-        stop()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    `sagabox.cli.main` installed the handlers before start-up; called from elsewhere (a test, a
+    program of yours in its main thread), this installs them now.
+    """
+    stop_signals.install()
+    stop_signals.on_stop(stop)
 
 
 class _MaskFilter(logging.Filter):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -19,6 +20,7 @@ from sagabox.cli_common import (
     Groups,
     broker_argument,
     database_argument,
+    duration,
     on_stop_signals,
     setup_logging,
 )
@@ -44,9 +46,23 @@ def add_to(groups: Groups) -> None:
         "--no-listen", action="store_true", help="poll only, without PostgreSQL LISTEN/NOTIFY"
     )
     relay.add_argument("--exchange", default=DEFAULT_EXCHANGE, help="topic exchange name")
+    relay.add_argument(
+        "--max-attempts",
+        type=int,
+        default=10,
+        metavar="N",
+        help="tries of a row the broker does not take before it becomes a dead letter (10)",
+    )
+    relay.add_argument(
+        "--retry-delay",
+        type=duration,
+        default=timedelta(seconds=5),
+        metavar="DURATION",
+        help="wait before a row's second try, doubling up to 64 times (default 5s)",
+    )
     relay.add_argument("--log-level", default="info")
     _metrics_argument(relay)
-    relay.set_defaults(handler=_relay)
+    relay.set_defaults(handler=_relay, daemon=True)
 
     worker = groups.add_parser(
         "worker", help="consume an app's queue and run its sagas and handlers"
@@ -81,7 +97,7 @@ def add_to(groups: Groups) -> None:
     )
     worker.add_argument("--log-level", default="info")
     _metrics_argument(worker)
-    worker.set_defaults(handler=_worker)
+    worker.set_defaults(handler=_worker, daemon=True)
 
     demo = groups.add_parser(
         "demo", help="play an example with simulated time and print its timeline"
@@ -138,14 +154,24 @@ def _relay(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         poll_interval=args.poll_interval,
         listen=not args.no_listen,
-        observer=_serve_metrics(args, engine) or NOOP,
+        max_attempts=args.max_attempts,
+        retry_delay=args.retry_delay,
     )
+    on_stop_signals(relay.stop)  # from here on a signal lets the batch in flight finish
     try:
+        # Settings that can never work raise `Misconfigured`: `main` prints it as one line.
+        if not relay.check_settings():
+            return 0  # stopped while waiting for the database or the broker
+        relay.observer = _serve_metrics(args, engine) or NOOP
         if args.once:
-            shipped = relay.drain()
-            print(f"relay: shipped {shipped} messages to {mask_secrets(args.broker)}")
+            relay.drain()
+            stats = relay.stats
+            print(
+                f"relay: shipped {stats.published} messages to {mask_secrets(args.broker)}"
+                + (f", kept {stats.retried} for a retry" if stats.retried else "")
+                + (f", dead-lettered {stats.dead_lettered}" if stats.dead_lettered else "")
+            )
         else:
-            on_stop_signals(relay.stop)
             relay.run()
     finally:
         relay.close()

@@ -10,6 +10,7 @@ everything else is counted as it happens, after the transaction it describes has
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from threading import Thread
 from typing import Any
@@ -23,9 +24,12 @@ from sqlalchemy import Engine, func, select
 from outbox import clock
 from outbox.messages import Message
 from outbox.tables import outbox_messages
+from outbox.urls import mask_secrets
 from relay.observe import Observer
 from sagas.runtime import Handled
 from sagas.timeouts import Timeout
+
+log = logging.getLogger("sagabox.metrics")
 
 
 class Metrics(Observer):
@@ -44,6 +48,16 @@ class Metrics(Observer):
         )
         self.relay_failures = Counter(
             "sagabox_relay_failures", "Relay batches rolled back", registry=r
+        )
+        self.relay_retried = Counter(
+            "sagabox_relay_retried",
+            "Rows the broker did not take (unroutable, nacked, refused), kept for a later try",
+            registry=r,
+        )
+        self.relay_dead_lettered = Counter(
+            "sagabox_relay_dead_lettered",
+            "Rows the relay gave up on after their attempts, now dead letters",
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "sagabox_relay_batch_seconds", "Time to claim, publish, confirm and commit a batch",
@@ -85,6 +99,10 @@ class Metrics(Observer):
     def relay_failed(self, error: BaseException) -> None:
         self.relay_failures.inc()
 
+    def relay_rows_failed(self, *, retried: int, dead_lettered: int) -> None:
+        self.relay_retried.inc(retried)
+        self.relay_dead_lettered.inc(dead_lettered)
+
     def message_processed(
         self, *, endpoint: str, message_type: str, outcome: str, seconds: float
     ) -> None:
@@ -110,19 +128,33 @@ class Metrics(Observer):
 
 
 class _OutboxCollector(Collector):
-    """The outbox backlog, read at scrape time: how much is due, and since when."""
+    """The outbox backlog, read at scrape time: how much is due, and since when.
+
+    When the database cannot answer, the scrape still serves every other metric, with
+    `sagabox_outbox_readable` at 0, rather than fail with HTTP 500.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     def collect(self) -> Iterator[Any]:
         now = clock.now()
-        with self._engine.connect() as connection:
-            count, oldest = connection.execute(
-                select(func.count(), func.min(outbox_messages.c.available_at)).where(
-                    outbox_messages.c.available_at <= now
-                )
-            ).one()
+        try:
+            with self._engine.connect() as connection:
+                count, oldest = connection.execute(
+                    select(func.count(), func.min(outbox_messages.c.available_at)).where(
+                        outbox_messages.c.available_at <= now
+                    )
+                ).one()
+        except Exception as exc:  # a scrape must never fail: whatever went wrong, say so
+            log.warning(
+                "metrics: cannot read the outbox backlog (%s: %s); serving the other metrics",
+                type(exc).__name__,
+                mask_secrets(str(exc).splitlines()[0] if str(exc) else ""),
+            )
+            yield self._readable(0)
+            return
+        yield self._readable(1)
         yield GaugeMetricFamily(
             "sagabox_outbox_backlog", "Outbox rows due and not yet shipped", value=count
         )
@@ -131,3 +163,11 @@ class _OutboxCollector(Collector):
             "sagabox_outbox_oldest_age_seconds", "How long the oldest due row has waited",
             value=age,
         )  # fmt: skip
+
+    @staticmethod
+    def _readable(value: int) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sagabox_outbox_readable",
+            "1 if the last scrape could read the outbox backlog from the database, else 0",
+            value=value,
+        )

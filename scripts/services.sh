@@ -10,6 +10,8 @@
 #   scripts/services.sh rabbitmq-stop|rabbitmq-start
 #                               stop or restart the RabbitMQ application (its node and data stay),
 #                               for tests of a broker outage
+#   scripts/services.sh rabbitmqctl ARGS...
+#                               run rabbitmqctl against our node (tests lower max_message_size)
 #
 # SAGABOX_PG_DURABLE=1 keeps PostgreSQL's durable commits (for benchmarks).
 # Ports can be moved with SAGABOX_PG_PORT, SAGABOX_AMQP_PORT, SAGABOX_AMQP_DIST_PORT and
@@ -203,6 +205,11 @@ cmd_rabbitmq() {
   log "RabbitMQ: $1 done"
 }
 
+cmd_rabbitmqctl() {
+  load_pointer || die "no services started: run '$0 up'"
+  (rabbit_env "$SAGABOX_SERVICES_DIR" && "$RABBIT_BIN/rabbitmqctl" "$@")
+}
+
 case "${1:-}" in
   up) cmd_start && cmd_wait ;;
   start) cmd_start ;;
@@ -210,6 +217,7 @@ case "${1:-}" in
   down) cmd_down ;;
   rabbitmq-stop) cmd_rabbitmq stop_app ;;
   rabbitmq-start) cmd_rabbitmq start_app ;;
+  rabbitmqctl) shift && cmd_rabbitmqctl "$@" ;;
   env) load_pointer && cat "$pointer" || die "no services started: run '$0 up'" ;;
-  *) die "usage: $0 up|start|wait|env|down|rabbitmq-stop|rabbitmq-start" ;;
+  *) die "usage: $0 up|start|wait|env|down|rabbitmq-stop|rabbitmq-start|rabbitmqctl ARGS" ;;
 esac

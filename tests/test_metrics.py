@@ -11,6 +11,7 @@ from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from outbox.database import make_engine
 from relay import RetryPolicy
 from sagabox.metrics import Metrics
 from sagabox.testing import SagaHarness
@@ -93,3 +94,21 @@ def test_saga_transitions_and_timeouts_fired_or_stale(empty_database_url: str) -
     timeouts = "sagabox_saga_timeouts_total"
     assert 2 == _value(lines, timeouts, result="fired", saga_type=offer)
     assert 2 == _value(lines, timeouts, result="stale", saga_type=offer)
+
+
+def test_a_scrape_answers_when_the_database_cannot(
+    empty_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database without the outbox table (or down) fails the backlog query: the scrape
+    still serves the counters, says the backlog is unreadable, and logs why."""
+    engine = make_engine(empty_database_url)
+    metrics = Metrics(engine)
+    metrics.relay_batch(published=2, unroutable=0, seconds=0.01)
+    try:
+        lines = list(_scrape(metrics))
+    finally:
+        engine.dispose()
+    assert 2 == _value(lines, "sagabox_relay_published_total")
+    assert 0 == _value(lines, "sagabox_outbox_readable")
+    assert not [line for line in lines if line.startswith("sagabox_outbox_backlog")]
+    assert "cannot read the outbox backlog" in caplog.text
