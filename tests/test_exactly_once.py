@@ -250,6 +250,7 @@ def test_item8_ids_depend_on_the_starting_message_not_only_on_the_key(engine: En
                 )
             ).all()
             session.commit() if commit else session.rollback()
+        assert isinstance(found, uuid.UUID)
         return found
 
     first = charge_id(start, commit=False)
