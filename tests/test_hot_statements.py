@@ -5,7 +5,6 @@ EXPLAINed, and no plan may scan a big table sequentially."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -19,6 +18,7 @@ from outbox import Inbox, clock
 from outbox.claim import claim_due, delete_rows
 from outbox.inbox import prune_inbox
 from outbox.retention import prune_dead_letters
+from outbox.tables import metadata
 from sagas import SagaRuntime, prune_finished, prune_journal
 from sagas.queries import saga_detail
 from sagas.store import journal_of, lock_and_load
@@ -117,10 +117,15 @@ def test_no_hot_statement_scans_a_big_table(engine: Engine) -> None:
     and every retention statement, EXPLAINed at a million rows per table: indexes only."""
     with engine.begin() as connection:
         connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+        # Building an index once after the rows are in is several times faster than keeping
+        # it up to date row by row; the indexes are the very ones the migrations create.
+        indexes = [index for table in metadata.sorted_tables for index in table.indexes]
+        for index in indexes:
+            index.drop(connection)
         for statement in _FILL:
-            started = time.perf_counter()
             connection.execute(text(statement), {"n": ROWS})
-            print(f"{time.perf_counter() - started:.1f}s  {statement.split()[2]}")
+        for index in indexes:
+            index.create(connection)
     with engine.connect() as connection:
         connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     with _captured(engine) as statements, engine.connect() as connection:
