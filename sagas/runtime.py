@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from sagas.errors import (
 from sagas.timeouts import PendingTimeout, Timeout, fired_by, repetition, settle
 
 S = TypeVar("S", bound=Saga[Any])
+
+#: Where `SagaRuntime` finds its per-deployment id key when none is passed.
+ID_KEY_ENV = "SAGABOX_ID_KEY"
 
 # Built once, like the store's statements: a transition that cancels a timeout runs it.
 _DELETE_TIMEOUTS = delete(outbox_messages).where(
@@ -72,6 +76,8 @@ class SagaRuntime:
         self.endpoint = endpoint
         # A per-deployment secret for the keyed hash behind new sagas' incarnations (see
         # `sagas.ids`); without one they are derived from the starting message's random id.
+        if id_key is None:
+            id_key = os.environ.get(ID_KEY_ENV, "").encode() or None
         self._id_key = id_key
         self._sagas: dict[str, type[Saga[Any]]] = {}
         self._by_trigger: dict[str, list[type[Saga[Any]]]] = defaultdict(list)

@@ -258,6 +258,34 @@ def test_item8_ids_depend_on_the_starting_message_not_only_on_the_key(engine: En
     assert first != charge_id(Started(sub_id="S-9"), commit=False)
 
 
+def test_item8_with_a_deployment_key_ids_are_a_keyed_hash(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a secret key (given, or from $SAGABOX_ID_KEY) the same start gives other ids than
+    without one (someone who saw the start cannot compute them), and the same ones again."""
+    start = Started(sub_id="S-10")
+
+    def charge_id(on: SagaRuntime) -> uuid.UUID:
+        with Session(engine) as session:
+            on.handle(session, start)
+            found = session.scalars(
+                select(outbox_messages.c.message_id).where(
+                    outbox_messages.c.type == "subs.ChargeCard"
+                )
+            ).one()
+            session.rollback()
+        assert isinstance(found, uuid.UUID)
+        return found
+
+    monkeypatch.delenv("SAGABOX_ID_KEY", raising=False)
+    plain = charge_id(SagaRuntime([SubscriptionSaga], endpoint="subs"))
+    keyed = charge_id(SagaRuntime([SubscriptionSaga], endpoint="subs", id_key=b"s3cret"))
+    monkeypatch.setenv("SAGABOX_ID_KEY", "s3cret")
+    from_env = charge_id(SagaRuntime([SubscriptionSaga], endpoint="subs"))
+    assert plain != keyed
+    assert keyed == from_env
+
+
 def test_error_base_class() -> None:
     """Every saga error is a SagaError (the correlation one included)."""
     from sagas import CorrelationChanged
