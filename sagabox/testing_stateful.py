@@ -23,6 +23,7 @@ shipped and not yet delivered); the journal has one line per version of every sa
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -220,7 +221,7 @@ def saga_machine(
             for row in outbox:
                 first = self.rows_by_id.setdefault(row["message_id"], row["id"])
                 assert first == row["id"], f"message id {row['message_id']} names two messages"
-            pending: set[Any] = set()
+            pending: set[uuid.UUID] = set()
             versions: dict[tuple[Any, Any], list[int]] = {}
             for line in journal:
                 if line.version is not None:
@@ -254,7 +255,5 @@ def _decode(row: Any) -> Message:
     return decode(Envelope.from_wire(row["payload"], row["headers"], CONTENT_TYPE))
 
 
-def _uuid(value: Any) -> Any:
-    import uuid
-
+def _uuid(value: Any) -> uuid.UUID:
     return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
