@@ -141,6 +141,12 @@ def saga_machine(
             for row in self._take(due_timeouts=True):
                 self.in_flight.append(_decode(row))
 
+        @rule()
+        def fire_due_timeouts(self) -> None:
+            """The relay ships due timeouts and the worker handles them at once, in due order."""
+            for row in sorted(self._take(due_timeouts=True), key=lambda r: r["available_at"]):
+                self._deliver(_decode(row))
+
         @precondition(lambda self: bool(self.in_flight))
         @rule(data=st.data(), twice=st.booleans())
         def deliver_timeout(self, data: st.DataObject, twice: bool) -> None:
