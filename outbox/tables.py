@@ -94,6 +94,8 @@ outbox_messages = Table(
         postgresql_where=text("attempts > 0"),
         sqlite_where=text("attempts > 0"),
     ),
+    # A saga cancelling a timeout deletes its row by message id.
+    Index(None, "message_id"),
     comment="Messages written in the business transaction, waiting for the relay to ship them.",
 )
 
@@ -128,5 +130,7 @@ dead_letters = Table(
     Column("last_failed_at", UTCDateTime(), nullable=False),
     # A message redelivered after it was dead-lettered (a crash before the ack) is not kept twice.
     UniqueConstraint("endpoint", "message_id"),
+    # Retention deletes the letters nobody looked at for longest first.
+    Index(None, "last_failed_at"),
     comment="Messages an endpoint gave up on, with the reason; replay or discard them by CLI.",
 )

@@ -1,4 +1,4 @@
-"""`sagabox dlq ...` and `sagabox inbox prune`: looking after dead letters and the inbox."""
+"""`sagabox dlq ...` (prune too) and `sagabox inbox prune`: looking after dead letters and inbox."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from outbox.dead_letters import (
     replay_dead_letter,
 )
 from outbox.inbox import prune_inbox
+from outbox.retention import prune_dead_letters
 from sagabox.cli_common import Groups, database_argument, duration
 
 
@@ -51,6 +52,14 @@ def add_to(groups: Groups) -> None:
     database_argument(discard)
     discard.add_argument("ids", type=int, nargs="+", metavar="ID")
     discard.set_defaults(handler=_discard)
+
+    prune_letters = actions.add_parser(
+        "prune", help="delete dead letters nobody replayed or discarded within a retention"
+    )
+    database_argument(prune_letters)
+    prune_letters.add_argument("--older-than", type=duration, required=True, help="e.g. 90d")
+    prune_letters.add_argument("--batch-size", type=int, default=500)
+    prune_letters.set_defaults(handler=_prune_dead_letters)
 
     inbox = groups.add_parser("inbox", help="the inbox of processed message ids")
     inbox_actions = inbox.add_subparsers(title="actions", metavar="ACTION", required=True)
@@ -147,6 +156,24 @@ def _discard(args: argparse.Namespace) -> int:
             with engine.begin() as connection:
                 discard_dead_letter(connection, letter_id)
             print(f"dead letter {letter_id}: discarded")
+        return 0
+
+    return _with_engine(args, work)
+
+
+def _prune_dead_letters(args: argparse.Namespace) -> int:
+    def work(engine: Engine) -> int:
+        cutoff = clock.now() - args.older_than
+        total = 0
+        while True:
+            with engine.begin() as connection:
+                count = prune_dead_letters(
+                    connection, older_than=cutoff, batch_size=args.batch_size
+                )
+            total += count
+            if count < args.batch_size:
+                break
+        print(f"dlq: pruned {total} dead letters last failed before {cutoff:%Y-%m-%d %H:%M:%S} UTC")
         return 0
 
     return _with_engine(args, work)

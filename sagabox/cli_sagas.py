@@ -1,4 +1,4 @@
-"""`sagabox sagas list | show | stuck` and `sagabox graph`: where each saga is, how it got
+"""`sagabox sagas list | show | stuck | prune` and `sagabox graph`: where each saga is, how it got
 there, what is stuck, and how the messages flow."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from sagabox import graph
 from sagabox.app import load_apps
 from sagabox.cli_common import Groups, database_argument, duration
 from sagas.queries import SagaSummary, list_sagas, saga_detail, stuck_sagas
+from sagas.retention import prune_finished, prune_journal
 
 
 def add_to(groups: Groups) -> None:
@@ -47,6 +48,20 @@ def add_to(groups: Groups) -> None:
     stuck.add_argument("--older-than", type=duration, required=True, help="e.g. 2h, 3d")
     stuck.add_argument("--json", action="store_true")
     stuck.set_defaults(handler=_stuck)
+
+    prune = actions.add_parser(
+        "prune",
+        help="delete finished sagas and journal lines of unknown sagas past their retention",
+    )
+    database_argument(prune)
+    prune.add_argument(
+        "--older-than",
+        type=duration,
+        required=True,
+        help="e.g. 30d: keep tombstones longer than any message can be late",
+    )
+    prune.add_argument("--batch-size", type=int, default=500)
+    prune.set_defaults(handler=_prune)
 
     graph = groups.add_parser(
         "graph", help="the message flow of a system's sagas and handlers, as Mermaid"
@@ -96,6 +111,26 @@ def _stuck(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     _print_summaries(found, args.json, f"nothing stuck for more than {args.older_than}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    cutoff = clock.now() - args.older_than
+    engine = make_engine(args.db)
+    counts = {}
+    try:
+        for name, prune in (("finished sagas", prune_finished), ("journal lines", prune_journal)):
+            counts[name] = 0
+            while True:  # one short transaction per batch: locks stay short, progress stays
+                with engine.begin() as connection:
+                    count = prune(connection, older_than=cutoff, batch_size=args.batch_size)
+                counts[name] += count
+                if count < args.batch_size:
+                    break
+    finally:
+        engine.dispose()
+    done = ", ".join(f"{count} {name}" for name, count in counts.items())
+    print(f"sagas: pruned {done} from before {cutoff:%Y-%m-%d %H:%M:%S} UTC")
     return 0
 
 

@@ -11,6 +11,7 @@ from sagas.diagram import Finding
 from sagas.errors import (
     BatchSpoiled,
     ConcurrencyConflict,
+    CorrelationChanged,
     InvalidTransition,
     MissingCorrelation,
     SagaAlreadyStarted,
@@ -19,13 +20,14 @@ from sagas.errors import (
     SagaNotFound,
     UnknownSagaType,
 )
+from sagas.retention import prune_finished, prune_journal
 from sagas.runtime import Handled, SagaRuntime
-from sagas.store import prune_finished
 from sagas.timeouts import PendingTimeout, Timeout
 
 __all__ = [
     "BatchSpoiled",
     "ConcurrencyConflict",
+    "CorrelationChanged",
     "Finding",
     "Handled",
     "InvalidTransition",
@@ -42,4 +44,5 @@ __all__ = [
     "UnknownSagaType",
     "on",
     "prune_finished",
+    "prune_journal",
 ]

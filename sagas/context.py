@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from outbox import clock
 from outbox.database import Executor
 from outbox.messages import Command, Event, Message
+from sagas.ids import message_id
 from sagas.timeouts import Scheduled, Timeout
 
 if TYPE_CHECKING:
@@ -17,10 +18,6 @@ if TYPE_CHECKING:
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T", bound=Timeout)
-
-# Outgoing ids are derived from (saga id, transition number, index): a re-run of the same
-# transition after a crash emits the same ids, and downstream inboxes drop the duplicates.
-_MESSAGE_IDS = uuid.UUID("0c6f2b0e-5a43-4f4e-8f44-2f3d61b8c7a1")
 
 
 @dataclass(frozen=True)
@@ -47,6 +44,9 @@ class SagaContext:
         self.emitted: list[Emitted] = []
         #: `schedule` and `cancel` calls in order: a Scheduled, or the name of a cancelled one.
         self.timer_calls: list[Scheduled | str] = []
+        # How many times each timeout name was scheduled in this transition: a reschedule gets
+        # an id of its own, or the inbox would drop it as a duplicate of the one it replaced.
+        self._scheduled: dict[str, int] = {}
 
     def send(self, command: Command, *, to: str) -> Command:
         """Send `command` to the endpoint named `to`; return the message as it will be sent."""
@@ -99,9 +99,7 @@ class SagaContext:
             raise ValueError(f"timeout {name!r}: say when, with after= or at= (or every=)")
         stamped = message.model_copy(
             update={
-                "message_id": uuid.uuid5(
-                    _MESSAGE_IDS, f"{self.saga.id}/{self.transition_number}/timeout/{name}"
-                ),
+                "message_id": self.timeout_id(name),
                 "occurred_at": due,
                 "correlation_id": self.saga.correlation_id,
                 "causation_id": self.message.message_id,
@@ -112,6 +110,17 @@ class SagaContext:
         self.timer_calls.append(Scheduled(name, stamped, due, outlive_state, every, times))
         return stamped
 
+    def timeout_id(self, name: str) -> uuid.UUID:
+        """A fresh id for the next scheduling of timeout `name` in this transition."""
+        count = self._scheduled.get(name, 0)
+        self._scheduled[name] = count + 1
+        return message_id(
+            self.saga.incarnation,
+            self.transition_number,
+            self.message.message_id,
+            f"timeout/{name}/{count}",
+        )
+
     def cancel(self, name: str) -> None:
         """Cancel the pending timeout `name`, if any: it will not fire."""
         self.timer_calls.append(name)
@@ -120,8 +129,11 @@ class SagaContext:
         index = len(self.emitted)
         stamped = message.model_copy(
             update={
-                "message_id": uuid.uuid5(
-                    _MESSAGE_IDS, f"{self.saga.id}/{self.transition_number}/{index}"
+                "message_id": message_id(
+                    self.saga.incarnation,
+                    self.transition_number,
+                    self.message.message_id,
+                    f"emit/{index}",
                 ),
                 "correlation_id": self.saga.correlation_id,
                 "causation_id": self.message.message_id,

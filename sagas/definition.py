@@ -18,7 +18,12 @@ from pydantic import BaseModel, ValidationError
 from transitions import Machine, State
 
 from outbox.messages import Message
-from sagas.errors import MissingCorrelation, NotFoundPolicy, SagaDefinitionError
+from sagas.errors import (
+    CorrelationChanged,
+    MissingCorrelation,
+    NotFoundPolicy,
+    SagaDefinitionError,
+)
 from sagas.timeouts import PendingTimeout
 
 if TYPE_CHECKING:
@@ -46,7 +51,10 @@ def on(
     """One transition, readable aloud: `on(CreditChecked, "checking", "offered", after="offer")`.
 
     `options` are `transitions`' own: `conditions`, `unless`, `before`, `after`, `prepare`.
-    `dest=None` is an internal transition (no exit or enter callbacks run).
+    `dest=None` is an internal transition (no exit or enter callbacks run). A transition starts
+    a saga when its source names the initial state; a wildcard source (`"*"`) starts one only
+    with `starts=True`, so a stray message cannot create a saga behind `on_not_found`'s back
+    (`starts=False` keeps a transition out of the initial state from starting one).
     """
     return {"trigger": message, "source": source, "dest": dest, **options}
 
@@ -99,7 +107,9 @@ class Saga(Generic[DataT]):
 
     # Per instance.
     id: uuid.UUID
-    correlation_id: str
+    #: Random, drawn when this instance is created: tells it from a pruned one with the same
+    #: correlation id, and is the secret the ids of the messages it emits are derived from.
+    incarnation: uuid.UUID
     state: Any
     data: DataT
     version: int
@@ -127,9 +137,11 @@ class Saga(Generic[DataT]):
         finished_at: datetime | None = None,
         saga_id: uuid.UUID | None = None,
         timeouts: dict[str, PendingTimeout] | None = None,
+        incarnation: uuid.UUID | None = None,
     ) -> None:
         self.id = saga_id or self.id_for(correlation_id)
-        self.correlation_id = correlation_id
+        self._correlation_id = correlation_id
+        self.incarnation = incarnation or uuid.uuid4()
         self.state = self._state_value(state)
         self.data = data
         self.version = version
@@ -142,6 +154,20 @@ class Saga(Generic[DataT]):
     def id_for(cls, correlation_id: str) -> uuid.UUID:
         """The id of this saga type's instance for `correlation_id` (the same every time)."""
         return uuid.uuid5(_SAGA_IDS, f"{cls.saga_type}\x00{correlation_id}")
+
+    @property
+    def correlation_id(self) -> str:
+        """The key messages find this saga by; fixed once the saga exists."""
+        return self._correlation_id
+
+    @correlation_id.setter
+    def correlation_id(self, value: str) -> None:
+        if value != self._correlation_id:
+            raise CorrelationChanged(
+                f"{self.saga_type} {self._correlation_id!r} (id {self.id}): the correlation id "
+                f"cannot change once the saga started (old {self._correlation_id!r}, new "
+                f"{value!r}); keep the new key in the saga's data, or start a saga for it"
+            )
 
     @property
     def state_name(self) -> str:
@@ -244,6 +270,7 @@ def _build(cls: type[Saga[Any]]) -> None:
 
     message_types: dict[str, type[Message]] = {}
     spec: list[dict[str, Any]] = []
+    starting: set[str] = set()
     for transition in cls.transitions:
         trigger = transition.get("trigger")
         if not (isinstance(trigger, type) and issubclass(trigger, Message) and trigger.type_name):
@@ -252,7 +279,12 @@ def _build(cls: type[Saga[Any]]) -> None:
             )
         message_types[trigger.type_name] = trigger
         _check_states(cls, trigger, transition)
-        spec.append({**transition, "trigger": trigger.type_name})
+        if _starts(cls, trigger, transition):
+            starting.add(trigger.type_name)
+        spec.append(
+            {key: value for key, value in transition.items() if key != "starts"}
+            | {"trigger": trigger.type_name}
+        )
     cls.message_types = message_types
 
     try:
@@ -271,11 +303,7 @@ def _build(cls: type[Saga[Any]]) -> None:
     cls.final_states = frozenset(
         name for name in cls.state_names if getattr(cls.machine.get_state(name), "final", False)
     )
-    cls.starting_triggers = frozenset(
-        trigger
-        for trigger, event in cls.machine.events.items()
-        if cls.initial_state in event.transitions
-    )
+    cls.starting_triggers = frozenset(starting)
     cls._correlators = {
         message.type_name: _correlator(cls, message, how)
         for message, how in cls.correlation.items()
@@ -307,6 +335,24 @@ def _check_states(
             f"{cls.__name__}: the transition on {trigger.__name__} names undeclared states "
             f"{unknown}; declare them in `states`"
         )
+
+
+def _starts(cls: type[Saga[Any]], trigger: type[Message], transition: Mapping[str, Any]) -> bool:
+    """Whether the transition creates a saga: its source names the initial state, or it says
+    `starts=True` (needed for a wildcard source, which would otherwise start one by accident)."""
+    sources = transition.get("source")
+    wildcard = sources == "*" or (isinstance(sources, list | tuple) and "*" in sources)
+    named = [] if sources == "*" else sources if isinstance(sources, list | tuple) else [sources]
+    from_initial = cls.initial_state in {state_name(s) for s in named if s != "*"}
+    starts = transition.get("starts")
+    if starts is None:
+        return from_initial
+    if starts and not (from_initial or wildcard):
+        raise SagaDefinitionError(
+            f"{cls.__name__}: the transition on {trigger.__name__} says starts=True, but its "
+            f"source does not include the initial state {cls.initial_state!r}"
+        )
+    return bool(starts)
 
 
 def _data_type(cls: type[Saga[Any]]) -> type[BaseModel]:

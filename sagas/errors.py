@@ -23,6 +23,14 @@ class MissingCorrelation(SagaError):
     """A message carries no value to find its saga by."""
 
 
+class CorrelationChanged(SagaError):
+    """An action tried to give a started saga another correlation id.
+
+    The correlation id is the saga's key: messages for the old value would no longer find it.
+    Start a new saga for the new value instead (and finish this one).
+    """
+
+
 class InvalidTransition(SagaError):
     """The message is not allowed in the saga's current state."""
 

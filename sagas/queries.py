@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 
 from outbox import clock
 from outbox.database import Executor
@@ -114,15 +114,17 @@ def list_sagas(
 
 
 def stuck_sagas(executor: Executor, *, older_than: datetime, limit: int = 100) -> list[SagaSummary]:
-    """Unfinished instances with no transition since `older_than` and no timeout pending: nothing
-    in the system will move them on by itself."""
+    """Unfinished instances with no transition since `older_than` and no timeout that can still
+    move them on: none pending, or the earliest one overdue since before `older_than` (its
+    message was lost or dead-lettered: a person would call that saga stuck too)."""
     cutoff = clock.ensure_aware(older_than, what="older_than")
+    c = saga_instances.c
     query = (
         _base()
         .where(
-            saga_instances.c.finished_at.is_(None),
-            saga_instances.c.updated_at < cutoff,
-            saga_instances.c.timeouts.is_(None),
+            c.finished_at.is_(None),
+            c.updated_at < cutoff,
+            or_(c.timeouts.is_(None), c.next_timeout_at < cutoff),
         )
         .order_by(saga_instances.c.updated_at)
         .limit(limit)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
 from sqlalchemy.orm import Session
 
 from outbox import clock
@@ -17,7 +17,7 @@ from outbox.database import Executor
 from outbox.messages import Message
 from outbox.tables import outbox_messages
 from outbox.writer import Outbox
-from sagas import store
+from sagas import ids, store
 from sagas.batch import current_batch
 from sagas.context import SagaContext
 from sagas.definition import Saga
@@ -30,9 +30,17 @@ from sagas.errors import (
     SagaNotFound,
     UnknownSagaType,
 )
-from sagas.timeouts import PendingTimeout, Scheduled, Timeout
+from sagas.timeouts import PendingTimeout, Timeout, fired_by, repetition, settle
 
 S = TypeVar("S", bound=Saga[Any])
+
+#: Where `SagaRuntime` finds its per-deployment id key when none is passed.
+ID_KEY_ENV = "SAGABOX_ID_KEY"
+
+# Built once, like the store's statements: a transition that cancels a timeout runs it.
+_DELETE_TIMEOUTS = delete(outbox_messages).where(
+    outbox_messages.c.message_id.in_(bindparam("b_message_ids", expanding=True))
+)
 
 #: What a message did to one saga; also the journal's `outcome` column.
 Outcome = Literal["transition", "unchanged", "ignored", "late", "not_found", "stale"]
@@ -58,10 +66,19 @@ class SagaRuntime:
     """
 
     def __init__(
-        self, sagas: Iterable[type[Saga[Any]]] = (), *, endpoint: str | None = None
+        self,
+        sagas: Iterable[type[Saga[Any]]] = (),
+        *,
+        endpoint: str | None = None,
+        id_key: bytes | None = None,
     ) -> None:
         #: Where timeouts are addressed: the endpoint (queue) whose worker runs these sagas.
         self.endpoint = endpoint
+        # A per-deployment secret for the keyed hash behind new sagas' incarnations (see
+        # `sagas.ids`); without one they are derived from the starting message's random id.
+        if id_key is None:
+            id_key = os.environ.get(ID_KEY_ENV, "").encode() or None
+        self._id_key = id_key
         self._sagas: dict[str, type[Saga[Any]]] = {}
         self._by_trigger: dict[str, list[type[Saga[Any]]]] = defaultdict(list)
         for saga_type in sagas:
@@ -150,7 +167,8 @@ class SagaRuntime:
                 f"{saga_type.saga_type} {correlation_id!r} (id {existing.id}) already exists, "
                 f"in state {existing.state_name!r}"
             )
-        saga = _new_saga(saga_type, correlation_id)
+        incarnation = self._incarnation(saga_type, correlation_id, message)
+        saga = _new_saga(saga_type, correlation_id, incarnation)
         # _transition advances this very instance, so there is nothing to read back.
         self._transition(executor, saga, message)
         return saga
@@ -178,7 +196,14 @@ class SagaRuntime:
 
         def done(outcome: Outcome, state: str | None = None) -> Handled:
             store.journal(
-                executor, cls, correlation_id, message, outcome, from_state=state, to_state=state
+                executor,
+                cls,
+                correlation_id,
+                message,
+                outcome,
+                from_state=state,
+                to_state=state,
+                incarnation=None if saga is None else saga.incarnation,
             )
             return Handled(
                 cls.saga_type, cls.id_for(correlation_id), correlation_id, outcome, state, state
@@ -195,19 +220,22 @@ class SagaRuntime:
                     f"not exist, and {message.type_name} does not start it",
                     cls.on_not_found,
                 )
-            saga = _new_saga(cls, correlation_id)
+            saga = _new_saga(cls, correlation_id, self._incarnation(cls, correlation_id, message))
         elif saga.is_finished:
             # A tombstone: the message is late, not the start of a new saga.
             return done("late", saga.state_name)
 
         fired_timeout: PendingTimeout | None = None
         if isinstance(message, Timeout):
-            fired_timeout = saga.timeouts.get(message.timeout)
-            if fired_timeout is None or fired_timeout.message_id != message.message_id:
-                # Cancelled, replaced, or set in a state the saga has left: never fired.
+            fired_timeout = fired_by(saga.timeouts, message)
+            if fired_timeout is None:
                 return done("stale", saga.state_name)
         if saga.ignores(message):
-            return done("ignored", saga.state_name)
+            if fired_timeout is None:
+                return done("ignored", saga.state_name)
+            # It fired, into a state that ignores it: it leaves the pending set all the same
+            # (and a repeating one goes on), or the saga would wait for it forever.
+            return self._transition(executor, saga, message, fired_timeout, fire=False)
         if not saga.allows(message):
             raise InvalidTransition(
                 f"{cls.saga_type} {correlation_id!r} (id {saga.id}) is in state "
@@ -222,6 +250,8 @@ class SagaRuntime:
         saga: Saga[Any],
         message: Message,
         fired_timeout: PendingTimeout | None = None,
+        *,
+        fire: bool = True,
     ) -> Handled:
         cls = type(saga)
         before, expected_version = saga.state_name, saga.version
@@ -229,13 +259,22 @@ class SagaRuntime:
         if fired_timeout is not None:
             assert isinstance(message, Timeout)
             del saga.timeouts[message.timeout]
-            _repeat(ctx, message, fired_timeout)
-        fired = saga.fire(ctx, message)
+            repeat = repetition(fired_timeout, message, ctx.timeout_id(message.timeout))
+            if repeat is not None:
+                ctx.timer_calls.append(repeat)
+        fired = saga.fire(ctx, message) if fire else False
         saga.version += 1
         saga.updated_at = clock.now()
         if saga.state_name in cls.final_states:
             saga.finished_at = saga.updated_at
-        dropped = self._settle_timeouts(saga, before, ctx)
+        settlement = settle(
+            saga.timeouts,
+            ctx.timer_calls,
+            before=before,
+            after=saga.state_name,
+            finished=saga.is_finished,
+        )
+        saga.timeouts = settlement.timeouts
         if expected_version == 0:
             saved = store.create(executor, saga)
         else:
@@ -246,7 +285,7 @@ class SagaRuntime:
                 f"{'created' if expected_version == 0 else 'changed'} by another transaction "
                 f"while handling {message.type_name}; retry the message"
             )
-        outcome: Outcome = "transition" if fired else "unchanged"
+        outcome: Outcome = "transition" if fired else "unchanged" if fire else "ignored"
         store.journal(
             executor,
             cls,
@@ -256,6 +295,7 @@ class SagaRuntime:
             from_state=before,
             to_state=saga.state_name,
             version=saga.version,
+            incarnation=saga.incarnation,
         )
         outbox = Outbox(executor)
         for emitted in ctx.emitted:
@@ -264,23 +304,17 @@ class SagaRuntime:
                 destination=emitted.destination,
                 partition_key=saga.correlation_id,
             )
-        if dropped:
-            # Tidiness only: a row already shipped would be found stale on arrival anyway.
-            executor.execute(
-                delete(outbox_messages).where(outbox_messages.c.message_id.in_(dropped))
+        if settlement.dropped:
+            # A row already shipped would be found stale on arrival anyway; deleting the rest
+            # keeps the outbox's timeout rows equal to the pending set.
+            executor.execute(_DELETE_TIMEOUTS, {"b_message_ids": settlement.dropped})
+        for call in settlement.written:
+            outbox.add(
+                call.message,
+                destination=self._timeout_endpoint(cls),
+                partition_key=saga.correlation_id,
+                deliver_at=call.due_at,
             )
-        for call in ctx.timer_calls:
-            if not isinstance(call, Scheduled):
-                continue
-            pending = saga.timeouts.get(call.name)
-            # Written only if it survived the transition's later cancel or replace calls.
-            if pending is not None and pending.message_id == call.message.message_id:
-                outbox.add(
-                    call.message,
-                    destination=self._timeout_endpoint(cls),
-                    partition_key=saga.correlation_id,
-                    deliver_at=call.due_at,
-                )
         return Handled(
             cls.saga_type,
             saga.id,
@@ -291,39 +325,8 @@ class SagaRuntime:
             saga.version,
         )
 
-    def _settle_timeouts(self, saga: Saga[Any], before: str, ctx: SagaContext) -> list[UUID]:
-        """Apply the transition's schedule/cancel calls and drop timeouts that no longer apply.
-
-        Returns the message ids of the dropped ones. A timeout belongs to the state the saga is
-        in after the transition that scheduled it; leaving that state drops it (unless it was
-        scheduled to outlive it), and finishing drops them all.
-        """
-        dropped: list[UUID] = []
-
-        def drop(name: str) -> None:
-            pending = saga.timeouts.pop(name, None)
-            if pending is not None:
-                dropped.append(pending.message_id)
-
-        now_state = saga.state_name
-        if saga.is_finished:
-            for name in list(saga.timeouts):
-                drop(name)
-            return dropped
-        if now_state != before:
-            for name, pending in list(saga.timeouts.items()):
-                if pending.state != now_state and not pending.outlive_state:
-                    drop(name)
-        for call in ctx.timer_calls:
-            if isinstance(call, str):
-                drop(call)
-                continue
-            drop(call.name)
-            state = call.state or now_state
-            if state != now_state and not call.outlive_state:
-                continue  # a repetition of a timeout whose state was just left
-            saga.timeouts[call.name] = _pending(call, state)
-        return dropped
+    def _incarnation(self, cls: type[Saga[Any]], correlation_id: str, message: Message) -> UUID:
+        return ids.incarnation(cls.saga_type, correlation_id, message.message_id, self._id_key)
 
     def _timeout_endpoint(self, cls: type[Saga[Any]]) -> str:
         if not self.endpoint:
@@ -335,47 +338,12 @@ class SagaRuntime:
         return self.endpoint
 
 
-def _pending(call: Scheduled, state: str) -> PendingTimeout:
-    return PendingTimeout(
-        message_id=call.message.message_id,
-        state=state,
-        due_at=call.due_at,
-        outlive_state=call.outlive_state,
-        every=call.every,
-        remaining=call.remaining,
-    )
-
-
-def _repeat(ctx: SagaContext, message: Timeout, fired: PendingTimeout) -> None:
-    """Schedule the next delivery of a repeating timeout, in the state that set it."""
-    remaining = None if fired.remaining is None else fired.remaining - 1
-    if fired.every is None or remaining == 0:
-        return
-    due = fired.due_at + fired.every  # from the schedule, not from now: no drift
-    ctx.timer_calls.append(
-        Scheduled(
-            message.timeout,
-            message.model_copy(
-                update={
-                    "message_id": uuid.uuid5(fired.message_id, "next"),
-                    "occurred_at": due,
-                    "causation_id": message.message_id,
-                }
-            ),
-            due,
-            fired.outlive_state,
-            fired.every,
-            remaining,
-            fired.state,
-        )
-    )
-
-
-def _new_saga(cls: type[S], correlation_id: str) -> S:
+def _new_saga(cls: type[S], correlation_id: str, incarnation: UUID) -> S:
     """A saga not yet stored, in its initial state with default data (version 0)."""
     now = clock.now()
     return cls(
         correlation_id=correlation_id,
+        incarnation=incarnation,
         state=cls.initial_state,
         data=cls.data_type(),
         version=0,

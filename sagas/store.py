@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from sqlalchemy import bindparam, delete, insert, null, select, tuple_, update
+from sqlalchemy import bindparam, insert, null, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from outbox import clock
@@ -15,8 +14,9 @@ from outbox.messages import Message
 from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict
+from sagas.retention import prune_finished as prune_finished  # its home until 2026-12
 from sagas.tables import saga_instances, saga_journal
-from sagas.timeouts import PendingTimeout
+from sagas.timeouts import PendingTimeout, next_due
 
 S = TypeVar("S", bound=Saga[Any])
 
@@ -105,6 +105,7 @@ def _instance(saga_type: type[S], row: Any) -> S:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         finished_at=row["finished_at"],
+        incarnation=row["incarnation"],
         timeouts={
             name: PendingTimeout.from_json(value) for name, value in (row["timeouts"] or {}).items()
         },
@@ -115,7 +116,14 @@ def create(executor: Executor, saga: Saga[Any]) -> bool:
     """Insert a new saga row; False if another transaction created the same saga first."""
     statement = (
         insert_ignoring_conflicts(executor, saga_instances)
-        .values({**_columns(saga), "id": saga.id, "created_at": saga.created_at})
+        .values(
+            {
+                **_columns(saga),
+                "id": saga.id,
+                "incarnation": saga.incarnation,
+                "created_at": saga.created_at,
+            }
+        )
         .returning(saga_instances.c.id)
     )
     created = executor.execute(statement).first() is not None
@@ -169,12 +177,18 @@ def journal(
     from_state: str | None = None,
     to_state: str | None = None,
     version: int | None = None,
+    incarnation: UUID | None = None,
 ) -> None:
-    """Record what a message did to (or could not do to) a saga (in a batch: at its commit)."""
+    """Record what a message did to (or could not do to) a saga (in a batch: at its commit).
+
+    `incarnation` is None when no saga instance exists for the message: retention removes
+    those lines (`sagas.retention.prune_journal`); the others go with their saga.
+    """
     line = {
         "saga_id": saga_type.id_for(correlation_id),
         "saga_type": saga_type.saga_type,
         "correlation_id": correlation_id,
+        "incarnation": incarnation,
         "version": version,
         "from_state": from_state,
         "to_state": to_state,
@@ -210,25 +224,5 @@ def _columns(saga: Saga[Any]) -> dict[str, Any]:
         "finished_at": saga.finished_at,
         # SQL NULL, not JSON null, when nothing is pending: "stuck" queries test for it.
         "timeouts": {name: pending.to_json() for name, pending in saga.timeouts.items()} or null(),
+        "next_timeout_at": next_due(saga.timeouts),
     }
-
-
-def prune_finished(executor: Executor, *, older_than: datetime, batch_size: int = 500) -> int:
-    """Delete up to `batch_size` sagas that finished before `older_than`, with their journal.
-
-    Tombstones tell a late message from an unknown saga, so keep them longer than any message
-    can be late. Call it repeatedly, each call in its own transaction, until it returns 0.
-    """
-    cutoff = clock.ensure_aware(older_than, what="older_than")
-    ids = list(
-        executor.scalars(
-            select(saga_instances.c.id)
-            .where(saga_instances.c.finished_at < cutoff)
-            .order_by(saga_instances.c.finished_at)
-            .limit(batch_size)
-        )
-    )
-    if ids:
-        executor.execute(delete(saga_journal).where(saga_journal.c.saga_id.in_(ids)))
-        executor.execute(delete(saga_instances).where(saga_instances.c.id.in_(ids)))
-    return len(ids)

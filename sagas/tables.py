@@ -13,6 +13,9 @@ saga_instances = Table(
     Column("id", Uuid(), primary_key=True),
     Column("saga_type", String(255), nullable=False),
     Column("correlation_id", String(255), nullable=False),
+    # Random per incarnation: the id repeats when a pruned saga's correlation id starts again,
+    # this does not, and the ids of the messages the saga emits are derived from it (secret).
+    Column("incarnation", Uuid(), nullable=False),
     Column("state", String(255), nullable=False),
     Column("data", Json, nullable=False),
     # Bumped by every handled message: optimistic concurrency, and the transition number.
@@ -23,6 +26,8 @@ saga_instances = Table(
     Column("finished_at", UTCDateTime(), nullable=True),
     # Pending timeouts by name: the message id each expects, and the state that set it.
     Column("timeouts", Json, nullable=True),
+    # The earliest pending timeout's due time: "stuck" counts an overdue timeout as none.
+    Column("next_timeout_at", UTCDateTime(), nullable=True),
     # Settles creation races: two transactions cannot both create the same saga.
     UniqueConstraint("saga_type", "correlation_id"),
     Index(None, "saga_type", "state"),
@@ -38,6 +43,8 @@ saga_journal = Table(
     Column("saga_id", Uuid(), nullable=False),
     Column("saga_type", String(255), nullable=False),
     Column("correlation_id", String(255), nullable=False),
+    # The incarnation the line belongs to; null when no saga instance existed for the message.
+    Column("incarnation", Uuid(), nullable=True),
     Column("version", Integer(), nullable=True),
     Column("from_state", String(255), nullable=True),
     Column("to_state", String(255), nullable=True),
@@ -47,5 +54,7 @@ saga_journal = Table(
     Column("at", UTCDateTime(), nullable=False),
     Index(None, "saga_id", "id"),
     Index(None, "saga_type", "correlation_id"),
+    # Retention of the lines of unknown sagas: the oldest lines without an incarnation first.
+    Index(None, "incarnation", "at"),
     comment="Each message a saga handled or refused: where it is, and how it got there.",
 )
