@@ -1,5 +1,5 @@
 # The two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: test demo soak bench install services-up services-down clean
+.PHONY: test demo docs soak bench install services-up services-down clean
 
 SAGAS ?= 1000
 
@@ -9,6 +9,11 @@ test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, st
 demo: ## install, then play the loan example on SQLite + the in-process broker, simulated time
 	scripts/bootstrap.sh
 	.venv/bin/sagabox demo loan_request
+
+docs: ## build the documentation site into site/, warnings as errors (`mkdocs serve` to browse)
+	scripts/bootstrap.sh
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check --group docs
+	.venv/bin/mkdocs build --strict
 
 soak: ## the chaos soak on real servers: make soak SAGAS=10000
 	scripts/soak.sh --sagas $(SAGAS)
@@ -27,4 +32,4 @@ services-down: ## stop them
 	scripts/services.sh down
 
 clean:
-	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build site *.egg-info

@@ -5,7 +5,12 @@ one that has imported sagabox's dependencies, so a page costs one start-up, not 
 with warnings as errors. A block whose first line is a comment naming a file (`# myservice/
 loans.py`) is also written to that path first, so later blocks can import it. Blocks share the
 folder (files, SQLite databases), never Python state. Shell blocks run only when marked
-`<!-- test: run -->` on the line before them; `<!-- test: skip REASON -->` skips any block.
+`<!-- test: run -->` on the line before them; `<!-- test: skip REASON -->` skips any block, and
+`<!-- test: needs MODULE -->` runs it where MODULE is installed (in CI it must be);
+`<!-- test: write -->` only writes a file block, for a later command to run (an Alembic
+env.py, say). A page that
+builds on another says so on a line of its own, `<!-- test: uses ../getting-started.md -->`:
+that page's blocks run first, in the same folder.
 
 Run as a script (`python tests/doc_blocks.py PAGE FOLDER`) it executes one page and exits 1 at
 the first failing block, naming the page's line.
@@ -13,6 +18,7 @@ the first failing block, naming the page's line.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -24,6 +30,7 @@ from pathlib import Path
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<language>[\w+-]*)[ \t]*$")
 _MARKER = re.compile(r"^\s*<!--\s*test:\s*(?P<what>.*?)\s*-->\s*$")
+_USES = re.compile(r"^<!--\s*test:\s*uses\s+(?P<page>\S+\.md)\s*-->\s*$")
 _FILE_HEADER = re.compile(r"^# (?P<path>[\w./-]+\.py)\b")
 PYTHON = frozenset({"python", "py"})
 SHELL = frozenset({"sh", "bash", "shell", "console"})
@@ -52,6 +59,13 @@ class Block:
         """The path a python block says it is (`# myservice/loans.py`), if any."""
         match = _FILE_HEADER.match(self.code)
         return match["path"] if match and self.language in PYTHON else None
+
+    @property
+    def needs(self) -> str | None:
+        """The module a block marked `needs MODULE` imports, which the docs group installs."""
+        if self.marker is not None and self.marker.startswith("needs "):
+            return self.marker.split()[1]
+        return None
 
     @property
     def runs(self) -> bool:
@@ -93,12 +107,26 @@ def _marker_before(lines: list[str], fence_index: int, page: Path) -> str | None
     if match is None:
         return None
     what = match["what"]
-    if what == "run" or re.fullmatch(r"skip\s+\S.*", what):
+    if what in ("run", "write") or re.fullmatch(r"(skip\s+\S.*|needs\s+[\w.]+)", what):
         return what
     raise BadMarker(
-        f"{page.name}:{previous + 1}: unknown marker {what!r}: write "
-        "<!-- test: run --> or <!-- test: skip WHY -->"
+        f"{page.name}:{previous + 1}: unknown marker {what!r}: write <!-- test: run -->, "
+        "<!-- test: write -->, <!-- test: skip WHY --> or <!-- test: needs MODULE -->"
     )
+
+
+def prerequisites(page: Path) -> list[Path]:
+    """The pages `page` builds on (`<!-- test: uses OTHER.md -->`), theirs first."""
+    found: list[Path] = []
+    for line in page.read_text(encoding="utf-8").splitlines():
+        match = _USES.match(line.strip())
+        if match is None:
+            continue
+        other = (page.parent / match["page"]).resolve()
+        if not other.is_file():
+            raise BadMarker(f"{page.name}: {match['page']} (which it uses) does not exist")
+        found += [*prerequisites(other), other]
+    return list(dict.fromkeys(found))
 
 
 def run_page(page: Path, folder: Path, *, until: int | None = None) -> int:
@@ -121,10 +149,25 @@ def run_page(page: Path, folder: Path, *, until: int | None = None) -> int:
     import sagas  # noqa: F401
 
     os.chdir(folder)
+    for other in prerequisites(page):
+        if _run_blocks(other, folder) != 0:
+            print(f"FAILED: {page.name} uses {other.name}, which failed", flush=True)
+            return 1
+    return _run_blocks(page, folder, until=until)
+
+
+def _run_blocks(page: Path, folder: Path, *, until: int | None = None) -> int:
     for block in blocks(page):
         if until is not None and block.line >= until:
             break
         if not block.runs:
+            continue
+        if block.needs is not None and importlib.util.find_spec(block.needs) is None:
+            reason = f"{block.where} needs {block.needs}: pip install --group docs"
+            if os.environ.get("CI", "").lower() == "true":
+                print(f"FAILED: {reason} (in CI every block must run)", flush=True)
+                return 1
+            print(f"--- SKIPPED {reason}", flush=True)
             continue
         print(f"--- {block.where} ({block.language})", flush=True)
         code = _run_python(block, folder) if block.language in PYTHON else _run_shell(block, folder)
@@ -139,6 +182,11 @@ def _run_python(block: Block, folder: Path) -> int:
         target = folder / block.file
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(block.code, encoding="utf-8")
+    elif block.marker == "write":
+        print(f"FAILED: {block.where} is marked write but names no file (# path.py)", flush=True)
+        return 1
+    if block.marker == "write":
+        return 0
     # Padding puts the code on its own line numbers: a traceback points into the page.
     source = "\n" * (block.line - 1) + block.code
     pid = os.fork()
