@@ -13,7 +13,7 @@ demo: ## install, then play the loan example on SQLite + the in-process broker, 
 docs: ## build the documentation site into site/, warnings as errors (`mkdocs serve` to browse)
 	scripts/bootstrap.sh
 	.venv/bin/python -m pip install --quiet --disable-pip-version-check --group docs
-	.venv/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 
 soak: ## the chaos soak on real servers: make soak SAGAS=10000
 	scripts/soak.sh --sagas $(SAGAS)

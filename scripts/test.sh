@@ -18,6 +18,6 @@ echo "test: ruff"
 echo "test: mypy"
 .venv/bin/mypy
 echo "test: docs"
-.venv/bin/mkdocs build --strict --quiet --site-dir build/site
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir build/site
 echo "test: pytest"
 .venv/bin/pytest "$@"
