@@ -1,5 +1,5 @@
 # The two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: test fuzz demo soak bench install services-up services-down clean relay-faults
+.PHONY: test fuzz demo docs soak bench install services-up services-down clean relay-faults
 
 SAGAS ?= 1000
 
@@ -12,6 +12,11 @@ fuzz: ## as test, for the worker's fuzz tests alone, with the long hypothesis pr
 demo: ## install, then play the loan example on SQLite + the in-process broker, simulated time
 	scripts/bootstrap.sh
 	.venv/bin/sagabox demo loan_request
+
+docs: ## build the documentation site into site/, warnings as errors (`mkdocs serve` to browse)
+	scripts/bootstrap.sh
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check --group docs
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
 
 soak: ## the chaos soak on real servers: make soak SAGAS=10000
 	scripts/soak.sh --sagas $(SAGAS)
@@ -34,4 +39,4 @@ services-down: ## stop them
 	scripts/services.sh down
 
 clean:
-	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build site *.egg-info

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
 from sqlalchemy.orm import Session
 
 from outbox.errors import UnsupportedDatabase
@@ -97,3 +98,32 @@ def configure_sqlite(engine: Engine, *, busy_timeout_ms: int = 30_000) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# "no such table: sagabox_x" (SQLite), 'relation "sagabox_x" does not exist' (PostgreSQL).
+_MISSING_TABLE = re.compile(
+    r"no such table: (?:\w+\.)?(?P<sqlite>sagabox_\w+)"
+    r'|relation "(?:\w+\.)?(?P<postgresql>sagabox_\w+)" does not exist'
+)
+
+
+def missing_table_hint(error: BaseException) -> str | None:
+    """What to do when `error` says one of sagabox's tables does not exist, else None."""
+    match = _MISSING_TABLE.search(str(error))
+    if match is None:
+        return None
+    table = match["sqlite"] or match["postgresql"]
+    return (
+        f"sagabox's table {table} does not exist in this database: create sagabox's tables "
+        "with `sagabox db upgrade --db URL` (or sagabox.migrate.upgrade) before using it"
+    )
+
+
+@event.listens_for(Engine, "handle_error")
+def _hint_missing_tables(context: ExceptionContext) -> None:
+    # On every engine, the service's own included: sagabox's statements run on it. The error
+    # keeps its class (callers tell outages from bad input by it) and gains a first line.
+    hint = missing_table_hint(context.original_exception)
+    error = context.sqlalchemy_exception
+    if hint is not None and error is not None and hasattr(error, "add_detail"):
+        error.add_detail(hint)

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/use-services.sh
 use_services "test: using the services already started (scripts/services.sh down stops them)"
 scripts/bootstrap.sh
+# The docs' tools, and the web frameworks their guides run: the suite executes every page.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --group docs
 services_ready
 
 echo "test: ruff"
@@ -15,5 +17,7 @@ echo "test: ruff"
 .venv/bin/ruff format --check .
 echo "test: mypy"
 .venv/bin/mypy
+echo "test: docs"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir build/site
 echo "test: pytest"
 .venv/bin/pytest "$@"

@@ -1,78 +1,59 @@
-"""The README's saga example runs as printed."""
+"""The README's first example does what its comment says: one transaction commits it all."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
-import pytest
-from sqlalchemy import Engine, Numeric, String, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy import create_engine, select, text
 
-from outbox import Message, MessageRegistry
 from outbox.tables import outbox_messages
-from sagabox import App
 from sagas.tables import saga_instances
-from tests import offer_app
+from tests import doc_blocks
+from tests.test_docs import ROOT, run_page
 
-README = Path(__file__).parent.parent / "README.md"
-
-
-class Base(DeclarativeBase):
-    pass
+README = ROOT / "README.md"
 
 
-class Loan(Base):
-    """The service's own business table that the README's example writes to."""
-
-    __tablename__ = "readme_loans"
-    id: Mapped[str] = mapped_column(String(20), primary_key=True)
-    amount: Mapped[Decimal] = mapped_column(Numeric(12, 2))
-
-
-def _section_code(title: str) -> list[str]:
-    section = README.read_text().split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+def _first_block_after(header: str) -> int:
+    """The line where the README's block after the one headed `header` begins."""
+    found = doc_blocks.blocks(README)
+    index = next(i for i, block in enumerate(found) if block.code.startswith(header))
+    return found[index + 1].line
 
 
-@pytest.fixture
-def own_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's messages reuse type names the examples also use (loans.LoanRequested): a
-    real conflict in one process, so they register in a registry of their own here."""
-    monkeypatch.setattr(Message, "registry", MessageRegistry())
+def test_starting_the_saga_commits_loan_saga_and_command_together(tmp_path: Path) -> None:
+    """Run as printed (module, `sagabox db upgrade`, web handler), the first section leaves the
+    loan row, the saga in `checking` and the credit-check command in the outbox."""
+    done = run_page(README, tmp_path, until=_first_block_after("# myservice/web.py"))
+    assert 0 == done.returncode, done.stdout + done.stderr
+    assert ["myservice/loans.py", "myservice/web.py"] == sorted(
+        str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.py")
+    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'loans.db'}")
+    try:
+        with engine.connect() as connection:
+            assert [("L-1", "checking")] == [
+                tuple(row)
+                for row in connection.execute(
+                    select(saga_instances.c.correlation_id, saga_instances.c.state)
+                )
+            ]
+            assert [("credit.RunCreditCheck", "credit")] == [
+                tuple(row)
+                for row in connection.execute(
+                    select(outbox_messages.c.type, outbox_messages.c.destination)
+                )
+            ]
+            assert [("L-1", 2500)] == [
+                tuple(row) for row in connection.execute(text("SELECT id, amount FROM loans"))
+            ]
+    finally:
+        engine.dispose()
 
 
-@pytest.mark.usefixtures("own_registry")
-def test_the_saga_in_30_lines_runs(engine: Engine) -> None:
-    """The saga class is at most 30 lines, and starting it commits the loan, the saga and the
-    credit-check command together."""
-    definition, usage = _section_code("A saga in 30 lines")
-    saga = definition[definition.index("class LoanSaga") :]
-    assert len([line for line in saga.splitlines() if line.strip()]) <= 30
-    Base.metadata.create_all(engine)
-    namespace: dict[str, Any] = {"Session": Session, "engine": engine, "Loan": Loan}
-    exec(compile(definition, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102 - our own README
-    exec(compile(usage, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102
-
-    with engine.connect() as connection:
-        assert [("L-1", "checking")] == [
-            tuple(row)
-            for row in connection.execute(
-                select(saga_instances.c.correlation_id, saga_instances.c.state)
-            )
-        ]
-        assert ["credit.RunCreditCheck"] == list(connection.scalars(select(outbox_messages.c.type)))
-    with Session(engine) as session:
-        assert Decimal(2500) == session.get(Loan, "L-1").amount  # type: ignore[union-attr]
-
-
-def test_the_time_travel_example_runs(saga_harness: Callable[..., Any]) -> None:
-    """The README's harness test passes as printed, against the offer saga of the tests."""
-    [example] = _section_code("Testing with time travel")
-    namespace: dict[str, Any] = {"timedelta": timedelta, "App": App, **vars(offer_app)}
-    exec(compile(example, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102
-    namespace["test_accepting_on_day_3_cancels_the_rest"](saga_harness)
+def test_the_saga_section_says_to_create_the_tables_first() -> None:
+    """The first runnable shell block is `sagabox db upgrade`, before the saga is started."""
+    found = [block for block in doc_blocks.blocks(README) if block.runs]
+    assert found[0].code.startswith("# myservice/loans.py")
+    assert found[1].code.startswith("sagabox db upgrade")
+    assert found[2].code.startswith("# myservice/web.py")
