@@ -1,5 +1,5 @@
-"""The pure timeout bookkeeping (`sagas.timeouts.settle`), thousands of generated cases without a
-database: nothing pending leaks, nothing replaced is written, every id stays unique."""
+"""The pure timeout bookkeeping (`sagas.timeouts.settle`) on generated cases, without a database:
+nothing pending leaks, nothing replaced is written, every id stays unique."""
 
 from __future__ import annotations
 
