@@ -259,3 +259,37 @@ def test_the_command_line_dead_letters_a_row_after_max_attempts_and_replays_it(
     assert 0 == main(["dlq", "replay", *args, str(listed["id"])])
     [again] = outbox_rows(engine)
     assert (command.message_id, "nobody-home") == (again.message_id, again.destination)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True)
+def test_a_refused_row_sent_with_others_is_found_one_at_a_time(
+    engine: Engine, broker_url: str, listener: Listener, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """A refused row small enough to go out with others (the broker's limit below 64 KiB)
+    closes the channel with their confirms in flight: those rows are sent again one at a time
+    until the culprit is found, so every good row arrives (a copy is possible, for the inbox to
+    drop), the culprit is kept for its retry, and the row behind it in its key waits."""
+    before = [Deposited(account=f"b{n}", amount=n, correlation_id=f"b{n}") for n in range(3)]
+    culprit = Deposited(account="x" * 40_000, amount=0, correlation_id="k")
+    behind = Deposited(account="behind", amount=1, correlation_id="k")
+    after = [Deposited(account=f"a{n}", amount=n, correlation_id=f"a{n}") for n in range(3)]
+    write(engine, *before, culprit, behind, *after)
+    with broker_message_limit(16 * 1024):
+        relay = Relay(engine, broker_url, exchange=listener.exchange, max_attempts=2)
+        try:
+            relay.drain()
+            copies = listener.copies()
+            assert {str(m.message_id) for m in [*before, *after]} == set(copies)
+            assert [(culprit.message_id, 1), (behind.message_id, 0)] == [
+                (row.message_id, row.attempts) for row in outbox_rows(engine)
+            ]
+            frozen_clock.tick(_LATER)
+            relay.drain()
+        finally:
+            relay.close()
+    assert 1 == listener.copies()[str(behind.message_id)]
+    with engine.connect() as connection:
+        [letter] = list_dead_letters(connection)
+    assert culprit.message_id == letter.message_id
+    assert "larger than configured max size" in letter.reason
