@@ -41,3 +41,7 @@ class InvalidPayload(OutboxError):
 
 class UnsupportedDatabase(OutboxError):
     """sagabox does not support this database dialect."""
+
+
+class AsyncSessionGiven(OutboxError, TypeError):
+    """A synchronous sagabox API was given an AsyncSession or AsyncConnection; use sagabox.aio."""

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from outbox.messages import Command, Event, Message
+from outbox.sync_only import is_coroutine_callable
 from outbox.writer import Outbox
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -36,6 +37,14 @@ def handles(*message_types: type[Message]) -> Callable[[F], F]:
             raise TypeError(f"{message_type.__qualname__} is abstract and is never delivered")
 
     def mark(func: F) -> F:
+        if is_coroutine_callable(func):
+            raise TypeError(
+                f"@handles: {handler_name(func)} is `async def`, but the worker calls handlers "
+                "synchronously inside its transaction, so its coroutine would never run while "
+                "the inbox marked the message done. Write it as a plain `def` using ctx.session "
+                "and ctx.send/ctx.publish; do remote async I/O outside the transaction, e.g. in "
+                "an endpoint of its own that reports back with a message"
+            )
         setattr(func, _MARK, (*getattr(func, _MARK, ()), *message_types))
         return func
 

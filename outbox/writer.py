@@ -12,6 +12,7 @@ from outbox import clock, signals, tracing
 from outbox.database import Executor, dialect_of
 from outbox.envelope import Envelope, encode
 from outbox.messages import Command, Event, Message
+from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 
 # Built once and given its values as parameters: a `.values(...)` statement per message cost
@@ -28,6 +29,7 @@ class Outbox:
     """
 
     def __init__(self, executor: Executor) -> None:
+        refuse_async(executor, "Outbox(session)", "await AsyncOutbox(session).add(message)")
         self._executor = executor
         dialect_of(executor)  # refuse an unsupported database now, not at commit time
 
