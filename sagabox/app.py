@@ -20,7 +20,12 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from outbox.database import make_engine
-from outbox.handlers import HandlerContext, handled_types, handler_name
+from outbox.handlers import (
+    HandlerContext,
+    handled_types,
+    handler_name,
+    refuse_coroutine_handler,
+)
 from outbox.messages import Event, Message
 from outbox.registry import MessageRegistry, default_registry
 from outbox.sync_only import refuse_async
@@ -90,6 +95,8 @@ class App:
 
     def add_handler(self, handler: Handler) -> None:
         """Register a function marked with `@handles(...)`."""
+        # Also here: a wrapper copying the mark (functools.wraps) may be `async def`.
+        refuse_coroutine_handler(handler, "App.add_handler")
         name = handler_name(handler)
         for message_type in handled_types(handler):
             self._handlers[message_type.type_name].append((name, handler))

@@ -205,6 +205,22 @@ def test_an_async_handler_is_refused_when_declared(handler: Callable[..., Any]) 
         handles(Noticed)(handler)
 
 
+def test_an_async_wrapper_of_a_handler_is_refused_by_the_app() -> None:
+    """A decorator that wraps a marked handler in `async def` (functools.wraps copies the mark)
+    is refused when the App registers it."""
+
+    @handles(Noticed)
+    def handler(ctx: HandlerContext, message: Noticed) -> None:
+        """A plain handler."""
+
+    @functools.wraps(handler)
+    async def wrapped(ctx: HandlerContext, message: Noticed) -> None:
+        handler(ctx, message)
+
+    with pytest.raises(TypeError, match=r"App\.add_handler: .* is `async def`"):
+        App("notices", handlers=[wrapped])
+
+
 class _Data(BaseModel):
     n: int = 0
 
