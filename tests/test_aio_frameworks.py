@@ -5,15 +5,11 @@ relay ships, real workers advance the saga, and an HTTP endpoint reads its new s
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from kombu import Connection
 from sqlalchemy import Engine, select
 
@@ -22,6 +18,7 @@ from relay import Relay, Worker
 from sagabox import App
 from sagas.tables import saga_instances
 from tests import aio_fastapi_app, aio_litestar_app
+from tests.aio_helpers import running, serving
 from tests.aio_service import business, credit_checks, loans, make_apps
 from tests.relay_helpers import wait_for
 
@@ -29,51 +26,6 @@ FRAMEWORKS: dict[str, Callable[[App], Any]] = {
     "fastapi": aio_fastapi_app.make_api,
     "litestar": aio_litestar_app.make_api,
 }
-
-
-class Daemon(Protocol):
-    def run(self) -> None: ...
-    def stop(self) -> None: ...
-
-
-@contextmanager
-def serving(asgi: Any) -> Iterator[str]:
-    """Serve `asgi` with uvicorn in a thread; yield its base URL.
-
-    The socket listens before the server starts, so a request made at once waits in the
-    backlog until uvicorn (after the app's lifespan startup) accepts it: nothing to wait for.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(asgi, lifespan="on", log_level="warning", http="h11", ws="none")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
-
-
-@contextmanager
-def running(*daemons: Daemon) -> Iterator[None]:
-    """Run the relay and workers' own loops in threads, as `sagabox relay/worker` run them."""
-    threads = [threading.Thread(target=daemon.run, daemon=True) for daemon in daemons]
-    for thread in threads:
-        thread.start()
-    try:
-        yield
-    finally:
-        for daemon in daemons:
-            daemon.stop()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert not any(thread.is_alive() for thread in threads), "a daemon did not stop"
 
 
 def _ids(engine: Engine, column: Any, **where: str) -> list[Any]:
