@@ -25,6 +25,7 @@ from decimal import Decimal
 import httpx
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from bench.aio_server import Application, Applied, Check, business
 from bench.common import REPO, scratch_database, stop
@@ -33,6 +34,7 @@ from outbox.aio import make_async_engine
 from outbox.database import make_engine
 from outbox.envelope import encode
 from outbox.tables import outbox_messages
+from sagas import SagaRuntime
 from sagas.aio import AsyncSagaRuntime
 from sagas.tables import saga_instances, saga_journal
 
@@ -99,6 +101,35 @@ def seam_latency(url: str, *, transactions: int = 300, rounds: int = 3) -> tuple
     return asyncio.run(_seam_latency(url, transactions, rounds))
 
 
+def sync_latency(url: str, *, transactions: int = 300, rounds: int = 3) -> tuple[float, float]:
+    """The same on the sync side: (`SagaRuntime.start` on a `Session`, bare sync inserts of the
+    same rows), one connection. Their ratio is what sagabox's own work costs without asyncio,
+    so (async ratio) / (sync ratio) is what the async bridge itself adds."""
+    engine = make_engine(url, pool_size=1, max_overflow=0)
+    runtime = SagaRuntime([Application])
+    seam: list[float] = []
+    bare: list[float] = []
+    try:
+        for number in range(rounds):
+            prefix = f"{number}-{uuid.uuid4().hex[:6]}"
+            for i in range(transactions):
+                applied = Applied(loan_id=f"sync-{prefix}-{i}", amount=Decimal(100))
+                started = time.perf_counter()
+                with Session(engine) as session, session.begin():
+                    runtime.start(session, Application, applied)
+                seam.append(time.perf_counter() - started)
+            for i in range(transactions):
+                applied = Applied(loan_id=f"syncbare-{prefix}-{i}", amount=Decimal(100))
+                started = time.perf_counter()
+                with Session(engine) as session, session.begin():
+                    for table, row in _rows(applied):
+                        session.execute(insert(table), row)
+                bare.append(time.perf_counter() - started)
+    finally:
+        engine.dispose()
+    return 1000 * statistics.median(seam), 1000 * statistics.median(bare)
+
+
 async def _seam_latency(url: str, transactions: int, rounds: int) -> tuple[float, float]:
     engine = make_async_engine(url, pool_size=1, max_overflow=0)
     runtime = AsyncSagaRuntime([Application])
@@ -155,6 +186,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--transactions", type=int, default=300)
+    parser.add_argument("--seam-only", action="store_true", help="skip the concurrent requests")
     args = parser.parse_args()
     postgres = os.environ.get("SAGABOX_BENCH_POSTGRES_URL") or os.environ.get(
         "SAGABOX_TEST_POSTGRES_URL"
@@ -162,15 +194,21 @@ def main() -> int:
     if not postgres:
         print('start the servers first: eval "$(scripts/services.sh env)"', file=sys.stderr)
         return 2
-    with scratch_database(postgres) as url:
-        async_rate, sync_rate = concurrent_requests(url, requests=args.requests)
-    print(f"(i) {args.requests:,} concurrent requests starting a saga each: async API "
-          f"{async_rate:,.0f} req/s, sync API in the thread pool {sync_rate:,.0f} req/s, "
-          f"ratio {async_rate / sync_rate:.2f} (goal ≥ 1.0)")  # fmt: skip
+    if not args.seam_only:
+        with scratch_database(postgres) as url:
+            async_rate, sync_rate = concurrent_requests(url, requests=args.requests)
+        print(f"(i) {args.requests:,} concurrent requests starting a saga each: async API "
+              f"{async_rate:,.0f} req/s, sync API in the thread pool {sync_rate:,.0f} req/s, "
+              f"ratio {async_rate / sync_rate:.2f} (goal ≥ 1.0)")  # fmt: skip
     with scratch_database(postgres) as url:
         seam, bare = seam_latency(url, transactions=args.transactions)
     print(f"(i) one saga start per transaction: async seam {seam:.2f} ms, bare async inserts "
           f"{bare:.2f} ms, ratio {seam / bare:.2f} (goal ≤ 1.3)")  # fmt: skip
+    with scratch_database(postgres) as url:
+        sync_seam, sync_bare = sync_latency(url, transactions=args.transactions)
+    print(f"(i) the same on the sync API: SagaRuntime.start {sync_seam:.2f} ms, bare inserts "
+          f"{sync_bare:.2f} ms, ratio {sync_seam / sync_bare:.2f}; what the async bridge adds: "
+          f"{(seam / bare) / (sync_seam / sync_bare):.2f}")  # fmt: skip
     return 0
 
 

@@ -150,6 +150,12 @@ def asyncio_comparison(postgres: str, results: Results) -> None:
         "(i) one saga start per transaction through the async seam", seam, "ms", bare,
         "bare async inserts of the same rows", "≤ 1.3",
     )  # fmt: skip
+    with scratch_database(postgres) as url:
+        sync_seam, sync_bare = aio.sync_latency(url)
+    results.add(
+        "(i) the same through the sync API (`SagaRuntime.start` on a Session)", sync_seam, "ms",
+        sync_bare, "bare sync inserts of the same rows",
+    )  # fmt: skip
 
 
 def profile(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
