@@ -39,4 +39,6 @@ def make_api(app: App) -> Litestar:
         [request_loan, loan_status],
         plugins=[SagaboxPlugin(app)],
         exception_handlers={RequestFailed: _failed},
+        # Litestar's default sets the root logger to INFO for the whole process: not in tests.
+        logging_config=None,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import logging
 import re
 import sys
 import types
@@ -155,9 +156,15 @@ def test_the_litestar_recipe_runs(engine: Engine, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, module.__name__, module)
     namespace = module.__dict__
     namespace.update(_asyncio_namespace(engine))
-    exec(compile(litestar_block, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102
-    with serving(namespace["api"]) as base_url, httpx.Client(base_url=base_url) as client:
-        response = client.post("/loans/L-4", params={"amount": "700"})
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
+    try:
+        exec(compile(litestar_block, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102
+        with serving(namespace["api"]) as base_url, httpx.Client(base_url=base_url) as client:
+            response = client.post("/loans/L-4", params={"amount": "700"})
+    finally:  # Litestar's default logging config set the root logger to INFO, process-wide
+        root.setLevel(level)
+        root.handlers[:] = handlers
     assert (201, {"state": "checking"}) == (response.status_code, response.json())
     assert [("L-4", "checking")] == _saga_states(engine)
 
