@@ -14,7 +14,17 @@ import os
 import sys
 from pathlib import Path
 
-from bench import latency, limit, notify_overhead, peer, poison_cost, profiles, relay_speed, steps
+from bench import (
+    aio,
+    latency,
+    limit,
+    notify_overhead,
+    peer,
+    poison_cost,
+    profiles,
+    relay_speed,
+    steps,
+)
 from bench.common import (
     REPO,
     Results,
@@ -153,6 +163,29 @@ def poison(postgres: str, amqp: str, messages: int, results: Results, *, every: 
         )  # fmt: skip
 
 
+def asyncio_comparison(postgres: str, results: Results) -> None:
+    """(j) The async API against the sync one in a thread pool, and the async seam's cost."""
+    print("(j) asyncio: 1,000 concurrent requests, and the seam's latency", flush=True)
+    with scratch_database(postgres) as url:
+        async_rate, sync_rate = aio.concurrent_requests(url, requests=1000)
+    results.add(
+        "(j) 1,000 concurrent requests starting a saga each, async API (FastAPI, psycopg async)",
+        async_rate, "req/s", sync_rate, "sync API in FastAPI's thread pool", "≥ 1.0",
+    )  # fmt: skip
+    with scratch_database(postgres) as url:
+        seam, bare = aio.seam_latency(url)
+    results.add(
+        "(j) one saga start per transaction through the async seam", seam, "ms", bare,
+        "bare async inserts of the same rows", "≤ 1.3",
+    )  # fmt: skip
+    with scratch_database(postgres) as url:
+        sync_seam, sync_bare = aio.sync_latency(url)
+    results.add(
+        "(j) the same through the sync API (`SagaRuntime.start` on a Session)", sync_seam, "ms",
+        sync_bare, "bare sync inserts of the same rows",
+    )  # fmt: skip
+
+
 def profile(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
     """(g) py-spy profiles of the hot paths, as notes under the table."""
     print("(g) profiles (py-spy)", flush=True)
@@ -190,6 +223,7 @@ def main() -> int:
     if not args.tiny:
         notify_cost(postgres, results)
         poison(postgres, amqp, sizes.saga_messages, results)
+        asyncio_comparison(postgres, results)
         profile(postgres, amqp, sizes, results)
     table = results.markdown(machine_description(postgres))
     print("\n" + table)

@@ -9,6 +9,7 @@ from outbox import clock
 from outbox.database import configure_sqlite, make_engine
 from outbox.envelope import CONTENT_TYPE, Envelope, decode, encode
 from outbox.errors import (
+    AsyncSessionGiven,
     DuplicateMessageType,
     InvalidPayload,
     MalformedEnvelope,
@@ -29,6 +30,7 @@ from outbox.writer import Outbox
 
 __all__ = [
     "CONTENT_TYPE",
+    "AsyncSessionGiven",
     "Command",
     "DuplicateMessageType",
     "Envelope",

@@ -49,3 +49,7 @@ class MessageTooLarge(OutboxError):
 
 class MissingTables(OutboxError):
     """The database has no sagabox tables: run `sagabox db upgrade` against it first."""
+
+
+class AsyncSessionGiven(OutboxError, TypeError):
+    """A synchronous sagabox API was given an AsyncSession or AsyncConnection; use sagabox.aio."""

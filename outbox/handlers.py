@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from outbox.messages import Command, Event, Message
+from outbox.sync_only import is_coroutine_callable
 from outbox.writer import Outbox
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -36,10 +37,23 @@ def handles(*message_types: type[Message]) -> Callable[[F], F]:
             raise TypeError(f"{message_type.__qualname__} is abstract and is never delivered")
 
     def mark(func: F) -> F:
+        refuse_coroutine_handler(func, "@handles")
         setattr(func, _MARK, (*getattr(func, _MARK, ()), *message_types))
         return func
 
     return mark
+
+
+def refuse_coroutine_handler(func: Callable[..., object], where: str) -> None:
+    """Refuse an `async def` handler where it is declared, saying what to write instead."""
+    if is_coroutine_callable(func):
+        raise TypeError(
+            f"{where}: {handler_name(func)} is `async def`, but the worker calls handlers "
+            "synchronously inside its transaction, so its coroutine would never run while "
+            "the inbox marked the message done. Write it as a plain `def` using ctx.session "
+            "and ctx.send/ctx.publish; do remote async I/O outside the transaction, e.g. in "
+            "an endpoint of its own that reports back with a message"
+        )
 
 
 def handled_types(func: Callable[..., object]) -> tuple[type[Message], ...]:

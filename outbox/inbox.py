@@ -11,6 +11,7 @@ from sqlalchemy import Insert, delete, select, tuple_
 
 from outbox import clock
 from outbox.database import Executor, dialect_of, insert_ignoring_conflicts
+from outbox.sync_only import refuse_async
 from outbox.tables import inbox_messages
 
 # One statement per dialect, built once: a worker records every message it handles, and
@@ -35,6 +36,7 @@ class Inbox:
     """Records which messages a consumer has processed, in the caller's transaction."""
 
     def __init__(self, executor: Executor, consumer: str) -> None:
+        refuse_async(executor, "Inbox(...)", "await AsyncInbox(session, consumer).record(id)")
         if not consumer:
             raise ValueError("an inbox needs a consumer name (the endpoint or handler's name)")
         self._executor = executor

@@ -13,6 +13,7 @@ from outbox.database import Executor, dialect_of
 from outbox.envelope import H_MESSAGE_ID, Envelope, encode
 from outbox.limits import check_size
 from outbox.messages import Command, Event, Message
+from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 
 # Built once and given its values as parameters: a `.values(...)` statement per message cost
@@ -29,6 +30,7 @@ class Outbox:
     """
 
     def __init__(self, executor: Executor) -> None:
+        refuse_async(executor, "Outbox(session)", "await AsyncOutbox(session).add(message)")
         self._executor = executor
         dialect_of(executor)  # refuse an unsupported database now, not at commit time
 

@@ -20,9 +20,15 @@ from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from outbox.database import make_engine
-from outbox.handlers import HandlerContext, handled_types, handler_name
+from outbox.handlers import (
+    HandlerContext,
+    handled_types,
+    handler_name,
+    refuse_coroutine_handler,
+)
 from outbox.messages import Event, Message
 from outbox.registry import MessageRegistry, default_registry
+from outbox.sync_only import refuse_async
 from relay.broker import BROKER_ENV, DEFAULT_EXCHANGE
 from relay.daemon import Relay
 from relay.worker import RetryPolicy, Unrecoverable, Worker
@@ -31,6 +37,7 @@ from sagas.errors import ConcurrencyConflict, SagaNotFound
 from sagas.runtime import SagaRuntime
 
 if TYPE_CHECKING:
+    from sagabox.aio import AsyncApp
     from sagabox.metrics import Metrics
 
 DATABASE_ENV = "SAGABOX_DATABASE_URL"
@@ -88,6 +95,8 @@ class App:
 
     def add_handler(self, handler: Handler) -> None:
         """Register a function marked with `@handles(...)`."""
+        # Also here: a wrapper copying the mark (functools.wraps) may be `async def`.
+        refuse_coroutine_handler(handler, "App.add_handler")
         name = handler_name(handler)
         for message_type in handled_types(handler):
             self._handlers[message_type.type_name].append((name, handler))
@@ -127,8 +136,17 @@ class App:
         if database:
             self._database = database
             self.__dict__.pop("engine", None)
+            self.__dict__.pop("aio", None)
         if broker:
             self._broker = broker
+
+    @cached_property
+    def aio(self) -> AsyncApp:
+        """This endpoint for asyncio services: `await app.aio.start(session, SagaType, msg)`
+        on an `AsyncSession` (see `sagabox.aio`; needs `pip install 'sagabox[asyncio]'`)."""
+        from sagabox.aio import AsyncApp
+
+        return AsyncApp(self)
 
     @cached_property
     def engine(self) -> Engine:
@@ -161,10 +179,12 @@ class App:
 
     def begin_batch(self, session: Session, messages: Sequence[Message]) -> None:
         """Lock and read the saga rows `messages` will touch; defer their writes to the commit."""
+        refuse_async(session, "App.begin_batch", "one message at a time with app.aio.dispatch")
         self.runtime.begin_batch(session, messages)
 
     def dispatch(self, session: Session, message: Message) -> None:
         """Deliver `message` to the sagas, then the plain handlers, in `session`'s transaction."""
+        refuse_async(session, "App.dispatch", "await app.aio.dispatch(session, message)")
         try:
             handled = self.runtime.handle(session, message)
         except SagaNotFound as exc:
@@ -202,6 +222,7 @@ class App:
 
     def start(self, session: Session, saga_type: type[S], message: Message) -> S:
         """Start a saga from a request handler, in the caller's transaction."""
+        refuse_async(session, "App.start", "await app.aio.start(session, SagaType, message)")
         return self.runtime.start(session, saga_type, message)
 
     def _handled_type_names(self) -> set[str]:

@@ -1,9 +1,15 @@
-"""The `saga_harness` pytest fixture, registered through the `pytest11` entry point.
+"""The `saga_harness` and `async_saga_harness` pytest fixtures, registered through `pytest11`.
 
     def test_reminder(saga_harness):
         h = saga_harness(app, business=[my_metadata])
         h.dispatch(OfferMade(offer_id="O-1"))
         h.advance(timedelta(days=2))
+
+`async_saga_harness` builds an `AsyncSagaHarness` the same way, for async tests:
+
+    async def test_reminder(async_saga_harness):
+        async with async_saga_harness(app) as h:
+            await h.dispatch(OfferMade(offer_id="O-1"))
 
 Each call gets a fresh database: a SQLite file in the test's temporary folder, or, with
 `--sagabox-db URL` (or $SAGABOX_HARNESS_DATABASE_URL), a scratch database created on that
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from sagabox.aio_testing import AsyncSagaHarness
     from sagabox.app import App
     from sagabox.testing import SagaHarness
 
@@ -49,17 +56,45 @@ def saga_harness(
         raise ImportError(
             f"saga_harness needs freezegun ({exc}): pip install 'sagabox[testing]'"
         ) from exc
-    server = request.config.getoption("--sagabox-db") or os.environ.get(ENV)
     with ExitStack() as cleanup:
 
         def build(*apps: App, **options: Any) -> SagaHarness:
-            if server:
-                # The harness migrates the database itself.
-                url = cleanup.enter_context(
-                    scratch_database(server, migrated=False, prefix="sagabox_h")
-                )
-            else:
-                url = f"sqlite:///{tmp_path / f'harness-{uuid.uuid4().hex[:8]}.db'}"
+            url = _database(request, tmp_path, cleanup, scratch_database)
             return cleanup.enter_context(SagaHarness(*apps, database=url, **options))
 
         yield build
+
+
+@pytest.fixture
+def async_saga_harness(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., AsyncSagaHarness]]:
+    """Build an `AsyncSagaHarness` on a fresh database, for `async with build(app) as h:`
+    in an async test (a plain fixture, so it needs neither anyio nor pytest-asyncio)."""
+    try:
+        from sagabox.aio_testing import AsyncSagaHarness
+        from sagabox.testing import scratch_database
+    except ImportError as exc:
+        raise ImportError(
+            f"async_saga_harness needs freezegun and the asyncio extra ({exc}): "
+            "pip install 'sagabox[testing,asyncio]'"
+        ) from exc
+    with ExitStack() as cleanup:
+
+        def build(*apps: App, **options: Any) -> AsyncSagaHarness:
+            url = _database(request, tmp_path, cleanup, scratch_database)
+            return AsyncSagaHarness(*apps, database=url, **options)
+
+        yield build
+
+
+def _database(
+    request: pytest.FixtureRequest, tmp_path: Path, cleanup: ExitStack, scratch: Any
+) -> str:
+    """A SQLite file in the test's folder, or a scratch database on the --sagabox-db server
+    (the harness migrates either itself)."""
+    server = request.config.getoption("--sagabox-db") or os.environ.get(ENV)
+    if server:
+        url: str = cleanup.enter_context(scratch(server, migrated=False, prefix="sagabox_h"))
+        return url
+    return f"sqlite:///{tmp_path / f'harness-{uuid.uuid4().hex[:8]}.db'}"

@@ -106,7 +106,8 @@ class SagaHarness:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def __enter__(self) -> SagaHarness:
-        self._freezer = freeze_time(self.start)
+        # real_asyncio: an async test's event loop keeps real time; frozen, it hangs.
+        self._freezer = freeze_time(self.start, real_asyncio=True)
         frozen = self._freezer.start()
         if isinstance(frozen, StepTickTimeFactory | TickingDateTimeFactory):
             raise TypeError("the harness needs a clock that stands still")

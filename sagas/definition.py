@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from transitions import Machine, State
 
 from outbox.messages import Message
+from sagas.declared import refuse_coroutines
 from sagas.errors import (
     CorrelationChanged,
     MissingCorrelation,
@@ -286,6 +287,7 @@ def _build(cls: type[Saga[Any]]) -> None:
             | {"trigger": trigger.type_name}
         )
     cls.message_types = message_types
+    refuse_coroutines(cls)
 
     try:
         cls.machine = Machine(

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from outbox import clock
 from outbox.database import Executor
 from outbox.messages import Message
+from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 from outbox.writer import Outbox
 from sagas import ids, store
@@ -125,6 +126,7 @@ class SagaRuntime:
 
     def handle(self, executor: Executor, message: Message) -> list[Handled]:
         """Deliver `message` to every interested saga; return what it did to each."""
+        refuse_async(executor, "SagaRuntime.handle", "await AsyncSagaRuntime(...).handle(...)")
         return [self._handle_one(executor, saga, message) for saga in self._targets(message)]
 
     def _targets(self, message: Message) -> list[type[Saga[Any]]]:
@@ -138,6 +140,7 @@ class SagaRuntime:
         """Handle the next `messages` in this transaction as one batch: lock and read every
         saga row they will touch in one statement, and write the changes back in one statement
         each just before the commit (see `sagas.batch`)."""
+        refuse_async(session, "SagaRuntime.begin_batch", "one message at a time with aio")
         # Handling correlates each message again: a lookup may depend on what an earlier
         # message of the batch wrote, so these keys only serve to lock and read ahead.
         keys: list[tuple[str, str]] = []
@@ -155,6 +158,7 @@ class SagaRuntime:
         Raises `SagaAlreadyStarted` if it exists, and `InvalidTransition` if `message` does
         not start this saga.
         """
+        refuse_async(executor, "SagaRuntime.start", "await AsyncSagaRuntime(...).start(...)")
         correlation_id = saga_type.correlate(message, _session(executor))
         if message.type_name not in saga_type.starting_triggers:
             raise InvalidTransition(
@@ -175,6 +179,7 @@ class SagaRuntime:
 
     def load(self, executor: Executor, saga_type: type[S] | str, correlation_id: str) -> S | None:
         """Read a saga instance (finished or not) without changing it."""
+        refuse_async(executor, "SagaRuntime.load", "await AsyncSagaRuntime(...).load(...)")
         cls = self.saga_type(saga_type) if isinstance(saga_type, str) else saga_type
         return store.load(executor, cls, correlation_id)  # type: ignore[return-value]
 

@@ -1,0 +1,281 @@
+"""The async API on AsyncSession and AsyncConnection (aiosqlite, psycopg async), and the sync
+API refusing async sessions and `async def` callbacks loudly instead of losing their effects."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from outbox import Event, HandlerContext, Inbox, Outbox, handles
+from outbox.aio import AsyncInbox, AsyncOutbox, make_async_engine
+from outbox.errors import AsyncSessionGiven
+from outbox.tables import inbox_messages, outbox_messages
+from sagabox import App
+from sagabox.aio import AsyncSagaRuntime
+from sagas import Saga, SagaContext, SagaDefinitionError, SagaRuntime, on
+from sagas.store import journal_of
+from sagas.tables import saga_instances
+from tests.saga_fixtures import CreditChecked, LoanRequested, LoanSaga, RunCreditCheck
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def async_engine(database_url: str, anyio_backend: str) -> AsyncIterator[AsyncEngine]:
+    """An async engine (aiosqlite or psycopg async) on this test's own database."""
+    engine = make_async_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def _count(engine: AsyncEngine, table: Any) -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+def _requested(loan_id: str = "L-1") -> LoanRequested:
+    return LoanRequested(loan_id=loan_id, amount=Decimal(2500))
+
+
+# --- the async API writes in the caller's transaction ------------------------------------------
+
+
+async def test_async_outbox_commits_and_rolls_back_with_the_caller(
+    async_engine: AsyncEngine,
+) -> None:
+    """A committed AsyncOutbox row is there; one in a rolled-back transaction is not."""
+    command = RunCreditCheck(loan_id="L-1", amount=Decimal(1))
+    async with AsyncSession(async_engine) as session, session.begin():
+        assert command.message_id == await AsyncOutbox(session).add(command, destination="credit")
+
+    async def failing_request() -> None:
+        async with AsyncSession(async_engine) as session, session.begin():
+            await AsyncOutbox(session).add(
+                RunCreditCheck(loan_id="L-2", amount=Decimal(1)), destination="credit"
+            )
+            raise RuntimeError("request failed")
+
+    with pytest.raises(RuntimeError, match="request failed"):
+        await failing_request()
+    async with async_engine.connect() as connection:
+        rows = (await connection.execute(select(outbox_messages.c.message_id))).all()
+    assert [(command.message_id,)] == [tuple(row) for row in rows]
+
+
+async def test_async_inbox_records_each_message_once(async_engine: AsyncEngine) -> None:
+    """The second record of one id says False; `seen` reads without recording."""
+    message = _requested()
+    async with async_engine.begin() as connection:  # an AsyncConnection works as well
+        inbox = AsyncInbox(connection, "credit")
+        assert not await inbox.seen(message.message_id)
+        assert await inbox.record(message.message_id)
+        assert not await inbox.record(message.message_id)
+        other = _requested("L-2")
+        new = await inbox.record_many([message.message_id, other.message_id])
+        assert {other.message_id} == new
+    assert 2 == await _count(async_engine, inbox_messages)
+
+
+async def test_async_runtime_starts_advances_and_loads_a_saga(async_engine: AsyncEngine) -> None:
+    """start, handle and load on an AsyncSession write and read the same rows as the sync API."""
+    runtime = AsyncSagaRuntime([LoanSaga])
+    async with AsyncSession(async_engine) as session, session.begin():
+        saga = await runtime.start(session, LoanSaga, _requested())
+        assert "checking" == saga.state_name
+    async with AsyncSession(async_engine) as session, session.begin():
+        handled = await runtime.handle(session, CreditChecked(loan_id="L-1", ok=True))
+    assert ["offered"] == [h.to_state for h in handled]
+    async with async_engine.connect() as connection:
+        loaded = await runtime.load(connection, LoanSaga, "L-1")
+        journal = await connection.run_sync(journal_of, LoanSaga.id_for("L-1"))
+    assert loaded is not None
+    assert ("offered", 2, Decimal(2500)) == (loaded.state_name, loaded.version, loaded.data.amount)
+    assert ["transition", "transition"] == [row["outcome"] for row in journal]
+    # RunCreditCheck from the start, LoanOffered from the credit result.
+    assert 2 == await _count(async_engine, outbox_messages)
+
+
+async def test_a_failing_request_after_the_start_leaves_nothing(async_engine: AsyncEngine) -> None:
+    """The saga, its journal and its outbox row roll back with the request's transaction."""
+    runtime = AsyncSagaRuntime([LoanSaga])
+
+    async def failing_request() -> None:
+        async with AsyncSession(async_engine) as session, session.begin():
+            await runtime.start(session, LoanSaga, _requested())
+            raise LookupError("the request fails after starting the saga")
+
+    with pytest.raises(LookupError):
+        await failing_request()
+    assert (0, 0) == (
+        await _count(async_engine, saga_instances),
+        await _count(async_engine, outbox_messages),
+    )
+
+
+async def test_app_aio_transaction_commits_on_the_apps_database(database_url: str) -> None:
+    """`app.aio.transaction()` opens an async transaction on the App's own database."""
+    app = App("loans", sagas=[LoanSaga], database=database_url)
+    try:
+        async with app.aio.transaction() as session:
+            await app.aio.start(session, LoanSaga, _requested())
+        async with app.aio.transaction() as session:
+            saga = await app.aio.load(session, LoanSaga, "L-1")
+        assert saga is not None
+        assert "checking" == saga.state_name
+    finally:
+        await app.aio.dispose()
+        app.engine.dispose()
+
+
+# --- misuse fails loudly (regressions of issue 17's items 1-3) ---------------------------------
+
+
+async def test_sync_outbox_refuses_an_async_session(async_engine: AsyncEngine) -> None:
+    """Item 1: Outbox(AsyncSession).add used to write nothing and return; now it raises, naming
+    the async API, and a transaction that goes on to commit has lost nothing it wrote."""
+    async with AsyncSession(async_engine) as session, session.begin():
+        with pytest.raises(AsyncSessionGiven, match=r"AsyncOutbox\(session\)\.add"):
+            Outbox(session).add(_requested())  # type: ignore[arg-type]  # the misuse under test
+        with pytest.raises(AsyncSessionGiven, match="AsyncInbox"):
+            Inbox(session, "credit")  # type: ignore[arg-type]
+        await AsyncOutbox(session).add(_requested())
+    assert 1 == await _count(async_engine, outbox_messages)
+
+
+async def test_app_start_refuses_an_async_session(async_engine: AsyncEngine) -> None:
+    """Item 2: App.start(AsyncSession) used to fail with "'coroutine' object has no attribute
+    'mappings'"; now it raises a named error pointing to app.aio.start."""
+    app = App("loans", sagas=[LoanSaga])
+    async with AsyncSession(async_engine) as session:
+        with pytest.raises(AsyncSessionGiven, match=r"await app\.aio\.start"):
+            app.start(session, LoanSaga, _requested())  # type: ignore[arg-type]
+        with pytest.raises(AsyncSessionGiven, match="AsyncSagaRuntime"):
+            SagaRuntime([LoanSaga]).handle(session, _requested())  # type: ignore[arg-type]
+        with pytest.raises(AsyncSessionGiven, match=r"app\.aio\.dispatch"):
+            app.dispatch(session, _requested())  # type: ignore[arg-type]
+
+
+async def test_async_api_refuses_a_sync_session(database_url: str) -> None:
+    """The other way round: a sync Session given to the async API says to use the sync one."""
+    from outbox.database import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session, pytest.raises(AsyncSessionGiven, match="sync API"):
+            await AsyncSagaRuntime([LoanSaga]).start(session, LoanSaga, _requested())  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+
+
+class Noticed(Event, type="aiotest.Noticed"):
+    key: str
+
+
+async def _async_handler(ctx: HandlerContext, message: Noticed) -> None:
+    """A handler whose effect would never happen."""
+
+
+class _AsyncCallable:
+    async def __call__(self, ctx: HandlerContext, message: Noticed) -> None:
+        """A callable object whose call is a coroutine."""
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [_async_handler, functools.partial(_async_handler), _AsyncCallable()],
+    ids=["async-def", "partial", "async-call"],
+)
+def test_an_async_handler_is_refused_when_declared(handler: Callable[..., Any]) -> None:
+    """Item 3: `@handles` on an `async def` used to be accepted, then never awaited while the
+    inbox recorded the message as done; now it is refused at declaration, saying what to do."""
+    with pytest.raises(TypeError, match=r"is `async def`.*plain `def`"):
+        handles(Noticed)(handler)
+
+
+def test_an_async_wrapper_of_a_handler_is_refused_by_the_app() -> None:
+    """A decorator that wraps a marked handler in `async def` (functools.wraps copies the mark)
+    is refused when the App registers it."""
+
+    @handles(Noticed)
+    def handler(ctx: HandlerContext, message: Noticed) -> None:
+        """A plain handler."""
+
+    @functools.wraps(handler)
+    async def wrapped(ctx: HandlerContext, message: Noticed) -> None:
+        handler(ctx, message)
+
+    with pytest.raises(TypeError, match=r"App\.add_handler: .* is `async def`"):
+        App("notices", handlers=[wrapped])
+
+
+class _Data(BaseModel):
+    n: int = 0
+
+
+def _saga_with(**callbacks: Any) -> type[Saga[Any]]:
+    """Define a two-state saga whose one transition and state carry `callbacks`."""
+    state_callbacks = {k: v for k, v in callbacks.items() if k in ("on_enter", "on_exit")}
+    transition_callbacks = {k: v for k, v in callbacks.items() if k not in state_callbacks}
+    finder = transition_callbacks.pop("correlation", "key")
+
+    class AsyncSaga(Saga[_Data], name="aiotest.AsyncSaga"):
+        states = ["new", {"name": "done", "final": True, **state_callbacks}]
+        transitions = [on(Noticed, "new", "done", **transition_callbacks)]
+        correlation = {Noticed: finder}
+
+        async def act(self, ctx: SagaContext, message: Noticed) -> None:
+            """An action that would never run."""
+
+        async def guard(self, ctx: SagaContext, message: Noticed) -> bool:
+            """A guard whose coroutine is always truthy."""
+            return False
+
+        def fine(self, ctx: SagaContext, message: Noticed) -> None:
+            """A synchronous action."""
+
+    return AsyncSaga
+
+
+async def _find(message: Noticed) -> str:
+    return message.key
+
+
+@pytest.mark.parametrize(
+    "callbacks",
+    [
+        {"after": "act"},
+        {"before": ["fine", "act"]},
+        {"conditions": "guard"},
+        {"unless": ["guard"]},
+        {"prepare": "act"},
+        {"on_enter": "act"},
+        {"on_exit": ["act"]},
+        {"after": _async_handler},
+        {"correlation": _find},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_an_async_saga_callback_is_refused_when_the_class_is_defined(
+    callbacks: dict[str, Any],
+) -> None:
+    """Actions, guards, state callbacks and correlation finders must be plain functions."""
+    with pytest.raises(SagaDefinitionError, match=r"AsyncSaga: .* is `async def`"):
+        _saga_with(**callbacks)
+
+
+def test_a_saga_of_sync_callbacks_is_still_accepted() -> None:
+    """The check refuses coroutines only."""
+    assert "aiotest.AsyncSaga" == _saga_with(after="fine", on_enter="fine").saga_type
