@@ -22,7 +22,7 @@ from sagabox.cli_common import (
     on_stop_signals,
     setup_logging,
 )
-from sagabox.demo import EXAMPLES, run_demo
+from sagabox.demo_catalog import DEMO_EXTRA, EXAMPLES
 
 if TYPE_CHECKING:
     from sagabox.metrics import Metrics
@@ -154,6 +154,11 @@ def _relay(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    try:
+        # The simulated clock is freezegun's: imported only for the demo, never at start.
+        from sagabox.demo import run_demo
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"sagabox demo needs {exc.name}: {DEMO_EXTRA}") from exc
     return run_demo(args.name, database=args.db, broker=args.broker, day_seconds=args.day_seconds)
 
 
