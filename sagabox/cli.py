@@ -16,6 +16,22 @@ from sagabox.cli_common import Groups, database_argument
 
 Handler = Callable[[argparse.Namespace], int]
 
+#: A module the base install lacks → the extra that brings it.
+EXTRAS = {
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+    "prometheus_client": "metrics",
+    "opentelemetry": "tracing",
+    "freezegun": "demo",
+}
+
+
+def missing_extra_hint(exc: ModuleNotFoundError) -> str | None:
+    """`pip install 'sagabox[EXTRA]'` for a module one of sagabox's extras provides."""
+    top = (exc.name or "").partition(".")[0]
+    extra = EXTRAS.get(top)
+    return None if extra is None else f"pip install 'sagabox[{extra}]'"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
@@ -28,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (SagaboxError, SQLAlchemyError, OSError, ValueError, ImportError) as exc:
+        if isinstance(exc, ModuleNotFoundError) and (hint := missing_extra_hint(exc)):
+            print(f"sagabox: error: this needs {exc.name}, from an extra: {hint}", file=sys.stderr)
+            return 1
         # Driver errors can quote the URL they failed on: never print its password.
         print(f"sagabox: error: {mask_secrets(exc)}", file=sys.stderr)
         return 1
