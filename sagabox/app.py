@@ -214,8 +214,22 @@ def load_apps(spec: str) -> list[App]:
     # Like celery and gunicorn: the service's own modules are found from where it is started.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    found = getattr(module, attribute, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not f"{module_name}.".startswith(f"{exc.name}."):
+            raise  # the app's own code imports something missing: its own error says what
+        raise ValueError(
+            f"--app {spec}: no module {exc.name!r} in {os.getcwd()} (the folder sagabox was "
+            "started in) nor on PYTHONPATH: start sagabox from your service's folder, or add "
+            "the folder holding it to PYTHONPATH"
+        ) from None
+    if not hasattr(module, attribute):
+        raise ValueError(
+            f"--app {spec}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+            f"attribute {attribute!r}"
+        )
+    found = getattr(module, attribute)
     if callable(found) and not isinstance(found, App):
         found = found()
     candidates = found if isinstance(found, list) else [found]

@@ -6,13 +6,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from sqlalchemy.exc import SQLAlchemyError
+from amqp.exceptions import AMQPError
+from kombu.exceptions import KombuError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from outbox.database import make_engine
 from outbox.errors import SagaboxError
 from outbox.urls import mask_secrets
 from sagabox import __version__, cli_dlq, cli_run, cli_sagas, migrate
-from sagabox.cli_common import Groups, database_argument
+from sagabox.cli_common import Groups, check_database_url, database_argument
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -42,14 +44,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "db", None):
+            check_database_url(args.db)
         return handler(args)
+    except (KombuError, AMQPError, ConnectionError) as exc:
+        # `--once` has no outage to wait out: say what failed, in one line, and exit. A refused
+        # socket is the broker's: database drivers raise their own errors, not OSError.
+        broker = mask_secrets(getattr(args, "broker", None) or "the broker")
+        print(
+            f"sagabox: error: {broker}: {mask_secrets(one_line(exc))} (is it running, and are "
+            "--broker and its credentials right?)",
+            file=sys.stderr,
+        )
+        return 1
     except (SagaboxError, SQLAlchemyError, OSError, ValueError, ImportError) as exc:
         if isinstance(exc, ModuleNotFoundError) and (hint := missing_extra_hint(exc)):
             print(f"sagabox: error: this needs {exc.name}, from an extra: {hint}", file=sys.stderr)
             return 1
         # Driver errors can quote the URL they failed on: never print its password.
-        print(f"sagabox: error: {mask_secrets(exc)}", file=sys.stderr)
+        print(f"sagabox: error: {mask_secrets(one_line(exc))}", file=sys.stderr)
         return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The gist of an error on one line: the driver's own message, without SQLAlchemy's
+    background link or a multi-line server notice."""
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    return "; ".join(lines) or type(inner).__name__
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,9 +10,13 @@ import re
 import signal
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from types import FrameType
 from typing import TypeAlias
 
+from sqlalchemy.exc import ArgumentError
+
+from outbox.database import database_url
 from outbox.urls import mask_secrets
 from relay.broker import BROKER_ENV
 from sagabox.app import DATABASE_ENV
@@ -21,6 +25,7 @@ Groups: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+URL_EXAMPLES = "sqlite:///app.db or postgresql://user@host:5432/dbname"
 
 
 def database_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -31,8 +36,7 @@ def database_argument(parser: argparse.ArgumentParser, *, required: bool = True)
         default=default,
         required=required and default is None,
         metavar="URL",
-        help="database URL, e.g. sqlite:///app.db or postgresql://user:pw@host/db "
-        f"(env {DATABASE_ENV})",
+        help=f"database URL, e.g. {URL_EXAMPLES} (env {DATABASE_ENV})",
     )
 
 
@@ -86,3 +90,27 @@ class _MaskFilter(logging.Filter):
         masked = mask_secrets(record.getMessage())
         record.msg, record.args = masked, None
         return True
+
+
+def check_database_url(text: str) -> None:
+    """Refuse a --db URL that cannot work, saying what a good one looks like, before any
+    driver turns it into "invalid literal for int()" or "unable to open database file"."""
+    shown = mask_secrets(text)
+    try:
+        url = database_url(text)
+    except (ArgumentError, ValueError) as exc:
+        reason = str(exc)
+        if "invalid literal for int()" in reason:
+            reason = f"its port {reason.rpartition(':')[2].strip()} is not a number"
+        raise ValueError(
+            f"--db {shown!r} is not a database URL ({mask_secrets(reason)}): write it as "
+            f"{URL_EXAMPLES}"
+        ) from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        folder = Path(url.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ValueError(
+                f"--db {shown}: the folder {folder} does not exist (SQLite creates the file, "
+                "not its folder): create it, or fix the path (sqlite:///relative/app.db, "
+                "sqlite:////absolute/app.db)"
+            )

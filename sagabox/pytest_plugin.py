@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +54,40 @@ def saga_harness(
 
         def build(*apps: App, **options: Any) -> SagaHarness:
             if server:
-                # The harness migrates the database itself.
-                url = cleanup.enter_context(
-                    scratch_database(server, migrated=False, prefix="sagabox_h")
-                )
+                url = cleanup.enter_context(_scratch(server, scratch_database))
             else:
                 url = f"sqlite:///{tmp_path / f'harness-{uuid.uuid4().hex[:8]}.db'}"
             return cleanup.enter_context(SagaHarness(*apps, database=url, **options))
 
         yield build
+
+
+@contextmanager
+def _scratch(server: str, scratch_database: Callable[..., Any]) -> Iterator[str]:
+    """A scratch database on `server`, or a one-line failure that never shows its password.
+
+    pytest prints the arguments of every frame of a traceback, and the driver's frames hold the
+    password in plain text (psycopg's conninfo): so the URL travels as a SQLAlchemy `URL`, whose
+    repr masks it, and a server that refuses is reported without the driver's traceback.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from outbox.urls import mask_secrets
+
+    url = make_url(server)
+    with ExitStack() as stack:
+        try:
+            # The harness migrates the database itself.
+            database: str = stack.enter_context(
+                scratch_database(url, migrated=False, prefix="sagabox_h")
+            )
+        except SQLAlchemyError as exc:
+            lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            reason = "; ".join(line.strip() for line in lines)
+        else:
+            yield database
+            return
+    # Outside the `except`, so the driver's exception is not printed as this one's context.
+    message = f"--sagabox-db {url!r}: cannot create a scratch database there: {reason}"
+    pytest.fail(mask_secrets(message), pytrace=False)
