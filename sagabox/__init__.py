@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import logging
 from pathlib import Path
 
 from sagabox.layout import check_siblings
@@ -15,5 +16,10 @@ check_siblings(Path(__file__).resolve().parent.parent)
 from outbox.handlers import HandlerContext, handles  # noqa: E402
 from relay.worker import RetryPolicy, Unrecoverable  # noqa: E402
 from sagabox.app import App, load_app  # noqa: E402
+
+# transitions logs two INFO lines per saga transition, drowning a service's own INFO lines (the
+# worker logs one per message). Quiet by default; a level set before this import is kept.
+if logging.getLogger("transitions").level == logging.NOTSET:
+    logging.getLogger("transitions").setLevel(logging.WARNING)
 
 __all__ = ["App", "HandlerContext", "RetryPolicy", "Unrecoverable", "handles", "load_app"]
