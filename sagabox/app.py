@@ -23,9 +23,10 @@ from outbox.database import make_engine
 from outbox.handlers import HandlerContext, handled_types, handler_name
 from outbox.messages import Event, Message
 from outbox.registry import MessageRegistry, default_registry
-from relay.broker import BROKER_ENV, DEFAULT_EXCHANGE
+from relay.broker import DEFAULT_EXCHANGE
 from relay.daemon import Relay
 from relay.worker import RetryPolicy, Unrecoverable, Worker
+from sagabox.settings import load_settings
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaNotFound
 from sagas.runtime import SagaRuntime
@@ -109,7 +110,7 @@ class App:
     @property
     def database_url(self) -> str:
         """The database this endpoint's worker and relay use."""
-        url = self._database or os.environ.get(DATABASE_ENV)
+        url = self._database or load_settings().database_url
         if not url:
             raise ValueError(
                 f"app {self.name!r} has no database: pass App(database=...), set "
@@ -120,7 +121,7 @@ class App:
     @property
     def broker_url(self) -> str:
         """The broker this endpoint's worker and relay use."""
-        return self._broker or os.environ.get(BROKER_ENV) or "memory://"
+        return self._broker or load_settings().broker_url or "memory://"
 
     def configure(self, *, database: str | None = None, broker: str | None = None) -> None:
         """Override the database or broker (the CLI's --db and --broker) before first use."""

@@ -14,7 +14,8 @@ from outbox.database import make_engine
 from outbox.errors import SagaboxError
 from outbox.urls import mask_secrets
 from sagabox import __version__, cli_dlq, cli_run, cli_sagas, migrate
-from sagabox.cli_common import Groups, check_database_url, database_argument
+from sagabox.cli_common import Groups, check_database_url, database_argument, settings
+from sagabox.settings import SettingsError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -37,7 +38,11 @@ def missing_extra_hint(exc: ModuleNotFoundError) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except SettingsError as exc:  # a bad $SAGABOX_* value: one line at start, like a bad flag
+        print(f"sagabox: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
@@ -75,6 +80,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, with its defaults read from the settings as they are now."""
+    settings(reload=True)
     parser = argparse.ArgumentParser(prog="sagabox", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sagabox {__version__}")
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -1,11 +1,10 @@
-"""Pieces every `sagabox` subcommand shares: the --db and --broker options, durations, logging
-and stopping cleanly on SIGTERM/SIGINT."""
+"""Pieces every `sagabox` subcommand shares: the --db and --broker options, defaults from the
+settings, durations, logging and stopping cleanly on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import signal
 from collections.abc import Callable
@@ -18,8 +17,7 @@ from sqlalchemy.exc import ArgumentError
 
 from outbox.database import database_url
 from outbox.urls import mask_secrets
-from relay.broker import BROKER_ENV
-from sagabox.app import DATABASE_ENV
+from sagabox.settings import Settings, env_name, load_settings
 
 Groups: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -28,28 +26,60 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 URL_EXAMPLES = "sqlite:///app.db or postgresql://user@host:5432/dbname"
 
 
+_loaded: Settings | None = None
+
+
+def settings(*, reload: bool = False) -> Settings:
+    """The settings the command line is built with, read from the environment once per run."""
+    global _loaded
+    if _loaded is None or reload:
+        _loaded = load_settings()
+    return _loaded
+
+
+def setting_help(text: str, field: str) -> str:
+    """`text`, then the value in force and the variable that sets it, for `--help`."""
+    value = getattr(settings(), field)
+    if value is None:
+        return f"{text} (env {env_name(field)})"
+    return f"{text} (default: {mask_secrets(value)}; env {env_name(field)})"
+
+
 def database_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """Add `--db URL`, defaulting to $SAGABOX_DATABASE_URL."""
-    default = os.environ.get(DATABASE_ENV)
+    default = settings().database_url
     parser.add_argument(
         "--db",
         default=default,
         required=required and default is None,
         metavar="URL",
-        help=f"database URL, e.g. {URL_EXAMPLES} (env {DATABASE_ENV})",
+        help=setting_help(f"database URL, e.g. {URL_EXAMPLES}", "database_url"),
     )
 
 
 def broker_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """Add `--broker URL`, defaulting to $SAGABOX_BROKER_URL."""
-    default = os.environ.get(BROKER_ENV)
+    default = settings().broker_url
     parser.add_argument(
         "--broker",
         default=default,
         required=required and default is None,
         metavar="URL",
-        help="broker URL: amqp://user:pw@host:5672//, redis://host/0 or memory:// "
-        f"(env {BROKER_ENV})",
+        help=setting_help(
+            "broker URL: amqp://user@host:5672//, redis://host/0 or memory://", "broker_url"
+        ),
+    )
+
+
+def setting_argument(
+    parser: argparse.ArgumentParser, flag: str, field: str, text: str, **options: object
+) -> None:
+    """Add `flag`, whose default is the settings field `field` ($SAGABOX_<FIELD>)."""
+    parser.add_argument(
+        flag,
+        default=getattr(settings(), field),
+        help=setting_help(text, field),
+        **options,  # type: ignore[arg-type]
     )
 
 

@@ -12,7 +12,6 @@ PostgreSQL server and dropped after the test.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -49,7 +48,9 @@ def saga_harness(
         raise ImportError(
             f"saga_harness needs freezegun ({exc}): pip install 'sagabox[testing]'"
         ) from exc
-    server = request.config.getoption("--sagabox-db") or os.environ.get(ENV)
+    from sagabox.settings import load_settings
+
+    server = request.config.getoption("--sagabox-db") or load_settings().harness_database_url
     with ExitStack() as cleanup:
 
         def build(*apps: App, **options: Any) -> SagaHarness:
