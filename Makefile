@@ -6,9 +6,8 @@ SAGAS ?= 1000
 test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, stop the servers
 	scripts/test.sh
 
-demo: ## install, then play the loan example on SQLite + the in-process broker, simulated time
-	scripts/bootstrap.sh
-	.venv/bin/sagabox demo loan_request
+demo: ## install only what the demo needs (.demo-venv), play the loan example, simulated time
+	scripts/demo.sh
 
 soak: ## the chaos soak on real servers: make soak SAGAS=10000
 	scripts/soak.sh --sagas $(SAGAS)
@@ -27,4 +26,4 @@ services-down: ## stop them
 	scripts/services.sh down
 
 clean:
-	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+	rm -rf .venv .demo-venv .mypy_cache .ruff_cache .pytest_cache build *.egg-info
