@@ -127,6 +127,15 @@ print("package: the order's confirmation went through the broker and was handled
 PY
 sagabox dlq list --db "$postgres"
 sagabox sagas list --db "$postgres"
+py - "$SAGABOX_TEST_POSTGRES_URL" "$postgres" <<'PY'
+import sys
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+admin = create_engine(make_url(sys.argv[1]), isolation_level="AUTOCOMMIT")
+with admin.connect() as connection:
+    connection.execute(text(f'DROP DATABASE "{make_url(sys.argv[2]).database}" WITH (FORCE)'))
+admin.dispose()
+PY
 
 step "sagabox demo names its extra, then plays with it"
 if sagabox demo loan_request >"$work/demo.out" 2>&1; then

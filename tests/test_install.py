@@ -62,8 +62,10 @@ class Install:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     """The wheel built from this source, installed with no extra at all."""
     folder = tmp_path_factory.mktemp("install")
-    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check"]
-    _ok([*pip, "--no-deps", "--no-build-isolation", "--wheel-dir", str(folder / "dist"), str(ROOT)])
+    # The sdist first, then the wheel from it (build's default): no stale file of an earlier
+    # in-tree build can slip into the wheel, and the sdist is shown to build.
+    build = [sys.executable, "-m", "build", "--no-isolation"]
+    _ok([*build, "--outdir", str(folder / "dist"), str(ROOT)])
     (wheel,) = (folder / "dist").glob("sagabox-*.whl")
     return Install(folder, wheel)
 
