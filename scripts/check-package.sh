@@ -160,7 +160,9 @@ for requirement in groups["dev"]:
         print(requirement)
 PY
 )
-pip_into "$work/sdist-venv" install --quiet "${source_dir}[postgres,testing,metrics,tracing]" "${tools[@]}"
+# Editable, like a checkout: `sagabox.migrations` and `sagabox.examples` are folders at the top
+# of the sdist, mapped into the package by the install.
+pip_into "$work/sdist-venv" install --quiet -e "${source_dir}[postgres,testing,metrics,tracing]" "${tools[@]}"
 # A fast selection on SQLite and memory:// (the whole suite ran from the checkout on every
 # backend): migrations, the command line, the README, the examples, definitions and messages.
 (cd "$source_dir" && env -u PYTHONPATH "$work/sdist-venv/bin/python" -m pytest -q -p no:cacheprovider \
