@@ -9,9 +9,8 @@ test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, st
 fuzz: ## as test, for the worker's fuzz tests alone, with the long hypothesis profile
 	SAGABOX_FUZZ_PROFILE=fuzz scripts/test.sh tests/test_fuzz_worker.py -q
 
-demo: ## install, then play the loan example on SQLite + the in-process broker, simulated time
-	scripts/bootstrap.sh
-	.venv/bin/sagabox demo loan_request
+demo: ## install only what the demo needs (.demo-venv), play the loan example, simulated time
+	scripts/demo.sh
 
 docs: ## build the documentation site into site/, warnings as errors (`mkdocs serve` to browse)
 	scripts/bootstrap.sh
@@ -39,4 +38,4 @@ services-down: ## stop them
 	scripts/services.sh down
 
 clean:
-	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache build site *.egg-info
+	rm -rf .venv .demo-venv .mypy_cache .ruff_cache .pytest_cache build site *.egg-info

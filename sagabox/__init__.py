@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sagabox.layout import check_siblings
+
 __version__ = "0.1.0"
+
+# Before any of them is imported through sagabox: a namesake shadowing one is a clear error,
+# not a puzzle later.
+check_siblings(Path(__file__).resolve().parent.parent)
+
+# transitions logs two INFO lines per saga transition, drowning a service's own INFO lines (the
+# worker logs one per message). Quiet by default; a level set before this import is kept.
+if logging.getLogger("transitions").level == logging.NOTSET:
+    logging.getLogger("transitions").setLevel(logging.WARNING)
 
 if TYPE_CHECKING:
     from outbox.handlers import HandlerContext, handles

@@ -29,9 +29,10 @@ from outbox.handlers import (
 from outbox.messages import Event, Message
 from outbox.registry import MessageRegistry, default_registry
 from outbox.sync_only import refuse_async
-from relay.broker import BROKER_ENV, DEFAULT_EXCHANGE
+from relay.broker import DEFAULT_EXCHANGE
 from relay.daemon import Relay
 from relay.worker import RetryPolicy, Unrecoverable, Worker
+from sagabox.settings import load_settings
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaNotFound
 from sagas.runtime import SagaRuntime
@@ -118,7 +119,7 @@ class App:
     @property
     def database_url(self) -> str:
         """The database this endpoint's worker and relay use."""
-        url = self._database or os.environ.get(DATABASE_ENV)
+        url = self._database or load_settings().database_url
         if not url:
             raise ValueError(
                 f"app {self.name!r} has no database: pass App(database=...), set "
@@ -129,7 +130,7 @@ class App:
     @property
     def broker_url(self) -> str:
         """The broker this endpoint's worker and relay use."""
-        return self._broker or os.environ.get(BROKER_ENV) or "memory://"
+        return self._broker or load_settings().broker_url or "memory://"
 
     def configure(self, *, database: str | None = None, broker: str | None = None) -> None:
         """Override the database or broker (the CLI's --db and --broker) before first use."""
@@ -239,8 +240,22 @@ def load_apps(spec: str) -> list[App]:
     # Like celery and gunicorn: the service's own modules are found from where it is started.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    found = getattr(module, attribute, None)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not f"{module_name}.".startswith(f"{exc.name}."):
+            raise  # the app's own code imports something missing: its own error says what
+        raise ValueError(
+            f"--app {spec}: no module {exc.name!r} in {os.getcwd()} (the folder sagabox was "
+            "started in) nor on PYTHONPATH: start sagabox from your service's folder, or add "
+            "the folder holding it to PYTHONPATH"
+        ) from None
+    if not hasattr(module, attribute):
+        raise ValueError(
+            f"--app {spec}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
+            f"attribute {attribute!r}"
+        )
+    found = getattr(module, attribute)
     if callable(found) and not isinstance(found, App):
         found = found()
     candidates = found if isinstance(found, list) else [found]

@@ -17,6 +17,22 @@ if TYPE_CHECKING:
 
 Handler = Callable[[argparse.Namespace], int]
 
+#: A module the base install lacks → the extra that brings it.
+EXTRAS = {
+    "psycopg": "postgres",
+    "psycopg_pool": "postgres",
+    "prometheus_client": "metrics",
+    "opentelemetry": "tracing",
+    "freezegun": "demo",
+}
+
+
+def missing_extra_hint(exc: ModuleNotFoundError) -> str | None:
+    """`pip install 'sagabox[EXTRA]'` for a module one of sagabox's extras provides."""
+    top = (exc.name or "").partition(".")[0]
+    extra = EXTRAS.get(top)
+    return None if extra is None else f"pip install 'sagabox[{extra}]'"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
@@ -28,12 +44,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    from sqlalchemy.exc import SQLAlchemyError  # after the signal handlers
+    # After the signal handlers: these pull in SQLAlchemy, kombu and pydantic.
+    from amqp.exceptions import AMQPError
+    from kombu.exceptions import KombuError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from outbox.errors import SagaboxError
     from outbox.urls import mask_secrets
+    from sagabox.cli_common import check_database_url
+    from sagabox.settings import SettingsError
 
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except SettingsError as exc:  # a bad $SAGABOX_* value: one line at start, like a bad flag
+        print(f"sagabox: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
@@ -43,17 +68,44 @@ def _run(argv: Sequence[str] | None) -> int:
         # A one-shot command keeps the default: a signal ends it where it is.
         stop_signals.restore()
     try:
+        if getattr(args, "db", None):
+            check_database_url(args.db)
         return handler(args)
+    except (KombuError, AMQPError, ConnectionError) as exc:
+        # `--once` has no outage to wait out: say what failed, in one line, and exit. A refused
+        # socket is the broker's: database drivers raise their own errors, not OSError.
+        broker = mask_secrets(getattr(args, "broker", None) or "the broker")
+        print(
+            f"sagabox: error: {broker}: {mask_secrets(one_line(exc))} (is it running, and are "
+            "--broker and its credentials right?)",
+            file=sys.stderr,
+        )
+        return 1
     except (SagaboxError, SQLAlchemyError, OSError, ValueError, ImportError) as exc:
+        if isinstance(exc, ModuleNotFoundError) and (hint := missing_extra_hint(exc)):
+            print(f"sagabox: error: this needs {exc.name}, from an extra: {hint}", file=sys.stderr)
+            return 1
         # Driver errors can quote the URL they failed on: never print its password.
-        print(f"sagabox: error: {mask_secrets(exc)}", file=sys.stderr)
+        print(f"sagabox: error: {mask_secrets(one_line(exc))}", file=sys.stderr)
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `sagabox` argument parser with every subcommand."""
-    from sagabox import cli_dlq, cli_run, cli_sagas  # after the signal handlers
+def one_line(exc: BaseException) -> str:
+    """The gist of an error on one line: the driver's own message, without SQLAlchemy's
+    background link or a multi-line server notice."""
+    from sqlalchemy.exc import DBAPIError
 
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    return "; ".join(lines) or type(inner).__name__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, with its defaults read from the settings as they are now."""
+    from sagabox import cli_dlq, cli_run, cli_sagas  # after the signal handlers
+    from sagabox.cli_common import settings
+
+    settings(reload=True)
     parser = argparse.ArgumentParser(prog="sagabox", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sagabox {__version__}")
     groups = parser.add_subparsers(title="commands", metavar="COMMAND")

@@ -1,50 +1,84 @@
-"""Pieces every `sagabox` subcommand shares: the --db and --broker options, durations, logging
-and stopping cleanly on SIGTERM/SIGINT."""
+"""Pieces every `sagabox` subcommand shares: the --db and --broker options, defaults from the
+settings, durations, logging and stopping cleanly on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeAlias
 
+from sqlalchemy.exc import ArgumentError
+
+from outbox.database import database_url
 from outbox.urls import mask_secrets
-from relay.broker import BROKER_ENV
-from sagabox.app import DATABASE_ENV
 from sagabox.cli_signals import stop_signals
+from sagabox.settings import Settings, env_name, load_settings
 
 Groups: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+URL_EXAMPLES = "sqlite:///app.db or postgresql://user@host:5432/dbname"
+
+
+_loaded: Settings | None = None
+
+
+def settings(*, reload: bool = False) -> Settings:
+    """The settings the command line is built with, read from the environment once per run."""
+    global _loaded
+    if _loaded is None or reload:
+        _loaded = load_settings()
+    return _loaded
+
+
+def setting_help(text: str, field: str) -> str:
+    """`text`, then the value in force and the variable that sets it, for `--help`."""
+    value = getattr(settings(), field)
+    if value is None:
+        return f"{text} (env {env_name(field)})"
+    return f"{text} (default: {mask_secrets(value)}; env {env_name(field)})"
 
 
 def database_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """Add `--db URL`, defaulting to $SAGABOX_DATABASE_URL."""
-    default = os.environ.get(DATABASE_ENV)
+    default = settings().database_url
     parser.add_argument(
         "--db",
         default=default,
         required=required and default is None,
         metavar="URL",
-        help="database URL, e.g. sqlite:///app.db or postgresql://user:pw@host/db "
-        f"(env {DATABASE_ENV})",
+        help=setting_help(f"database URL, e.g. {URL_EXAMPLES}", "database_url"),
     )
 
 
 def broker_argument(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """Add `--broker URL`, defaulting to $SAGABOX_BROKER_URL."""
-    default = os.environ.get(BROKER_ENV)
+    default = settings().broker_url
     parser.add_argument(
         "--broker",
         default=default,
         required=required and default is None,
         metavar="URL",
-        help="broker URL: amqp://user:pw@host:5672//, redis://host/0 or memory:// "
-        f"(env {BROKER_ENV})",
+        help=setting_help(
+            "broker URL: amqp://user@host:5672//, redis://host/0 or memory://", "broker_url"
+        ),
+    )
+
+
+def setting_argument(
+    parser: argparse.ArgumentParser, flag: str, field: str, text: str, **options: object
+) -> None:
+    """Add `flag`, whose default is the settings field `field` ($SAGABOX_<FIELD>)."""
+    parser.add_argument(
+        flag,
+        default=getattr(settings(), field),
+        help=setting_help(text, field),
+        **options,  # type: ignore[arg-type]
     )
 
 
@@ -84,3 +118,27 @@ class _MaskFilter(logging.Filter):
         masked = mask_secrets(record.getMessage())
         record.msg, record.args = masked, None
         return True
+
+
+def check_database_url(text: str) -> None:
+    """Refuse a --db URL that cannot work, saying what a good one looks like, before any
+    driver turns it into "invalid literal for int()" or "unable to open database file"."""
+    shown = mask_secrets(text)
+    try:
+        url = database_url(text)
+    except (ArgumentError, ValueError) as exc:
+        reason = str(exc)
+        if "invalid literal for int()" in reason:
+            reason = f"its port {reason.rpartition(':')[2].strip()} is not a number"
+        raise ValueError(
+            f"--db {shown!r} is not a database URL ({mask_secrets(reason)}): write it as "
+            f"{URL_EXAMPLES}"
+        ) from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        folder = Path(url.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise ValueError(
+                f"--db {shown}: the folder {folder} does not exist (SQLite creates the file, "
+                "not its folder): create it, or fix the path (sqlite:///relative/app.db, "
+                "sqlite:////absolute/app.db)"
+            )

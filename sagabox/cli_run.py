@@ -12,7 +12,6 @@ from sqlalchemy import Engine
 
 from outbox.database import make_engine
 from outbox.urls import mask_secrets
-from relay.broker import DEFAULT_EXCHANGE
 from relay.daemon import Relay
 from relay.observe import NOOP
 from sagabox.app import load_app
@@ -22,9 +21,10 @@ from sagabox.cli_common import (
     database_argument,
     duration,
     on_stop_signals,
+    setting_argument,
     setup_logging,
 )
-from sagabox.demo import EXAMPLES, run_demo
+from sagabox.demo_catalog import DEMO_EXTRA, EXAMPLES
 
 if TYPE_CHECKING:
     from sagabox.metrics import Metrics
@@ -38,14 +38,21 @@ def add_to(groups: Groups) -> None:
     database_argument(relay)
     broker_argument(relay)
     relay.add_argument("--once", action="store_true", help="ship what is due now, then exit")
-    relay.add_argument("--batch-size", type=int, default=200, help="rows per transaction")
-    relay.add_argument(
-        "--poll-interval", type=float, default=1.0, help="seconds between polls (safety net)"
+    setting_argument(
+        relay, "--batch-size", "relay_batch_size", "rows per transaction", type=int, metavar="N"
+    )
+    setting_argument(
+        relay,
+        "--poll-interval",
+        "relay_poll_interval",
+        "seconds between polls (safety net)",
+        type=float,
+        metavar="SECONDS",
     )
     relay.add_argument(
         "--no-listen", action="store_true", help="poll only, without PostgreSQL LISTEN/NOTIFY"
     )
-    relay.add_argument("--exchange", default=DEFAULT_EXCHANGE, help="topic exchange name")
+    setting_argument(relay, "--exchange", "exchange", "topic exchange name", metavar="NAME")
     relay.add_argument(
         "--max-attempts",
         type=int,
@@ -60,7 +67,9 @@ def add_to(groups: Groups) -> None:
         metavar="DURATION",
         help="wait before a row's second try, doubling up to 64 times (default 5s)",
     )
-    relay.add_argument("--log-level", default="info")
+    setting_argument(
+        relay, "--log-level", "log_level", "debug, info, warning or error", metavar="LEVEL"
+    )
     _metrics_argument(relay)
     relay.set_defaults(handler=_relay, daemon=True)
 
@@ -74,28 +83,34 @@ def add_to(groups: Groups) -> None:
     database_argument(worker, required=False)
     broker_argument(worker, required=False)
     worker.add_argument("--once", action="store_true", help="process what waits, then exit")
-    worker.add_argument(
+    setting_argument(
+        worker,
         "--prefetch",
+        "worker_prefetch",
+        "messages in flight at most (raised to twice --batch-size when batching)",
         type=int,
-        default=50,
-        help="messages in flight at most (raised to twice --batch-size when batching)",
-    )
-    worker.add_argument(
-        "--batch-size",
-        type=int,
-        default=1,
         metavar="N",
-        help="handle up to N waiting messages per transaction (each still deduplicated on its "
-        "own; a failing batch is redone one by one); default 1",
     )
-    worker.add_argument(
+    setting_argument(
+        worker,
+        "--batch-size",
+        "worker_batch_size",
+        "handle up to N waiting messages per transaction (each still deduplicated on its "
+        "own; a failing batch is redone one by one)",
+        type=int,
+        metavar="N",
+    )
+    setting_argument(
+        worker,
         "--batch-wait",
+        "worker_batch_wait",
+        "how long a partial batch waits for one more message",
         type=float,
-        default=0.005,
         metavar="SECONDS",
-        help="how long a partial batch waits for one more message (default 0.005)",
     )
-    worker.add_argument("--log-level", default="info")
+    setting_argument(
+        worker, "--log-level", "log_level", "debug, info, warning or error", metavar="LEVEL"
+    )
     _metrics_argument(worker)
     worker.set_defaults(handler=_worker, daemon=True)
 
@@ -120,13 +135,17 @@ def add_to(groups: Groups) -> None:
 
 
 def _metrics_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    setting_argument(
+        parser,
         "--metrics-port",
+        "metrics_port",
+        "serve Prometheus metrics on http://HOST:PORT/metrics (needs sagabox[metrics])",
         type=int,
         metavar="PORT",
-        help="serve Prometheus metrics on http://HOST:PORT/metrics (needs sagabox[metrics])",
     )
-    parser.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST")
+    setting_argument(
+        parser, "--metrics-host", "metrics_host", "the address metrics listen on", metavar="HOST"
+    )
 
 
 def _serve_metrics(args: argparse.Namespace, engine: Engine) -> Metrics | None:
@@ -180,6 +199,11 @@ def _relay(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    try:
+        # The simulated clock is freezegun's: imported only for the demo, never at start.
+        from sagabox.demo import run_demo
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"sagabox demo needs {exc.name}: {DEMO_EXTRA}") from exc
     return run_demo(args.name, database=args.db, broker=args.broker, day_seconds=args.day_seconds)
 
 

@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Any
 
+from sqlalchemy import Connection, select
+
 from outbox import clock
 from outbox.database import make_engine
 from sagabox import graph
@@ -14,6 +16,7 @@ from sagabox.app import load_apps
 from sagabox.cli_common import Groups, database_argument, duration
 from sagas.queries import SagaSummary, list_sagas, saga_detail, stuck_sagas
 from sagas.retention import prune_finished, prune_journal
+from sagas.tables import saga_instances
 
 
 def add_to(groups: Groups) -> None:
@@ -97,6 +100,8 @@ def _list(args: argparse.Namespace) -> int:
             found = list_sagas(
                 connection, saga_type=args.saga_type, state=args.state, limit=args.limit
             )
+            if not found and args.saga_type is not None:
+                _check_saga_type(connection, args.saga_type)
     finally:
         engine.dispose()
     _print_summaries(found, args.json, "no saga instances")
@@ -139,6 +144,8 @@ def _show(args: argparse.Namespace) -> int:
     try:
         with engine.connect() as connection:
             detail = saga_detail(connection, args.saga_type, args.correlation_id)
+            if detail is None:
+                _check_saga_type(connection, args.saga_type)
     finally:
         engine.dispose()
     if detail is None:
@@ -172,6 +179,22 @@ def _show(args: argparse.Namespace) -> int:
     if diagram:
         print("\n" + diagram, end="")
     return 0
+
+
+def _check_saga_type(connection: Connection, saga_type: str) -> None:
+    """Raise, naming the types there are, if no instance of `saga_type` exists at all: a typo
+    must not look like an empty result."""
+    types = sorted(
+        connection.execute(select(saga_instances.c.saga_type).distinct()).scalars().all()
+    )
+    if saga_type in types:
+        return
+    similar = [name for name in types if name.rsplit(".", 1)[-1] == saga_type.rsplit(".", 1)[-1]]
+    hint = f"; did you mean {similar[0]!r}?" if similar else ""
+    raise ValueError(
+        f"no saga of type {saga_type!r} in this database (types there: "
+        f"{', '.join(types) or 'none yet'}){hint}"
+    )
 
 
 def _graph(args: argparse.Namespace) -> int:

@@ -1,13 +1,13 @@
 """`sagabox demo NAME`: play an example's scenario with simulated time and print its timeline.
 
 Every message the relay ships, every saga transition and every jump of the clock is printed as
-it happens, then the final state of every saga. The examples live in the `examples/` folder of
-a source checkout; each has a `scenario` module with `TITLE`, `apps()`, `business` and `play`.
+it happens, then the final state of every saga. The examples ship with sagabox as `sagabox.examples`
+(the `examples/` folder of a checkout); each has a `scenario` module with `TITLE`, `apps()`,
+`business` and `play`. The simulated clock needs freezegun: `pip install 'sagabox[demo]'`.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -23,27 +23,10 @@ from sqlalchemy.orm import Session
 from outbox.messages import META_FIELDS, Event, Message
 from outbox.tables import inbox_messages
 from sagabox.app import App
+from sagabox.demo_catalog import load_scenario
 from sagabox.testing import SagaHarness, Shipped
 from sagas.tables import saga_instances, saga_journal
 from sagas.timeouts import Timeout
-
-EXAMPLES = ("loan_request", "checkout", "payment", "order")
-
-
-def load_scenario(name: str) -> ModuleType:
-    """Import `examples.<name>.scenario` from the source checkout sagabox runs from."""
-    if name not in EXAMPLES:
-        raise ValueError(f"no example named {name!r}; choose one of: {', '.join(EXAMPLES)}")
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "examples" / "__init__.py").exists() and str(checkout) not in sys.path:
-        sys.path.insert(0, str(checkout))
-    try:
-        return importlib.import_module(f"examples.{name}.scenario")
-    except ModuleNotFoundError as exc:
-        raise ValueError(
-            f"the examples ship with sagabox's source, not with the package ({exc}): run "
-            "`sagabox demo` from a checkout (`make demo`)"
-        ) from exc
 
 
 class Scene(Protocol):

@@ -28,7 +28,8 @@ from outbox.tables import inbox_messages, outbox_messages
 from outbox.urls import mask_secrets
 from sagabox import migrate
 from sagabox.app import App
-from sagabox.demo import Timeline, duration_text, load_scenario, print_final
+from sagabox.demo import Timeline, duration_text, print_final
+from sagabox.demo_catalog import examples_package, load_scenario
 from sagabox.testing import Shipped, open_tap, read_tap
 
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -154,7 +155,7 @@ def run_live_demo(name: str, *, database: str, broker: str, day_seconds: float, 
         common = ["--db", database, "--broker", broker, "--log-level", "warning"]
         processes.append(_spawn(["relay", *common, "--poll-interval", "0.2"], environment))
         for app in apps:
-            spec = f"examples.{name}.apps:apps"
+            spec = f"{examples_package()}.{name}.apps:apps"
             worker = ["worker", "--app", spec, "--endpoint", app.name, *common]
             processes.append(_spawn(worker, environment))
         try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.resources import files
 from typing import Any
 
 from alembic import command
+from alembic import context as alembic_context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -46,8 +48,12 @@ def upgrade(target: str | URL | Connection, revision: str = "head") -> None:
 
     Given a URL, it runs in a transaction of its own and commits. Given a `Connection`, it runs
     in the caller's transaction and leaves the commit to the caller: call it from a service's own
-    Alembic env.py to migrate both in one go.
+    Alembic env.py to migrate both in one go. There it acts only when the service's command is
+    `alembic upgrade`: `revision --autogenerate`, `check`, `current`, `downgrade` and `stamp` run
+    the same env.py, and must not touch sagabox's tables.
     """
+    if isinstance(target, Connection) and _outer_environment_is_not_upgrading():
+        return
     _run(command.upgrade, target, revision)
 
 
@@ -62,7 +68,8 @@ def _run(
     if isinstance(target, Connection):
         config = alembic_config()
         config.attributes["connection"] = target
-        step(config, revision)
+        with _outer_environment_kept():
+            step(config, revision)
         return
     engine = make_engine(target, poolclass=NullPool)
     try:
@@ -70,6 +77,39 @@ def _run(
             _run(step, connection, revision)
     finally:
         engine.dispose()
+
+
+def _outer_environment() -> Any:
+    """The service's Alembic `EnvironmentContext` this runs inside, or None outside any."""
+    # `alembic.context` is a module proxy to the environment running now (Alembic's own state).
+    return getattr(alembic_context, "_proxy", None)
+
+
+def _outer_environment_is_not_upgrading() -> bool:
+    outer = _outer_environment()
+    if outer is None:
+        return False
+    step = outer.context_opts.get("fn")
+    # `alembic upgrade` runs env.py with the step function `alembic.command.upgrade` defines.
+    upgrading = getattr(step, "__module__", None) == command.__name__ and (
+        getattr(step, "__name__", None) == "upgrade"
+    )
+    return not upgrading
+
+
+@contextmanager
+def _outer_environment_kept() -> Iterator[None]:
+    """Run sagabox's own Alembic environment nested in a service's, and give the service's back.
+
+    Leaving an `EnvironmentContext` clears `alembic.context`; without this the service's
+    env.py fails right after (`KeyError: 'script'`, `KeyError: 'config'`).
+    """
+    outer = _outer_environment()
+    try:
+        yield
+    finally:
+        if outer is not None:
+            outer._install_proxy()
 
 
 def upgrade_sql(url: str | URL, revision: str = "head") -> str:

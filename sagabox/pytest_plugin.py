@@ -18,10 +18,9 @@ PostgreSQL server and dropped after the test.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +92,41 @@ def _database(
 ) -> str:
     """A SQLite file in the test's folder, or a scratch database on the --sagabox-db server
     (the harness migrates either itself)."""
-    server = request.config.getoption("--sagabox-db") or os.environ.get(ENV)
+    from sagabox.settings import load_settings
+
+    server = request.config.getoption("--sagabox-db") or load_settings().harness_database_url
     if server:
-        url: str = cleanup.enter_context(scratch(server, migrated=False, prefix="sagabox_h"))
+        url: str = cleanup.enter_context(_scratch(server, scratch))
         return url
     return f"sqlite:///{tmp_path / f'harness-{uuid.uuid4().hex[:8]}.db'}"
+
+
+@contextmanager
+def _scratch(server: str, scratch_database: Callable[..., Any]) -> Iterator[str]:
+    """A scratch database on `server`, or a one-line failure that never shows its password.
+
+    pytest prints the arguments of every frame of a traceback, and the driver's frames hold the
+    password in plain text (psycopg's conninfo): so the URL travels as a SQLAlchemy `URL`, whose
+    repr masks it, and a server that refuses is reported without the driver's traceback.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from outbox.urls import mask_secrets
+
+    url = make_url(server)
+    with ExitStack() as stack:
+        try:
+            # The harness migrates the database itself.
+            database: str = stack.enter_context(
+                scratch_database(url, migrated=False, prefix="sagabox_h")
+            )
+        except SQLAlchemyError as exc:
+            lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            reason = "; ".join(line.strip() for line in lines)
+        else:
+            yield database
+            return
+    # Outside the `except`, so the driver's exception is not printed as this one's context.
+    message = f"--sagabox-db {url!r}: cannot create a scratch database there: {reason}"
+    pytest.fail(mask_secrets(message), pytrace=False)

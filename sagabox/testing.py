@@ -27,7 +27,7 @@ from freezegun.api import FrozenDateTimeFactory, StepTickTimeFactory, TickingDat
 from kombu import Connection, Queue, binding
 from kombu.transport import memory
 from sqlalchemy import MetaData, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -316,7 +316,7 @@ def read_tap(tap: Any, registry: MessageRegistry) -> Iterator[Shipped]:
 
 @contextmanager
 def scratch_database(
-    server: str, *, migrated: bool = True, prefix: str = "scratch"
+    server: str | URL, *, migrated: bool = True, prefix: str = "scratch"
 ) -> Iterator[str]:
     """A database created on the PostgreSQL `server` (with sagabox's tables unless
     `migrated=False`), yielded as a URL and dropped afterwards, even if connections remain."""

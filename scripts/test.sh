@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole check, as `make test` and CI run it: install into .venv, start PostgreSQL and
-# RabbitMQ on loopback, run ruff, mypy and pytest on every backend, stop the servers even on
-# failure. Extra arguments go to pytest.
+# RabbitMQ on loopback, run ruff, mypy and pytest on every backend, then check the built package
+# (scripts/check-package.sh), stop the servers even on failure. Extra arguments go to pytest
+# (and then the package check is left out: they select part of the suite).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +22,7 @@ echo "test: docs"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir build/site
 echo "test: pytest"
 .venv/bin/pytest "$@"
+if [ "$#" -eq 0 ]; then
+  echo "test: the package a user installs"
+  scripts/check-package.sh
+fi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sagabox.cli import main
-from sagabox.demo import EXAMPLES
+from sagabox.demo_catalog import EXAMPLES
 
 
 def _graph(capsys: pytest.CaptureFixture[str], spec: str, *extra: str) -> tuple[int, str]:

@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import update
 
-from examples.timing import DAY, HOUR
 from sagas import Saga, SagaContext, on
 
+from ..timing import DAY, HOUR
 from .messages import (
     AlertAuthorities,
     ChecksOverdue,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TextIO
 
-from examples.timing import DAY, HOUR
 from sagabox.demo import Scene
 
+from ..timing import DAY, HOUR
 from .apps import accept_offer, apply_for_loan, apps, business
 from .services import complete_review
 from .tables import emails, loans

@@ -12,9 +12,9 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
-from examples.timing import HOUR
 from sagas import Saga, SagaContext, on
 
+from ..timing import HOUR
 from .messages import (
     ChargeOverdue,
     ChargePayment,

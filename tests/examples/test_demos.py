@@ -7,7 +7,8 @@ import io
 import pytest
 
 from sagabox.cli import main
-from sagabox.demo import EXAMPLES, run_demo
+from sagabox.demo import run_demo
+from sagabox.demo_catalog import EXAMPLES
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
