@@ -160,16 +160,19 @@ def _rows(applied: Applied) -> list[tuple[Table, dict[str, object]]]:
     """The rows `start` writes for `applied`, made by hand: saga, journal line, outbox row."""
     now = clock.now()
     saga_id = Application.id_for(applied.loan_id)
+    incarnation = uuid.uuid4()
     envelope = encode(Check(loan_id=applied.loan_id, correlation_id=applied.loan_id))
     return [
         (saga_instances, {
             "id": saga_id, "saga_type": Application.saga_type, "correlation_id": applied.loan_id,
-            "state": "checking", "data": {"amount": "100"}, "version": 1, "created_at": now,
-            "updated_at": now, "finished_at": None, "timeouts": None,
+            "incarnation": incarnation, "state": "checking", "data": {"amount": "100"},
+            "version": 1, "created_at": now, "updated_at": now, "finished_at": None,
+            "timeouts": None,
         }),
         (saga_journal, {
             "saga_id": saga_id, "saga_type": Application.saga_type,
-            "correlation_id": applied.loan_id, "version": 1, "from_state": "new",
+            "correlation_id": applied.loan_id, "incarnation": incarnation, "version": 1,
+            "from_state": "new",
             "to_state": "checking", "trigger": applied.type_name,
             "message_id": applied.message_id, "outcome": "transition", "at": now,
         }),

@@ -1,4 +1,4 @@
-"""(i) A saga step's cost as the tables grow: pending timeouts in the outbox (0, 100k, 1M rows)
+"""(k) A saga step's cost as the tables grow: pending timeouts in the outbox (0, 100k, 1M rows)
 and journal lines (0, 1M, 10M), as ratios to the empty tables; goal: flat within 1.2x.
 
     python -m bench.growth --db postgresql://... [--tiny]

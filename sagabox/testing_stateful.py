@@ -50,7 +50,7 @@ try:
     from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
-        f"sagabox.testing_stateful needs {exc.name}: pip install 'sagabox[testing]' hypothesis"
+        f"sagabox.testing_stateful needs {exc.name}: pip install 'sagabox[testing]'"
     ) from exc
 
 #: A strategy of messages (of any type the sagas handle) for one correlation id.
