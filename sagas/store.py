@@ -180,7 +180,8 @@ def _journal_migration(executor: Executor, saga: Saga[Any]) -> None:
         "definition_version": plan.to_version,
         "from_state": plan.from_state,
         "to_state": plan.to_state,
-        "trigger": f"{evolution.MIGRATE_TRIGGER} v{plan.from_version}->v{plan.to_version}",
+        # The code's version: a row that keeps its old path still changed definitions.
+        "trigger": f"{evolution.MIGRATE_TRIGGER} v{plan.from_version}->v{plan.current_version}",
         "message_id": uuid5(saga.incarnation, f"migrate {saga.version} {plan}"),
         "outcome": "migrated",
         "at": clock.now(),
