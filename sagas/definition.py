@@ -226,17 +226,7 @@ class Saga(Generic[DataT]):
         """Register a function turning stored data of `from_version` (a dict) into the next
         version's, applied when an older instance is loaded: `@LoanSaga.data_upcaster(
         from_version=1)`."""
-
-        def register(upcaster: evolution.DataUpcaster) -> evolution.DataUpcaster:
-            if not 1 <= from_version < cls.current_version:
-                raise SagaDefinitionError(
-                    f"{cls.__name__}.data_upcaster(from_version={from_version}): it must be an "
-                    f"older version than {cls.current_version}"
-                )
-            cls.data_upcasters[from_version] = upcaster
-            return upcaster
-
-        return register
+        return evolution.upcaster_registration(cls, from_version)
 
     # --- used by the runtime ---
 

@@ -244,6 +244,23 @@ def upcast(cls: type[Saga[Any]], data: Mapping[str, Any], data_version: int) -> 
     return result
 
 
+def upcaster_registration(
+    cls: type[Saga[Any]], from_version: int
+) -> Callable[[DataUpcaster], DataUpcaster]:
+    """The decorator behind `Saga.data_upcaster`."""
+
+    def register(upcaster: DataUpcaster) -> DataUpcaster:
+        if not 1 <= from_version < cls.current_version:
+            raise SagaDefinitionError(
+                f"{cls.__name__}.data_upcaster(from_version={from_version}): it must be an "
+                f"older version than {cls.current_version}"
+            )
+        cls.data_upcasters[from_version] = upcaster
+        return upcaster
+
+    return register
+
+
 def _has_old_path(cls: type[Saga[Any]], version: int) -> bool:
     return version in cls.old_versions
 

@@ -4,8 +4,10 @@ an inserted step, a renamed state, a removed state and a renamed data field."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,12 +28,14 @@ from examples.order.messages import (
 )
 from examples.order.saga import OrderSaga
 from examples.order.saga_v2 import OrderDataV2, OrderSagaV2
-from outbox import HandlerContext, handles
+from outbox import HandlerContext, Message, MessageRegistry, handles
 from sagabox import App
 from sagabox.cli import main
 from sagabox.testing import SagaHarness
 from sagas import Saga, SagaDefinitionError, on
-from sagas.evolution import OLD_PATH
+from sagas.evolution import OLD_PATH, plan, upcast
+
+README = Path(__file__).parent.parent / "README.md"
 
 LIVE = ("O-charging", "O-reserving", "O-refunding")
 
@@ -284,3 +288,17 @@ def test_declarations_are_checked_when_the_class_is_defined() -> None:
 
     with pytest.raises(SagaDefinitionError, match="older version"):
         OrderSagaV2.data_upcaster(from_version=2)(lambda data: data)
+
+
+def test_the_readme_example_defines_a_v2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's v2 saga builds as printed, and maps a stored v1 row as it says."""
+    monkeypatch.setattr(Message, "registry", MessageRegistry())
+    section = README.read_text().split("## Changing a saga while instances run\n", 1)[1]
+    (code,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.DOTALL)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec", dont_inherit=True), namespace)  # noqa: S102 - our own README
+    review = namespace["ReviewSaga"]
+    assert "reviewing" == plan(review, 1, 1, "in_review").to_state
+    assert 1 == plan(review, 1, 1, "escalated").to_version
+    assert {"assigned_to": "Bo"} == upcast(review, {"reviewer": "Bo"}, 1)
+    assert [] == review.check()
