@@ -302,3 +302,36 @@ def test_the_readme_example_defines_a_v2(monkeypatch: pytest.MonkeyPatch) -> Non
     assert 1 == plan(review, 1, 1, "escalated").to_version
     assert {"assigned_to": "Bo"} == upcast(review, {"reviewer": "Bo"}, 1)
     assert [] == review.check()
+
+
+def test_upcasters_chain_and_maps_cover_every_way_a_state_goes() -> None:
+    """v1 data reaches v3 through both upcasters; a removed state maps to an existing one; a
+    row written by a newer version is refused rather than misread."""
+
+    class Data(BaseModel):
+        total_cents: int = 0
+
+    class Loan(Saga[Data], name="tests.VersionedLoan"):
+        version = 3
+        states = ["new", "reviewing", {"name": "done", "final": True}]
+        renamed = {"in_review": "reviewing"}
+        removed = {"escalated": "reviewing"}
+        transitions = [on(OrderPlaced, "new", "reviewing")]
+
+    @Loan.data_upcaster(from_version=1)
+    def _renamed(data: dict[str, Any]) -> dict[str, Any]:
+        return {"total": data.pop("amount")}
+
+    @Loan.data_upcaster(from_version=2)
+    def _cents(data: dict[str, Any]) -> dict[str, Any]:
+        return {"total_cents": round(data["total"] * 100)}
+
+    assert {"total_cents": 1250} == upcast(Loan, {"amount": 12.5}, 1)
+    assert {"total_cents": 300} == upcast(Loan, {"total": 3}, 2)
+    moved = plan(Loan, 1, 1, "escalated")
+    assert ("reviewing", 3, True) == (moved.to_state, moved.to_version, moved.changes)
+    assert "reviewing" == plan(Loan, 2, 2, "in_review").to_state
+    assert not plan(Loan, 3, 3, "reviewing").changes
+    newer = plan(Loan, 4, 4, "reviewing").problem
+    assert newer is not None
+    assert "run the newer code" in newer
