@@ -84,6 +84,10 @@ class Saga(Generic[DataT]):
     methods named in those declarations; they receive `(ctx, message)`. Saga data is a pydantic
     model whose fields all have defaults, stored as JSON.
 
+    A changed definition declares `version` (default 1), `renamed` and `removed` states,
+    `on_old_version` and its old-path transitions (`on(..., versions=(1,))`), and data upcasters
+    (`data_upcaster`): see `sagas.evolution`.
+
     `name=` (a class keyword) is the stable type name stored in the database; it defaults to the
     class name.
     """
