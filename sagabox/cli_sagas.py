@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select
 
 from outbox import clock
 from outbox.database import make_engine
-from sagabox import graph
+from sagabox import cli_migrate_sagas, graph
 from sagabox.app import load_apps
 from sagabox.cli_common import Groups, database_argument, duration
 from sagas.queries import SagaSummary, list_sagas, saga_detail, stuck_sagas
@@ -65,6 +65,7 @@ def add_to(groups: Groups) -> None:
     )
     prune.add_argument("--batch-size", type=int, default=500)
     prune.set_defaults(handler=_prune)
+    cli_migrate_sagas.add_to(actions)
 
     graph = groups.add_parser(
         "graph", help="the message flow of a system's sagas and handlers, as Mermaid"
@@ -75,6 +76,11 @@ def add_to(groups: Groups) -> None:
         action="store_true",
         help="exit 1 on cycles between handlers, commands nobody handles, handlers of "
         "messages nobody sends; report long single-consumer event chains",
+    )
+    graph.add_argument(
+        "--db",
+        metavar="URL",
+        help="with --check: also exit 1 when a saga drops a state live instances occupy",
     )
     graph.set_defaults(handler=_graph)
 
@@ -87,7 +93,8 @@ def _print_summaries(summaries: list[SagaSummary], as_json: bool, empty: str) ->
             done = " (finished)" if summary.finished_at else ""
             print(
                 f"{summary.saga_type}  {summary.correlation_id}  {summary.state}{done}  "
-                f"v{summary.version}  changed {summary.updated_at:%Y-%m-%d %H:%M:%S}"
+                f"v{summary.version}  changed {summary.updated_at:%Y-%m-%d %H:%M:%S}  "
+                f"(definition v{summary.definition_version})"
             )
     if not summaries and not as_json:
         print(empty)
@@ -159,6 +166,7 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     summary = detail.summary
     print(f"{summary.saga_type} {summary.correlation_id}: {summary.state} (v{summary.version})")
+    print(f"definition: v{summary.definition_version}")
     if summary.finished_at:
         print(f"finished {summary.finished_at:%Y-%m-%d %H:%M:%S}")
     print(f"data: {json.dumps(detail.data)}")
@@ -175,6 +183,7 @@ def _show(args: argparse.Namespace) -> int:
         print(
             f"  {entry['at']:%Y-%m-%d %H:%M:%S}  {entry['trigger']}  "
             f"{entry['from_state'] or '-'} → {entry['to_state'] or '-'}  {entry['outcome']}"
+            + (f"  (v{entry['definition_version']})" if entry["definition_version"] else "")
         )
     if diagram:
         print("\n" + diagram, end="")
@@ -206,6 +215,11 @@ def _graph(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem)
     errors = [problem for problem in problems if not problem.smell]
+    if args.db:
+        dropped = cli_migrate_sagas.occupied_findings(args.app, args.db)
+        for finding in dropped:
+            print(finding)
+        errors.extend(dropped)
     print(f"{len(errors)} errors, {len(problems) - len(errors)} smells")
     return 1 if errors else 0
 

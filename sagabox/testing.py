@@ -6,6 +6,7 @@ database and the in-process broker, with a frozen clock that only moves when tol
         h.advance(timedelta(days=3))          # fires the day-2 reminder on the way
         assert "offered" == h.state(OfferSaga, "O-1")
         assert 1 == len(h.published(CustomerReminded))
+        h.deploy(app_v2)                      # v2 of the saga, with O-1 in flight
 
 `advance` moves the clock to each due outbox row in turn (timeouts, delayed retries) and runs the
 relay and the workers until nothing is left to do, so chained timeouts fire in due order within
@@ -234,6 +235,29 @@ class SagaHarness:
         assert self._relay is not None, "use the harness as a context manager"
         self._relay.close()
         self._relay = self.apps[0].relay(listen=False)
+
+    def deploy(self, *apps: App) -> None:
+        """Swap in the next version of the system mid-scenario, as a deploy does: the database,
+        the broker's queues and the clock stay; the relay and the workers restart on `apps`
+        (say, one running v2 of a saga), and handle what is waiting from then on."""
+        assert self._relay is not None, "use the harness as a context manager"
+        if not apps:
+            raise ValueError("deploy() needs the apps of the new version")
+        exchanges = {app.exchange for app in apps}
+        if exchanges != {self.exchange}:
+            raise ValueError(f"the new apps must use the exchange {self.exchange!r}")
+        self._relay.close()
+        for app in self.apps:
+            app.engine.dispose()
+        self.apps = apps
+        for app in apps:
+            app.configure(database=self.database, broker="memory://")
+        for metadata in self.business:
+            metadata.create_all(apps[0].engine)
+        self._workers = [app.worker(batch_size=self.batch_size) for app in apps]
+        for worker in self._workers:
+            worker.drain()  # declares new queues and bindings; handles what waits, as on a deploy
+        self._relay = apps[0].relay(listen=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -20,11 +20,14 @@ from sagas.errors import (
     SagaNotFound,
     UnknownSagaType,
 )
+from sagas.evolution import EVERYWHERE, OLD_PATH
 from sagas.retention import prune_finished, prune_journal
 from sagas.runtime import Handled, SagaRuntime
 from sagas.timeouts import PendingTimeout, Timeout
 
 __all__ = [
+    "EVERYWHERE",
+    "OLD_PATH",
     "BatchSpoiled",
     "ConcurrencyConflict",
     "CorrelationChanged",

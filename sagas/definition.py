@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from transitions import Machine, State
 
 from outbox.messages import Message
+from sagas import evolution
 from sagas.declared import refuse_coroutines
 from sagas.errors import (
     CorrelationChanged,
@@ -56,6 +57,8 @@ def on(
     a saga when its source names the initial state; a wildcard source (`"*"`) starts one only
     with `starts=True`, so a stray message cannot create a saga behind `on_not_found`'s back
     (`starts=False` keeps a transition out of the initial state from starting one).
+    `versions=(1,)` keeps a transition for instances started under those older versions only
+    (see `sagas.evolution`): they finish on their old path while new ones take the current one.
     """
     return {"trigger": message, "source": source, "dest": dest, **options}
 
@@ -82,6 +85,10 @@ class Saga(Generic[DataT]):
     methods named in those declarations; they receive `(ctx, message)`. Saga data is a pydantic
     model whose fields all have defaults, stored as JSON.
 
+    A changed definition declares `version` (default 1), `renamed` and `removed` states,
+    `on_old_version` and its old-path transitions (`on(..., versions=(1,))`), and data upcasters
+    (`data_upcaster`): see `sagas.evolution`.
+
     `name=` (a class keyword) is the stable type name stored in the database; it defaults to the
     class name.
     """
@@ -93,6 +100,12 @@ class Saga(Generic[DataT]):
     correlation: ClassVar[Mapping[type[Message], Correlator]] = {}
     ignore: ClassVar[Mapping[type[Message], Collection[Any]]] = {}
     on_not_found: ClassVar[NotFoundPolicy] = "raise"
+    # Evolution (see `sagas.evolution`): `version = 2` on the class, the maps for old rows'
+    # states, and how instances started under an older version go on.
+    renamed: ClassVar[Mapping[str, str]] = {}
+    removed: ClassVar[Mapping[str, str]] = {}
+    on_old_version: ClassVar[evolution.OldVersionPolicy] = "finish_old_path"
+    migrate_at: ClassVar[Collection[str]] = ()
 
     # Built once per class from the declarations above.
     machine: ClassVar[Machine]
@@ -105,6 +118,10 @@ class Saga(Generic[DataT]):
     _ignored: ClassVar[dict[str, frozenset[str]]]
     _correlators: ClassVar[dict[str, Callable[[Session | None, Message], object]]]
     _state_enum: ClassVar[type[Enum] | None]
+    current_version: ClassVar[int]
+    data_upcasters: ClassVar[dict[int, evolution.DataUpcaster]]
+    legacy_states: ClassVar[frozenset[str]]
+    old_versions: ClassVar[frozenset[int]]
 
     # Per instance.
     id: uuid.UUID
@@ -114,6 +131,8 @@ class Saga(Generic[DataT]):
     state: Any
     data: DataT
     version: int
+    #: The `version` of the definition whose path this instance follows.
+    definition_version: int
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -139,6 +158,7 @@ class Saga(Generic[DataT]):
         saga_id: uuid.UUID | None = None,
         timeouts: dict[str, PendingTimeout] | None = None,
         incarnation: uuid.UUID | None = None,
+        definition_version: int | None = None,
     ) -> None:
         self.id = saga_id or self.id_for(correlation_id)
         self._correlation_id = correlation_id
@@ -150,6 +170,9 @@ class Saga(Generic[DataT]):
         self.updated_at = updated_at
         self.finished_at = finished_at
         self.timeouts = dict(timeouts or {})
+        self.definition_version = definition_version or self.current_version
+        #: Set by loading when the stored row is changed by a new version: journaled at the save.
+        self.migration: evolution.Plan | None = None
 
     @classmethod
     def id_for(cls, correlation_id: str) -> uuid.UUID:
@@ -194,11 +217,21 @@ class Saga(Generic[DataT]):
         return mermaid(cls, path)
 
     @classmethod
-    def check(cls) -> list[Finding]:
-        """Design slips in this saga: unreachable states, dead ends, unused messages."""
+    def check(cls, occupied: Collection[tuple[int, str]] = ()) -> list[Finding]:
+        """Design slips in this saga: unreachable states, dead ends, unused messages, and
+        (version, state) pairs of live instances in `occupied` this definition cannot load."""
         from sagas.diagram import check
 
-        return check(cls)
+        return check(cls, occupied)
+
+    @classmethod
+    def data_upcaster(
+        cls, *, from_version: int
+    ) -> Callable[[evolution.DataUpcaster], evolution.DataUpcaster]:
+        """Register a function turning stored data of `from_version` (a dict) into the next
+        version's, applied when an older instance is loaded: `@LoanSaga.data_upcaster(
+        from_version=1)`."""
+        return evolution.upcaster_registration(cls, from_version)
 
     # --- used by the runtime ---
 
@@ -218,7 +251,9 @@ class Saga(Generic[DataT]):
     def allows(self, message: Message) -> bool:
         """Whether a transition for `message` leaves the current state."""
         event = self.machine.events.get(message.type_name)
-        return event is not None and self.state_name in event.transitions
+        return event is not None and any(
+            evolution.admits(t, self) for t in event.transitions.get(self.state_name, ())
+        )
 
     def ignores(self, message: Message) -> bool:
         """Whether the saga declared `message` to be dropped in the current state."""
@@ -262,17 +297,18 @@ def _build(cls: type[Saga[Any]]) -> None:
 
     states = cls.states
     cls._state_enum = states if isinstance(states, type) and issubclass(states, Enum) else None
-    declared = list(states)
-    if not declared:
+    if not list(states):
         raise SagaDefinitionError(f"{cls.__name__}: declare its `states`")
+    declared, gated = evolution.prepare(cls, list(states), cls.transitions)
     cls.state_names = tuple(state_name(s) for s in declared)
+    cls.old_versions = evolution.old_versions(gated)
     initial = cls.initial if cls.initial is not None else declared[0]
     cls.initial_state = state_name(initial)
 
     message_types: dict[str, type[Message]] = {}
     spec: list[dict[str, Any]] = []
     starting: set[str] = set()
-    for transition in cls.transitions:
+    for transition in gated:
         trigger = transition.get("trigger")
         if not (isinstance(trigger, type) and issubclass(trigger, Message) and trigger.type_name):
             raise SagaDefinitionError(
@@ -292,7 +328,7 @@ def _build(cls: type[Saga[Any]]) -> None:
     try:
         cls.machine = Machine(
             model=None,  # instances are driven through it, never attached to it
-            states=states,
+            states=states if cls._state_enum is not None else declared,
             transitions=spec,
             initial=initial,
             auto_transitions=False,

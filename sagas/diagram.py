@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sagas import evolution
 from sagas.definition import Saga, state_name
 
 
@@ -46,11 +47,21 @@ def mermaid(saga: type[Saga[Any]], path: Iterable[str] = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check(saga: type[Saga[Any]]) -> list[Finding]:
+def check(saga: type[Saga[Any]], occupied: Iterable[tuple[int, str]] = ()) -> list[Finding]:
     """Report unreachable states, non-final states with no way out, final states with ways out,
-    messages the saga names but no transition uses, and `on_enter_<state>`-style methods that
-    nothing calls (sagabox wires callbacks only where a state declares them)."""
+    messages the saga names but no transition uses, `on_enter_<state>`-style methods that
+    nothing calls (sagabox wires callbacks only where a state declares them), and the
+    (definition version, state) pairs in `occupied` (live instances) it could not load."""
     findings: list[Finding] = []
+    for version, state in sorted(set(occupied)):
+        plan = evolution.plan(saga, version, version, state)
+        if plan.problem is not None:
+            findings.append(
+                Finding(
+                    "occupied state dropped",
+                    f"live v{version} instances in {state!r} {plan.describe()}",
+                )
+            )
     outgoing: dict[str, set[str]] = {name: set() for name in saga.state_names}
     used_triggers = set()
     for source, dest, trigger in edges(saga):
@@ -64,7 +75,7 @@ def check(saga: type[Saga[Any]]) -> list[Finding]:
             reachable.add(dest)
             frontier.append(dest)
     for name in saga.state_names:
-        if name not in reachable:
+        if name not in reachable and name not in saga.legacy_states:
             findings.append(Finding("unreachable state", f"{name!r} cannot be reached"))
         elif name not in saga.final_states and not outgoing[name]:
             findings.append(

@@ -30,6 +30,9 @@ class SagaSummary:
     version: int
     updated_at: datetime
     finished_at: datetime | None
+    #: The saga definition's `version` whose path the instance follows (`version` counts its
+    #: transitions).
+    definition_version: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +40,7 @@ class SagaSummary:
             "correlation_id": self.correlation_id,
             "state": self.state,
             "version": self.version,
+            "definition_version": self.definition_version,
             "updated_at": self.updated_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
         }
@@ -71,7 +75,16 @@ class SagaDetail:
                 {
                     key: (value.isoformat() if isinstance(value, datetime) else value)
                     for key, value in entry.items()
-                    if key in ("version", "from_state", "to_state", "trigger", "outcome", "at")
+                    if key
+                    in (
+                        "version",
+                        "definition_version",
+                        "from_state",
+                        "to_state",
+                        "trigger",
+                        "outcome",
+                        "at",
+                    )
                 }
                 | {"message_id": str(entry["message_id"])}
                 for entry in self.journal
@@ -84,7 +97,13 @@ class SagaDetail:
 
 def _summary(row: Any) -> SagaSummary:
     return SagaSummary(
-        row.saga_type, row.correlation_id, row.state, row.version, row.updated_at, row.finished_at
+        row.saga_type,
+        row.correlation_id,
+        row.state,
+        row.version,
+        row.updated_at,
+        row.finished_at,
+        row.definition_version,
     )
 
 
@@ -94,7 +113,15 @@ def _summaries(executor: Executor, query: Select[Any]) -> list[SagaSummary]:
 
 def _base() -> Select[Any]:
     c = saga_instances.c
-    return select(c.saga_type, c.correlation_id, c.state, c.version, c.updated_at, c.finished_at)
+    return select(
+        c.saga_type,
+        c.correlation_id,
+        c.state,
+        c.version,
+        c.updated_at,
+        c.finished_at,
+        c.definition_version,
+    )
 
 
 def list_sagas(

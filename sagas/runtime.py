@@ -209,6 +209,7 @@ class SagaRuntime:
                 from_state=state,
                 to_state=state,
                 incarnation=None if saga is None else saga.incarnation,
+                definition_version=None if saga is None else saga.definition_version,
             )
             return Handled(
                 cls.saga_type, cls.id_for(correlation_id), correlation_id, outcome, state, state
@@ -301,6 +302,7 @@ class SagaRuntime:
             to_state=saga.state_name,
             version=saga.version,
             incarnation=saga.incarnation,
+            definition_version=saga.definition_version,
         )
         outbox = Outbox(executor)
         for emitted in ctx.emitted:

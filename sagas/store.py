@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid5
 
 from sqlalchemy import bindparam, insert, null, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -11,9 +11,10 @@ from sqlalchemy.orm import Session
 from outbox import clock
 from outbox.database import Executor, insert_ignoring_conflicts
 from outbox.messages import Message
+from sagas import evolution
 from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
-from sagas.errors import ConcurrencyConflict
+from sagas.errors import ConcurrencyConflict, SagaDefinitionError
 from sagas.retention import prune_finished as prune_finished  # its home until 2026-12
 from sagas.tables import saga_instances, saga_journal
 from sagas.timeouts import PendingTimeout, next_due
@@ -96,11 +97,22 @@ def _load_in_batch(
 
 
 def _instance(saga_type: type[S], row: Any) -> S:
-    return saga_type(
+    """The instance a row holds, as the current definition sees it (see `sagas.evolution`)."""
+    data_version = row["data_version"]
+    plan = evolution.plan(saga_type, row["definition_version"], data_version, row["state"])
+    if plan.problem is not None:
+        raise SagaDefinitionError(
+            f"{saga_type.saga_type} {row['correlation_id']!r} (id {row['id']}) {plan.describe()}"
+        )
+    data = row["data"]
+    if data_version != saga_type.current_version:
+        data = evolution.upcast(saga_type, data, data_version)
+    saga = saga_type(
         saga_id=row["id"],
         correlation_id=row["correlation_id"],
-        state=row["state"],
-        data=saga_type.data_type.model_validate(row["data"]),
+        state=plan.to_state,
+        definition_version=plan.to_version,
+        data=saga_type.data_type.model_validate(data),
         version=row["version"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -110,6 +122,9 @@ def _instance(saga_type: type[S], row: Any) -> S:
             name: PendingTimeout.from_json(value) for name, value in (row["timeouts"] or {}).items()
         },
     )
+    if plan.changes:
+        saga.migration = plan
+    return saga
 
 
 def create(executor: Executor, saga: Saga[Any]) -> bool:
@@ -139,6 +154,7 @@ def save(executor: Executor, saga: Saga[Any], *, expected_version: int) -> bool:
 
     In a batch the write waits for the commit, and a stale version fails the commit instead.
     """
+    _journal_migration(executor, saga)
     batch = current_batch(executor)
     if batch is not None:
         batch.expected.setdefault(saga.id, expected_version)
@@ -148,6 +164,34 @@ def save(executor: Executor, saga: Saga[Any], *, expected_version: int) -> bool:
         return True
     parameters = {**_columns(saga), "b_id": saga.id, "b_expected_version": expected_version}
     return executor.execute(_SAVE, parameters).first() is not None
+
+
+def _journal_migration(executor: Executor, saga: Saga[Any]) -> None:
+    """The first save after loading changed an old row: say so in its journal, once."""
+    plan, saga.migration = saga.migration, None
+    if plan is None:
+        return
+    line = {
+        "saga_id": saga.id,
+        "saga_type": saga.saga_type,
+        "correlation_id": saga.correlation_id,
+        "incarnation": saga.incarnation,
+        "version": saga.version,
+        "definition_version": plan.to_version,
+        "from_state": plan.from_state,
+        "to_state": plan.to_state,
+        # The code's version: a row that keeps its old path still changed definitions.
+        "trigger": f"{evolution.MIGRATE_TRIGGER} v{plan.from_version}->v{plan.current_version}",
+        "message_id": uuid5(saga.incarnation, f"migrate {saga.version} {plan}"),
+        "outcome": "migrated",
+        "at": clock.now(),
+    }
+    batch = current_batch(executor)
+    if batch is not None:
+        batch.journal.append(line)
+        batch.writes += 1
+    else:
+        executor.execute(_JOURNAL, line)
 
 
 def _write_back(session: Session, batch: SagaBatch) -> None:
@@ -178,6 +222,7 @@ def journal(
     to_state: str | None = None,
     version: int | None = None,
     incarnation: UUID | None = None,
+    definition_version: int | None = None,
 ) -> None:
     """Record what a message did to (or could not do to) a saga (in a batch: at its commit).
 
@@ -190,6 +235,7 @@ def journal(
         "correlation_id": correlation_id,
         "incarnation": incarnation,
         "version": version,
+        "definition_version": definition_version,
         "from_state": from_state,
         "to_state": to_state,
         "trigger": message.type_name,
@@ -220,6 +266,9 @@ def _columns(saga: Saga[Any]) -> dict[str, Any]:
         "state": saga.state_name,
         "data": saga.data.model_dump(mode="json"),
         "version": saga.version,
+        "definition_version": saga.definition_version,
+        # Loading upcast the data: it is stored in the current shape.
+        "data_version": saga.current_version,
         "updated_at": saga.updated_at,
         "finished_at": saga.finished_at,
         # SQL NULL, not JSON null, when nothing is pending: "stuck" queries test for it.

@@ -20,6 +20,10 @@ saga_instances = Table(
     Column("data", Json, nullable=False),
     # Bumped by every handled message: optimistic concurrency, and the transition number.
     Column("version", Integer(), nullable=False),
+    # The saga definition's `version` whose path the instance follows (see `sagas.evolution`),
+    # and the one its data was stored under: data is upcast on load, the path may stay old.
+    Column("definition_version", Integer(), nullable=False, server_default="1"),
+    Column("data_version", Integer(), nullable=False, server_default="1"),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     # Set on reaching a final state; the row stays as a tombstone so late messages are known.
@@ -46,6 +50,8 @@ saga_journal = Table(
     # The incarnation the line belongs to; null when no saga instance existed for the message.
     Column("incarnation", Uuid(), nullable=True),
     Column("version", Integer(), nullable=True),
+    # The definition version the saga ran under after this line (a "migrated" line changes it).
+    Column("definition_version", Integer(), nullable=True),
     Column("from_state", String(255), nullable=True),
     Column("to_state", String(255), nullable=True),
     Column("trigger", String(255), nullable=False),

@@ -14,17 +14,20 @@ from .messages import (
     OrderCancelled,
     OrderCompleted,
     OrderPlaced,
+    OrderScreened,
     OutOfStock,
     PaymentCharged,
     PaymentDeclined,
     PaymentRefunded,
     RefundPayment,
     ReserveInventory,
+    ScreenOrder,
 )
 from .saga import OrderSaga
+from .saga_v2 import OrderSagaV2
 from .tables import business, charges, loyalty_points, notifications, stock
 
-__all__ = ["apps", "business", "place_order"]
+__all__ = ["apps", "apps_v2", "business", "place_order"]
 
 DECLINED_CARDS = frozenset({"Eve"})
 
@@ -94,12 +97,31 @@ def award_loyalty_points(ctx: HandlerContext, event: OrderCompleted) -> None:
     )
 
 
-def apps(*, loyalty: App | None = None) -> list[App]:
-    """The system; tests swap in another loyalty endpoint to show it cannot break an order."""
+def apps(*, loyalty: App | None = None, payments: bool = True) -> list[App]:
+    """The system; tests swap in another loyalty endpoint to show it cannot break an order,
+    and leave payments out to keep orders waiting in `charging`."""
     return [
         App("orders", sagas=[OrderSaga], inputs=[OrderPlaced]),  # the shop (place_order)
-        App("payments", handlers=[charge, refund]),
+        *([App("payments", handlers=[charge, refund])] if payments else []),
         App("inventory", handlers=[reserve]),
         App("notifications", handlers=[notify]),
         loyalty or App("loyalty", handlers=[award_loyalty_points]),
+    ]
+
+
+@handles(ScreenOrder)
+def screen(ctx: HandlerContext, command: ScreenOrder) -> None:
+    """v2's risk check: every order passes (a real one would score it)."""
+    ctx.publish(OrderScreened(order_id=command.order_id))
+
+
+def apps_v2(*, payments: bool = True) -> list[App]:
+    """The system after the deploy of v2 of the order saga, with the risk service it calls."""
+    return [
+        App("orders", sagas=[OrderSagaV2], inputs=[OrderPlaced]),
+        *([App("payments", handlers=[charge, refund])] if payments else []),
+        App("inventory", handlers=[reserve]),
+        App("risk", handlers=[screen]),
+        App("notifications", handlers=[notify]),
+        App("loyalty", handlers=[award_loyalty_points]),
     ]

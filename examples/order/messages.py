@@ -68,3 +68,15 @@ class InventoryReserved(Event, type="inventory.InventoryReserved"):
 
 class OutOfStock(Event, type="inventory.OutOfStock"):
     order_id: str
+
+
+class ScreenOrder(Command, type="risk.ScreenOrder"):
+    """v2 of the order saga screens every charged order before reserving its stock."""
+
+    order_id: str
+    customer: str
+    amount: Decimal
+
+
+class OrderScreened(Event, type="risk.OrderScreened"):
+    order_id: str
