@@ -189,10 +189,11 @@ class Relay:
             self._disconnect()
         log.info("relay: stopped after publishing %d messages", self.stats.published)
 
-    def check_settings(self) -> bool:
+    def check_settings(self, *, wait: bool = True) -> bool:
         """Before `run`: raise `Misconfigured` for settings that can never work, wait for a
-        database or broker that is not up yet; False if `stop()` came first."""
-        return wait_until_ready(self.engine, self.broker_url, stopping=self._stopping)
+        database or broker that is not up yet (or, with `wait=False`, raise what said it is
+        not); False if `stop()` came first."""
+        return wait_until_ready(self.engine, self.broker_url, stopping=self._stopping, wait=wait)
 
     def stop(self) -> None:
         """Ask `run` to return after the batch in flight (safe from a signal handler)."""

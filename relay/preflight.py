@@ -98,11 +98,18 @@ def check_database(engine: Engine) -> None:
 
 
 def wait_until_ready(
-    engine: Engine, broker_url: str, *, stopping: threading.Event, backoff: Backoff | None = None
+    engine: Engine,
+    broker_url: str,
+    *,
+    stopping: threading.Event,
+    backoff: Backoff | None = None,
+    wait: bool = True,
 ) -> bool:
     """Check the settings, waiting for services that are not up yet; False if stopped first.
 
-    Raises `Misconfigured` at the first setting that can never work.
+    Raises `Misconfigured` at the first setting that can never work. With `wait=False` (a
+    `--once` run, which has no outage to wait out) a service that is not reachable raises the
+    error that said so instead.
     """
     check_broker_url(broker_url)
     backoff = backoff or Backoff(initial=0.5, maximum=10.0)
@@ -114,6 +121,8 @@ def wait_until_ready(
         try:
             checks[0]()
         except _NotYet as exc:
+            if not wait:
+                raise (exc.__cause__ or exc) from None
             delay = backoff.next_delay()
             log.warning("relay: %s is not reachable yet; checking again in %.1f s", exc, delay)
             if stopping.wait(delay):

@@ -179,7 +179,7 @@ def _relay(args: argparse.Namespace) -> int:
     on_stop_signals(relay.stop)  # from here on a signal lets the batch in flight finish
     try:
         # Settings that can never work raise `Misconfigured`: `main` prints it as one line.
-        if not relay.check_settings():
+        if not relay.check_settings(wait=not args.once):
             return 0  # stopped while waiting for the database or the broker
         relay.observer = _serve_metrics(args, engine) or NOOP
         if args.once:
