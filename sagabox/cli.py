@@ -52,7 +52,13 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The `sagabox` argument parser with every subcommand."""
-    from sagabox import cli_dlq, cli_run, cli_sagas, cli_timeouts  # after the signal handlers
+    from sagabox import (  # after the signal handlers
+        cli_dlq,
+        cli_run,
+        cli_sagas,
+        cli_timeouts,
+        cli_web,
+    )
 
     parser = argparse.ArgumentParser(prog="sagabox", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sagabox {__version__}")
@@ -62,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_dlq.add_to(groups)
     cli_sagas.add_to(groups)
     cli_timeouts.add_to(groups)
+    cli_web.add_to(groups)
     return parser
 
 
