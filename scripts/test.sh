@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/use-services.sh
 use_services "test: using the services already started (scripts/services.sh down stops them)"
 scripts/bootstrap.sh
+scripts/browser.sh
 services_ready
 
 echo "test: ruff"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -219,7 +221,7 @@ def test_graph_page_shows_flow_and_findings(client: TestClient) -> None:
     """The message-flow page carries the Mermaid text of `sagabox graph`."""
     page = client.get("/graph")
     assert 200 == page.status_code
-    assert "offers.OfferMade" in page.text or "OfferMade" in page.text
+    assert "ep_offers -.->|offers.OfferExpired| ep_offers" in page.text
 
 
 def test_mounted_under_a_prefix(harness: SagaHarness) -> None:
@@ -234,3 +236,20 @@ def test_mounted_under_a_prefix(harness: SagaHarness) -> None:
         assert 'href="/ops/sagas/offers.Offer/O-1"' in page.text
         assert "/ops/static/style.css" in page.text
         assert 200 == client.get("/ops/static/style.css").status_code
+
+
+def test_readme_mount_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, harness: SagaHarness
+) -> None:
+    """The README's mounting example runs as written, and its auth hook names the actor."""
+    readme = Path(__file__).parent.parent / "README.md"
+    section = readme.read_text().split("## Operations dashboard\n", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    namespace["engine"].dispose()
+    with TestClient(namespace["app"]) as client:
+        assert 200 == client.get("/sagabox/static/style.css").status_code
+        refused = client.post("/sagabox/actions/timeout", data={})
+        assert 401 == refused.status_code

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from outbox.dead_letters import record_dead_letter
 from outbox.envelope import CONTENT_TYPE, encode
 from sagabox.testing import SagaHarness
@@ -27,22 +29,27 @@ def seed(harness: SagaHarness) -> None:
     acceptances of O-1..O-3 in one group (a poison payload among other letters)."""
     harness.dispatch(*(OfferMade(offer_id=f"O-{n}") for n in (1, 2, 3)), OfferMade(offer_id=SCRIPT))
     with harness.transaction() as session:
-        for n in (1, 2, 3):
-            envelope = encode(OfferAccepted(offer_id=f"O-{n}"))
-            record_dead_letter(
-                session,
-                endpoint="offers",
-                body=envelope.payload.encode(),
-                headers=envelope.headers,
-                content_type=CONTENT_TYPE,
-                reason="handler failed: DatabaseDown",
-            )
-        poison = encode(OfferAccepted(offer_id=SCRIPT))
+        seed_dead_letters(session)
+
+
+def seed_dead_letters(session: Session) -> None:
+    """Three acceptances (O-1..O-3) dead-lettered for one reason, one poison with a script."""
+    for n in (1, 2, 3):
+        envelope = encode(OfferAccepted(offer_id=f"O-{n}"))
         record_dead_letter(
             session,
             endpoint="offers",
-            body=poison.payload.encode(),
-            headers=poison.headers,
+            body=envelope.payload.encode(),
+            headers=envelope.headers,
             content_type=CONTENT_TYPE,
-            reason=f"bad input {SCRIPT}",
+            reason="handler failed: DatabaseDown",
         )
+    poison = encode(OfferAccepted(offer_id=SCRIPT))
+    record_dead_letter(
+        session,
+        endpoint="offers",
+        body=poison.payload.encode(),
+        headers=poison.headers,
+        content_type=CONTENT_TYPE,
+        reason=f"bad input {SCRIPT}",
+    )
