@@ -253,3 +253,16 @@ def test_readme_mount_example_runs(
         assert 200 == client.get("/sagabox/static/style.css").status_code
         refused = client.post("/sagabox/actions/timeout", data={})
         assert 401 == refused.status_code
+
+
+def test_sagabox_web_with_actions_but_no_credentials_exits_with_one_line(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sagabox web --actions` without SAGABOX_WEB_USER/PASSWORD refuses to start, saying why."""
+    monkeypatch.delenv("SAGABOX_WEB_USER", raising=False)
+    monkeypatch.delenv("SAGABOX_WEB_PASSWORD", raising=False)
+    from sagabox.cli import main
+
+    assert 1 == main(["web", "--db", database_url, "--actions"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "SAGABOX_WEB_USER" in line
