@@ -125,8 +125,3 @@ def search(executor: Executor, query: Search) -> Page:
     last = rows[-1] if more and rows else None
     return Page(rows, (last.saga_type, last.correlation_id) if last else None)
 
-
-def saga_types(executor: Executor) -> list[str]:
-    """The saga types that have instances (for the search form)."""
-    c = saga_instances.c
-    return list(executor.execute(select(c.saga_type).distinct().order_by(c.saga_type)).scalars())
