@@ -40,9 +40,10 @@ def seed(url: str) -> None:
     with engine.begin() as connection:
         connection.execute(
             text(
-                "INSERT INTO sagabox_saga_instances (id, saga_type, correlation_id, state, data, "
-                "version, created_at, updated_at) SELECT gen_random_uuid(), 'pgbench', 'k' || n, "
-                "'open', '{\"steps\": 0}', 1, now(), now() FROM generate_series(1, 1000) AS n"
+                "INSERT INTO sagabox_saga_instances (id, saga_type, correlation_id, incarnation, "
+                "state, data, version, created_at, updated_at) SELECT gen_random_uuid(), "
+                "'pgbench', 'k' || n, gen_random_uuid(), 'open', '{\"steps\": 0}', 1, now(), "
+                "now() FROM generate_series(1, 1000) AS n"
             )
         )
     engine.dispose()

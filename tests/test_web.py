@@ -221,7 +221,7 @@ def test_graph_page_shows_flow_and_findings(client: TestClient) -> None:
     """The message-flow page carries the Mermaid text of `sagabox graph`."""
     page = client.get("/graph")
     assert 200 == page.status_code
-    assert "ep_offers -.->|offers.OfferExpired| ep_offers" in page.text
+    assert "ep_offers -.-&gt;|offers.OfferExpired| ep_offers" in page.text
 
 
 def test_mounted_under_a_prefix(harness: SagaHarness) -> None:
