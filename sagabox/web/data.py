@@ -124,4 +124,3 @@ def search(executor: Executor, query: Search) -> Page:
     rows = rows[: query.limit]
     last = rows[-1] if more and rows else None
     return Page(rows, (last.saga_type, last.correlation_id) if last else None)
-
