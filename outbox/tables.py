@@ -134,3 +134,19 @@ dead_letters = Table(
     Index(None, "last_failed_at"),
     comment="Messages an endpoint gave up on, with the reason; replay or discard them by CLI.",
 )
+
+operator_actions = Table(
+    f"{PREFIX}operator_actions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    # Who asked: the CLI's --actor (default $USER) or the dashboard's authenticated user.
+    Column("actor", String(255), nullable=False),
+    # e.g. "timeout.cancel", "dead_letter.replay".
+    Column("action", String(64), nullable=False),
+    # What it was done to, e.g. "offers.Offer O-1 remind" or "dead letter 12".
+    Column("subject", String(512), nullable=False),
+    Column("detail", Json, nullable=False),
+    Index(None, "at"),
+    comment="Every operator action on timeouts and dead letters: what, to what, by whom, when.",
+)

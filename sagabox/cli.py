@@ -102,7 +102,13 @@ def one_line(exc: BaseException) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line, with its defaults read from the settings as they are now."""
-    from sagabox import cli_dlq, cli_run, cli_sagas  # after the signal handlers
+    from sagabox import (  # after the signal handlers
+        cli_dlq,
+        cli_run,
+        cli_sagas,
+        cli_timeouts,
+        cli_web,
+    )
     from sagabox.cli_common import settings
 
     settings(reload=True)
@@ -113,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_run.add_to(groups)
     cli_dlq.add_to(groups)
     cli_sagas.add_to(groups)
+    cli_timeouts.add_to(groups)
+    cli_web.add_to(groups)
     return parser
 
 

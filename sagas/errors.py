@@ -65,3 +65,11 @@ class SagaNotFound(SagaError):
     def __init__(self, message: str, policy: NotFoundPolicy = "raise") -> None:
         super().__init__(message)
         self.policy = policy
+
+
+class TimeoutNotPending(SagaError):
+    """An operator action named a timeout the saga is not waiting for (any more)."""
+
+
+class TimeoutAlreadySent(SagaError):
+    """The timeout's message already left the outbox: it is with the worker and fires now."""

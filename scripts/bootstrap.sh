@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Dependency groups (the dev tools) need pip >= 25.1.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=25.1"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[postgres,testing,metrics,tracing]" --group dev
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[postgres,testing,metrics,tracing,web]" --group dev

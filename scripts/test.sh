@@ -11,6 +11,7 @@ use_services "test: using the services already started (scripts/services.sh down
 scripts/bootstrap.sh
 # The docs' tools, and the web frameworks their guides run: the suite executes every page.
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --group docs
+scripts/browser.sh
 services_ready
 
 echo "test: ruff"

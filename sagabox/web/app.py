@@ -1,0 +1,416 @@
+"""`create_app`: the dashboard as one Starlette ASGI app, to mount in a host app or run alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qs, urlencode
+
+from jinja2 import Environment, PackageLoader, pass_context
+from sqlalchemy import Connection, Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from outbox import clock
+from outbox.dead_letter_groups import (
+    dead_letter_groups,
+    discard_logged,
+    group_ids,
+    replay_logged,
+)
+from outbox.dead_letters import get_dead_letter, list_dead_letters
+from outbox.errors import SagaboxError
+from outbox.operator_log import recent_actions
+from sagabox.web import data
+from sagabox.web.diagram import reachable_from, svg
+from sagabox.web.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    Authenticate,
+    BasicAuth,
+    basic_auth_from_env,
+    csrf_ok,
+    new_csrf_token,
+)
+from sagas.errors import SagaError
+from sagas.queries import saga_detail
+from sagas.timeout_admin import cancel_timeout, fire_timeout, reschedule_timeout
+
+if TYPE_CHECKING:
+    from sagabox.app import App
+    from sagas.definition import Saga
+
+T = TypeVar("T")
+
+
+class Dashboard:
+    """The pages and actions, bound to one engine and the apps whose sagas it knows."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        apps: Sequence[App],
+        *,
+        actions: bool,
+        authenticate: Authenticate | None,
+        stuck_after: timedelta,
+        refresh_seconds: int,
+    ) -> None:
+        self.engine = engine
+        self.apps = list(apps)
+        self.sagas: dict[str, type[Saga[Any]]] = {
+            saga.saga_type: saga for app in self.apps for saga in app.runtime.sagas
+        }
+        self.actions = actions
+        self.authenticate = authenticate
+        self.stuck_after = stuck_after
+        self.refresh_seconds = refresh_seconds
+        environment = Environment(loader=PackageLoader("sagabox.web", "templates"), autoescape=True)
+        environment.filters["when"] = _when
+        environment.filters["age"] = _age
+        environment.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str)
+        self.templates = Jinja2Templates(env=environment)
+        # Links as paths (with the mount prefix), not absolute URLs: right behind any proxy.
+        environment.globals["url_for"] = _path_for
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        def run() -> T:
+            with self.engine.connect() as connection:
+                return work(connection)
+
+        return await run_in_threadpool(run)
+
+    def page(
+        self, request: Request, template: str, *, status_code: int = 200, **context: Any
+    ) -> Response:
+        token = request.cookies.get(CSRF_COOKIE) or new_csrf_token()
+        response = self.templates.TemplateResponse(
+            request,
+            template,
+            status_code=status_code,
+            context={
+                "actions": self.actions,
+                "csrf_field": CSRF_FIELD,
+                "csrf_token": token,
+                "message": request.query_params.get("msg", ""),
+                "refresh_seconds": self.refresh_seconds,
+                **context,
+            },
+        )
+        if CSRF_COOKIE not in request.cookies:
+            response.set_cookie(
+                CSRF_COOKIE,
+                token,
+                httponly=True,
+                samesite="strict",
+                path=request.scope.get("root_path") or "/",
+            )
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'"
+        )
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    async def action_form(self, request: Request) -> tuple[str, dict[str, str]] | Response:
+        """The actor and the form of an allowed action, or the response refusing it."""
+        if not self.actions:
+            return PlainTextResponse(
+                "this dashboard is read-only: start it with actions enabled "
+                "(sagabox web --actions, or create_app(..., actions=True))",
+                status_code=403,
+            )
+        actor = self.authenticate(request) if self.authenticate is not None else None
+        if actor is None:
+            headers = {}
+            if isinstance(self.authenticate, BasicAuth):
+                headers["WWW-Authenticate"] = BasicAuth.challenge
+            return PlainTextResponse("authentication required", status_code=401, headers=headers)
+        body = (await request.body()).decode("utf-8", "replace")
+        form = {key: values[-1] for key, values in parse_qs(body).items()}
+        if not csrf_ok(request, form.get(CSRF_FIELD)):
+            return PlainTextResponse(
+                "the form's CSRF token is missing or wrong: reload the page and try again",
+                status_code=403,
+            )
+        return actor, form
+
+    def back(self, request: Request, route: str, message: str, **params: str) -> Response:
+        url = request.url_for(route, **params).path
+        return RedirectResponse(f"{url}?{urlencode({'msg': message})}", status_code=303)
+
+    # --- pages ------------------------------------------------------------------------------
+
+    async def overview(self, request: Request) -> Response:
+        found = await self.read(lambda c: data.overview(c, stuck_after=self.stuck_after))
+        return self.page(request, "overview.html", overview=found)
+
+    async def overview_live(self, request: Request) -> Response:
+        found = await self.read(lambda c: data.overview(c, stuck_after=self.stuck_after))
+        return self.page(request, "_overview_live.html", overview=found)
+
+    async def search(self, request: Request) -> Response:
+        params = request.query_params
+        try:
+            query = data.Search(
+                saga_type=params.get("type", "").strip(),
+                state=params.get("state", "").strip(),
+                prefix=params.get("id", "").strip(),
+                older_than=_minutes(params.get("older_than_minutes", "")),
+                stuck_after=self.stuck_after if params.get("stuck") else None,
+                after=(params["after_type"], params["after_id"])
+                if "after_type" in params and "after_id" in params
+                else None,
+            )
+        except ValueError as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+
+        page = await self.read(lambda c: data.search(c, query))
+        # The registered sagas' types: a DISTINCT over the saga table is a full scan.
+        types = sorted(self.sagas)
+        next_url = None
+        if page.next_after is not None:
+            kept = {k: v for k, v in params.items() if k not in ("after_type", "after_id")}
+            after = {"after_type": page.next_after[0], "after_id": page.next_after[1]}
+            next_url = "?" + urlencode({**kept, **after})
+        return self.page(
+            request, "search.html", query=query, page=page, types=types, next_url=next_url
+        )
+
+    async def instance(self, request: Request) -> Response:
+        saga_type = request.path_params["saga_type"]
+        correlation_id = request.path_params["correlation_id"]
+        detail = await self.read(lambda c: saga_detail(c, saga_type, correlation_id))
+        if detail is None:
+            return self.page(
+                request,
+                "missing.html",
+                what=f"no {saga_type} saga has id {correlation_id!r}",
+                status_code=404,
+            )
+        cls = self.sagas.get(saga_type)
+        diagram = reachable = None
+        if cls is not None:
+            diagram = svg(cls, detail.path, detail.summary.state)
+            reachable = sorted(reachable_from(cls, detail.summary.state))
+        return self.page(
+            request,
+            "instance.html",
+            detail=detail,
+            diagram=diagram,
+            reachable=reachable,
+            known=cls is not None,
+            now=clock.now(),
+        )
+
+    async def dead_letters(self, request: Request) -> Response:
+        def work(connection: Connection) -> tuple[Any, Any, Any]:
+            groups = dead_letter_groups(connection)
+            letters = list_dead_letters(connection, limit=500)
+            return groups, letters, recent_actions(connection, limit=20)
+
+        groups, letters, log = await self.read(work)
+        by_group: dict[tuple[str, str | None, str], list[Any]] = {}
+        for letter in letters:
+            by_group.setdefault((letter.endpoint, letter.type, letter.reason), []).append(letter)
+        return self.page(request, "dead_letters.html", groups=groups, by_group=by_group, log=log)
+
+    async def dead_letter(self, request: Request) -> Response:
+        letter_id = request.path_params["letter_id"]
+        try:
+            letter = await self.read(lambda c: get_dead_letter(c, letter_id))
+        except SagaboxError as exc:
+            return self.page(request, "missing.html", what=str(exc), status_code=404)
+        body = letter.body.decode("utf-8", errors="backslashreplace")
+        return self.page(request, "dead_letter.html", letter=letter, body=body)
+
+    async def graph(self, request: Request) -> Response:
+        if not self.apps:
+            return self.page(request, "graph.html", mermaid=None, problems=[])
+        from sagabox import graph
+
+        flow = graph.build(self.apps)
+        return self.page(
+            request, "graph.html", mermaid=graph.mermaid(flow), problems=graph.check(flow)
+        )
+
+    # --- actions ----------------------------------------------------------------------------
+
+    async def timeout_action(self, request: Request) -> Response:
+        allowed = await self.action_form(request)
+        if isinstance(allowed, Response):
+            return allowed
+        actor, form = allowed
+        saga_type, correlation_id = form.get("saga_type", ""), form.get("correlation_id", "")
+        name, action = form.get("name", ""), form.get("action", "")
+
+        def work() -> str:
+            with self.engine.begin() as connection:
+                if action == "cancel":
+                    cancel_timeout(connection, saga_type, correlation_id, name, actor=actor)
+                    return f"timeout {name} cancelled"
+                if action == "fire":
+                    fire_timeout(connection, saga_type, correlation_id, name, actor=actor)
+                    return f"timeout {name} is due now"
+                if action == "reschedule":
+                    due = _due(form.get("due", ""))
+                    reschedule_timeout(
+                        connection, saga_type, correlation_id, name, due, actor=actor
+                    )
+                    return f"timeout {name} moved to {due:%Y-%m-%d %H:%M:%S} UTC"
+                raise ValueError(f"unknown timeout action {action!r}: cancel, reschedule or fire")
+
+        try:
+            message = await run_in_threadpool(work)
+        except (SagaError, ValueError) as exc:
+            message = f"not done: {exc}"
+        return self.back(
+            request, "instance", message, saga_type=saga_type, correlation_id=correlation_id
+        )
+
+    async def dead_letter_action(self, request: Request) -> Response:
+        allowed = await self.action_form(request)
+        if isinstance(allowed, Response):
+            return allowed
+        actor, form = allowed
+        operation = form.get("op", "")
+        if operation not in ("replay", "discard"):
+            return PlainTextResponse("op must be replay or discard", status_code=400)
+        act = replay_logged if operation == "replay" else discard_logged
+
+        def work() -> str:
+            if form.get("id"):
+                ids = [int(form["id"])]
+            else:
+                type_name = form.get("type") or None
+                with self.engine.connect() as connection:
+                    ids = group_ids(
+                        connection, form.get("endpoint", ""), type_name, form.get("reason", "")
+                    )
+            done, failed = 0, []
+            for letter_id in ids:
+                # One transaction per letter: one that cannot be replayed holds up no other.
+                try:
+                    with self.engine.begin() as connection:
+                        act(connection, letter_id, actor=actor)
+                    done += 1
+                except SagaboxError as exc:
+                    failed.append(f"{letter_id}: {exc}")
+            message = f"{operation}: {done} of {len(ids)} dead letters"
+            return message + (f"; not done: {'; '.join(failed)}" if failed else "")
+
+        try:
+            message = await run_in_threadpool(work)
+        except ValueError as exc:
+            message = f"not done: {exc}"
+        return self.back(request, "dead_letters", message)
+
+
+def create_app(
+    engine: Engine,
+    *,
+    apps: Iterable[App] = (),
+    actions: bool = False,
+    authenticate: Authenticate | None = None,
+    stuck_after: timedelta = timedelta(hours=1),
+    refresh_seconds: int = 5,
+) -> Starlette:
+    """The dashboard on `engine`, as an ASGI app to mount (`Mount("/sagabox", app=...)`) or run.
+
+    `apps` lets it draw the sagas' diagrams and the message flow. It is read-only unless
+    `actions` is true; then each action needs `authenticate(request)` to name who asks (the
+    host app's own check), by default HTTP basic from $SAGABOX_WEB_USER/$SAGABOX_WEB_PASSWORD.
+    """
+    if actions and authenticate is None:
+        authenticate = basic_auth_from_env()
+        if authenticate is None:
+            raise ValueError(
+                "dashboard actions need authentication: set SAGABOX_WEB_USER and "
+                "SAGABOX_WEB_PASSWORD, or pass create_app(..., authenticate=your_check)"
+            )
+    board = Dashboard(
+        engine,
+        list(apps),
+        actions=actions,
+        authenticate=authenticate,
+        stuck_after=stuck_after,
+        refresh_seconds=refresh_seconds,
+    )
+    static = StaticFiles(directory=str(files("sagabox.web") / "static"))
+    routes = [
+        Route("/", board.overview, name="overview"),
+        Route("/live/overview", board.overview_live, name="overview_live"),
+        Route("/sagas", board.search, name="search"),
+        Route("/sagas/{saga_type}/{correlation_id:path}", board.instance, name="instance"),
+        Route("/dead-letters", board.dead_letters, name="dead_letters"),
+        Route("/dead-letters/{letter_id:int}", board.dead_letter, name="dead_letter"),
+        Route("/graph", board.graph, name="graph"),
+        Route("/actions/timeout", board.timeout_action, methods=["POST"], name="timeout_action"),
+        Route(
+            "/actions/dead-letters",
+            board.dead_letter_action,
+            methods=["POST"],
+            name="dead_letter_action",
+        ),
+        Mount("/static", app=static, name="static"),
+    ]
+    app = Starlette(routes=routes)
+    app.state.dashboard = board
+    return app
+
+
+@pass_context
+def _path_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
+    request: Request = context["request"]
+    return request.url_for(name, **params).path
+
+
+def _minutes(text: str) -> timedelta | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return timedelta(minutes=float(text))
+    except ValueError:
+        raise ValueError(f"age {text!r} is not a number of minutes") from None
+
+
+def _due(text: str) -> datetime:
+    """A reschedule form's time: minutes from now ("+30"), or an ISO time (UTC if no zone)."""
+    text = text.strip()
+    if text.startswith("+"):
+        return clock.now() + timedelta(minutes=float(text[1:]))
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: write +30 (minutes from now) or 2026-12-24T09:00"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
+
+
+def _when(value: datetime | None) -> str:
+    return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+def _age(value: timedelta | None) -> str:
+    if value is None:
+        return "-"
+    seconds = int(value.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 86400}d"
