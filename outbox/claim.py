@@ -102,8 +102,29 @@ def _due(now: datetime, limit: int) -> Select[Any]:
     )
 
 
-def _rows(result: Sequence[object]) -> list[OutboxRow]:
-    return [OutboxRow(*row) for row in result]  # type: ignore[misc]
+def _rows(result: Sequence[Any]) -> list[OutboxRow]:
+    return [
+        OutboxRow(
+            id=row.id,
+            message_id=row.message_id,
+            type=row.type,
+            destination=row.destination,
+            partition_key=row.partition_key,
+            payload=row.payload,
+            headers=_headers(row.headers),
+            attempts=row.attempts,
+        )
+        for row in result
+    ]
+
+
+def _headers(value: object) -> dict[str, str]:
+    """A row's headers as a mapping, even for a row written by hand with other JSON there.
+
+    Such a row ships without them, so a worker dead-letters it (keeping its body) as a message
+    without sagabox headers, rather than failing every batch it is claimed in.
+    """
+    return value if isinstance(value, dict) else {}
 
 
 def _claim_sqlite(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:

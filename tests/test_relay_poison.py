@@ -5,6 +5,7 @@ partition key keeps flowing; the rows behind it in its own key wait until it is 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from outbox import Outbox, clock
 from outbox.claim import claim_due, postpone_rows
 from outbox.dead_letters import list_dead_letters, replay_dead_letter
+from outbox.tables import outbox_messages
 from relay import Relay
 from relay.broker import topic_exchange
 from sagabox.cli import main
@@ -293,3 +295,35 @@ def test_a_refused_row_sent_with_others_is_found_one_at_a_time(
         [letter] = list_dead_letters(connection)
     assert culprit.message_id == letter.message_id
     assert "larger than configured max size" in letter.reason
+
+
+@pytest.mark.parametrize("headers", [[1, 2, 3], None, "text"])
+def test_a_row_whose_headers_are_not_an_object_does_not_stop_the_relay(
+    engine: Engine, broker_url: str, listener: Listener, headers: object
+) -> None:
+    """A row written by hand (or by a buggy migration) with headers that are JSON but not an
+    object: the relay ships it without them (a worker dead-letters it as having no sagabox
+    headers, keeping its body) instead of failing every batch, and the rows behind it ship."""
+    behind = Deposited(account="behind", amount=2, correlation_id="k-behind")
+    now = clock.now()
+    with engine.begin() as connection:
+        connection.execute(
+            outbox_messages.insert().values(
+                message_id=uuid.uuid4(),
+                type=Deposited.type_name,
+                destination=Deposited.type_name,
+                partition_key="k-garbage",
+                payload='{"account": "g", "amount": 1}',
+                headers=headers,
+                available_at=now,
+                created_at=now,
+            )
+        )
+    write(engine, behind)
+    relay = Relay(engine, broker_url, exchange=listener.exchange)
+    try:
+        relay.drain()
+    finally:
+        relay.close()
+    assert [] == outbox_rows(engine)
+    assert 1 == listener.copies()[str(behind.message_id)]
