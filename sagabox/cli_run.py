@@ -163,6 +163,9 @@ def _serve_metrics(args: argparse.Namespace, engine: Engine) -> Metrics | None:
 
 def _relay(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
+    if args.metrics_port is not None:
+        # A missing extra is a flag that can never work: name its pip line before the checks.
+        import sagabox.metrics  # noqa: F401
     # No ping per checkout: a batch on a dropped connection rolls back and is retried after a
     # short backoff, on fresh connections; the ping cost every batch two round trips.
     engine = make_engine(args.db)
