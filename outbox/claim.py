@@ -11,6 +11,7 @@ lock (`BEGIN IMMEDIATE`) lets one relay at a time claim, so plain id order is en
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Select,
     String,
+    Text,
     all_,
     any_,
     bindparam,
@@ -30,6 +32,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    type_coerce,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -59,7 +62,9 @@ _COLUMNS = (
     t.c.destination,
     t.c.partition_key,
     t.c.payload,
-    t.c.headers,
+    # Read as text and parsed here: a row written by hand with text that is not JSON must not
+    # fail the claim (SQLite's JSON type would raise while reading it) and so every batch.
+    type_coerce(t.c.headers, Text).label("headers"),
     t.c.attempts,
 )
 
@@ -124,6 +129,11 @@ def _headers(value: object) -> dict[str, str]:
     Such a row ships without them, so a worker dead-letters it (keeping its body) as a message
     without sagabox headers, rather than failing every batch it is claimed in.
     """
+    if isinstance(value, str | bytes):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
     return value if isinstance(value, dict) else {}
 
 

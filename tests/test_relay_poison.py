@@ -8,19 +8,22 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 from kombu import Connection, Producer
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from outbox import Outbox, clock
 from outbox.claim import claim_due, postpone_rows
+from outbox.database import make_engine
 from outbox.dead_letters import list_dead_letters, replay_dead_letter
 from outbox.tables import outbox_messages
 from relay import Relay
 from relay.broker import topic_exchange
+from sagabox import migrate
 from sagabox.cli import main
 from tests.bank_app import Deposit, Deposited
 from tests.poison_helpers import (
@@ -295,6 +298,39 @@ def test_a_refused_row_sent_with_others_is_found_one_at_a_time(
         [letter] = list_dead_letters(connection)
     assert culprit.message_id == letter.message_id
     assert "larger than configured max size" in letter.reason
+
+
+def test_a_sqlite_row_whose_headers_are_not_json_does_not_stop_the_relay(
+    tmp_path: Path, memory_broker: str, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """SQLite keeps any text in a JSON column: a row whose headers are not JSON at all ships
+    without them instead of failing the claim, and so every batch, forever."""
+    url = f"sqlite:///{tmp_path / 'garbage.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        now = clock.now()
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO sagabox_outbox_messages (message_id, type, destination, "
+                    "partition_key, payload, headers, available_at, attempts, created_at) "
+                    "VALUES (:id, 'bank.Deposited', 'bank.Deposited', 'k-garbage', '{}', "
+                    "'not json headers', :now, 0, :now)"
+                ),
+                {"id": uuid.uuid4().hex, "now": now.replace(tzinfo=None).isoformat(sep=" ")},
+            )
+        behind = Deposited(account="behind", amount=2, correlation_id="k-behind")
+        write(engine, behind)
+        relay = Relay(engine, memory_broker)
+        try:
+            relay.drain()
+        finally:
+            relay.close()
+        assert [] == outbox_rows(engine)
+        assert 2 == relay.stats.published
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.parametrize("headers", [[1, 2, 3], None, "text"])
