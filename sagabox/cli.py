@@ -95,6 +95,11 @@ def one_line(exc: BaseException) -> str:
     background link or a multi-line server notice."""
     from sqlalchemy.exc import DBAPIError
 
+    from outbox.database import missing_table_hint
+
+    hint = missing_table_hint(exc)
+    if hint is not None:  # the driver's own words would not say which command fixes it
+        return hint
     inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
     lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
     return "; ".join(lines) or type(inner).__name__
