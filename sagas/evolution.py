@@ -81,6 +81,12 @@ def prepare(
     names = {_name(s) for s in declared}
     legacy = {old for old, new in cls.removed.items() if new == OLD_PATH}
     for old, new in [*cls.renamed.items(), *cls.removed.items()]:
+        # A mapped state still declared would move the current version's own instances too.
+        if (old in names and new != OLD_PATH) or (old in cls.renamed and old in cls.removed):
+            raise SagaDefinitionError(
+                f"{cls.__name__}: {old!r} is still declared in `states` or is in both `renamed` "
+                "and `removed`: map each old state once, and only states the class dropped"
+            )
         if new != OLD_PATH and new not in names:
             raise SagaDefinitionError(
                 f"{cls.__name__}: {old!r} is mapped to {new!r}, which is not declared in `states`"

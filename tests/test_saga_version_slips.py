@@ -1,0 +1,93 @@
+"""Saga versions under pressure: a migration that loses a race journals nothing, and maps that
+would move the current version's own instances are refused when the class is defined."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import select, update
+
+from examples.order.messages import InventoryReserved, PaymentCharged
+from examples.order.saga_v2 import OrderSagaV2
+from outbox.database import Executor, make_engine
+from sagabox.testing import SagaHarness
+from sagas import OLD_PATH, Saga, SagaDefinitionError, migration, store
+from sagas.tables import saga_instances, saga_journal
+from tests.test_saga_versions import _migrations, v1, v2_apps
+
+__all__ = ["v1"]  # the fixture of v1 orders in every state, shared with test_saga_versions
+
+
+def test_a_migration_that_loses_a_race_journals_nothing(
+    v1: SagaHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sagas migrate` commits its batch even when a worker saved a row between its read and its
+    write: that row is left to the worker, and no "migrated" line claims otherwise."""
+    v1.deploy(*v2_apps())
+    loaded = store.load
+
+    def raced(executor: Executor, saga_type: type[Saga[Any]], correlation_id: str) -> Any:
+        saga = loaded(executor, saga_type, correlation_id)
+        # A worker's transaction commits its save of this row now.
+        executor.execute(
+            update(saga_instances)
+            .where(saga_instances.c.correlation_id == correlation_id)
+            .values(version=saga_instances.c.version + 1)
+        )
+        return saga
+
+    monkeypatch.setattr(store, "load", raced)
+    engine = make_engine(v1.database)
+    try:
+        assert [] == list(migration.migrate_all(engine, OrderSagaV2))
+        with engine.connect() as connection:
+            lines = connection.execute(
+                select(saga_journal.c.correlation_id).where(saga_journal.c.outcome == "migrated")
+            ).all()
+            states = {
+                row.correlation_id: row.state
+                for row in connection.execute(
+                    select(saga_instances.c.correlation_id, saga_instances.c.state)
+                )
+            }
+    finally:
+        engine.dispose()
+    assert [] == lines
+    assert "reserving" == states["O-reserving"]
+    monkeypatch.undo()
+    v1.dispatch(InventoryReserved(order_id="O-reserving"), PaymentCharged(order_id="O-charging"))
+    assert [("reserving", "allocating", 1, "sagabox.migrate v1->v2")] == _migrations(
+        v1, "O-reserving"
+    )
+
+
+def test_maps_must_name_dropped_states_once() -> None:
+    """A renamed or removed state still in `states` would move new instances too (a new order
+    in `charging` loaded in `allocating` skips its payment); a state in both maps is ambiguous."""
+
+    class Data(BaseModel):
+        n: int = 0
+
+    with pytest.raises(SagaDefinitionError, match="still declared"):
+
+        class StillDeclared(Saga[Data]):
+            version = 2
+            states = ["a", "b"]
+            renamed = {"a": "b"}
+
+    with pytest.raises(SagaDefinitionError, match="both `renamed` and `removed`"):
+
+        class Twice(Saga[Data]):
+            version = 2
+            states = ["a", "b"]
+            renamed = {"old": "a"}
+            removed = {"old": "b"}
+
+    class Kept(Saga[Data]):
+        version = 2
+        states = ["a", "b"]
+        removed = {"gone": OLD_PATH, "older": "a"}
+
+    assert "gone" in Kept.legacy_states
