@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from examples.order.messages import InventoryReserved, PaymentCharged
 from examples.order.saga_v2 import OrderSagaV2
 from outbox.database import Executor, make_engine
+from sagabox.cli import main
 from sagabox.testing import SagaHarness
 from sagas import OLD_PATH, Saga, SagaDefinitionError, migration, store
 from sagas.tables import saga_instances, saga_journal
@@ -91,3 +92,17 @@ def test_maps_must_name_dropped_states_once() -> None:
         removed = {"gone": OLD_PATH, "older": "a"}
 
     assert "gone" in Kept.legacy_states
+
+
+@pytest.mark.parametrize("size", ["0", "-1", "many"])
+def test_migrate_refuses_a_batch_size_below_one(
+    size: str, v1: SagaHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--batch-size 0` crashed the scan (an IndexError), and a negative one is a LIMIT that
+    PostgreSQL refuses: the command line says what to give instead, before touching anything."""
+    spec = f"{v2_apps.__module__}:v2_apps"
+    with pytest.raises(SystemExit) as exited:
+        main(["sagas", "migrate", "--app", spec, "--db", v1.database, "--batch-size", size])
+    assert 2 == exited.value.code
+    assert "--batch-size" in capsys.readouterr().err
+    assert [] == _migrations(v1, "O-reserving")
