@@ -12,11 +12,12 @@ from sqlalchemy import select, update
 from examples.order.messages import InventoryReserved, PaymentCharged
 from examples.order.saga_v2 import OrderSagaV2
 from outbox.database import Executor, make_engine
+from sagabox import App
 from sagabox.cli import main
 from sagabox.testing import SagaHarness
 from sagas import OLD_PATH, Saga, SagaDefinitionError, migration, store
 from sagas.tables import saga_instances, saga_journal
-from tests.test_saga_versions import _migrations, v1, v2_apps
+from tests.test_saga_versions import _migrations, system, v1, v2_apps
 
 __all__ = ["v1"]  # the fixture of v1 orders in every state, shared with test_saga_versions
 
@@ -106,3 +107,33 @@ def test_migrate_refuses_a_batch_size_below_one(
     assert 2 == exited.value.code
     assert "--batch-size" in capsys.readouterr().err
     assert [] == _migrations(v1, "O-reserving")
+
+
+class OrderSagaV3(OrderSagaV2, name="orders.Order"):
+    """A v3 whose data upcaster leaves `charges_sent` a string the data model refuses."""
+
+    version = 3
+
+
+@OrderSagaV3.data_upcaster(from_version=2)
+def _spoil(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "charges_sent": "many"}
+
+
+def v3_apps() -> list[App]:
+    return system(OrderSagaV3)
+
+
+def test_the_dry_run_refuses_data_the_upcasters_leave_invalid(
+    v1: SagaHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dry run ran no upcaster, so it promised migrations the real run then crashed on;
+    now both list the instances whose upcast data does not fit, and change nothing."""
+    spec = f"{__name__}:v3_apps"
+    capsys.readouterr()
+    for dry in (["--dry-run"], []):
+        assert 1 == main(["sagas", "migrate", "--app", spec, "--db", v1.database, *dry])
+        out = capsys.readouterr().out
+        assert " 0, 3 cannot be migrated" in out
+        assert "does not fit OrderDataV2 (charges_sent" in out
+    assert [] == _migrations(v1, "O-charging")
