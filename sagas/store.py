@@ -124,6 +124,9 @@ def _instance(saga_type: type[S], row: Any) -> S:
     )
     if plan.changes:
         saga.migration = plan
+        if saga.state_name in saga_type.final_states and saga.finished_at is None:
+            # Mapped into a final state: finished now, or it stays "live" there for good.
+            saga.finished_at, saga.timeouts = clock.now(), {}
     return saga
 
 

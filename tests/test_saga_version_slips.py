@@ -137,3 +137,33 @@ def test_the_dry_run_refuses_data_the_upcasters_leave_invalid(
         assert " 0, 3 cannot be migrated" in out
         assert "does not fit OrderDataV2 (charges_sent" in out
     assert [] == _migrations(v1, "O-charging")
+
+
+class OrderSagaV2Cancelling(OrderSagaV2, name="orders.Order"):
+    """A v2 that maps the removed `refunding` to the final `cancelled` instead of an old path."""
+
+    removed = {"refunding": "cancelled"}
+    ignore = {}
+    transitions = [t for t in OrderSagaV2.transitions if "refunding" not in t.values()]
+
+
+def cancelling_apps() -> list[App]:
+    return system(OrderSagaV2Cancelling)
+
+
+def test_an_instance_mapped_into_a_final_state_is_finished(v1: SagaHarness) -> None:
+    """A v1 order refunding, mapped to `cancelled`, used to stay live (unfinished) in a final
+    state for good: migrated, it is finished and no longer occupies a state."""
+    spec = f"{__name__}:cancelling_apps"
+    assert 0 == main(["sagas", "migrate", "--app", spec, "--db", v1.database])
+    v1.deploy(*cancelling_apps())
+    refunded = v1.saga(OrderSagaV2Cancelling, "O-refunding")
+    assert refunded is not None
+    assert ("cancelled", True) == (refunded.state_name, refunded.is_finished)
+    engine = make_engine(v1.database)
+    try:
+        with engine.connect() as connection:
+            live = migration.occupied(connection, OrderSagaV2Cancelling)
+    finally:
+        engine.dispose()
+    assert {(1, "allocating"): 1, (1, "charging"): 1} == live
