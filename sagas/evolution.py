@@ -247,7 +247,27 @@ def upcast(cls: type[Saga[Any]], data: Mapping[str, Any], data_version: int) -> 
                     f"{cls.saga_type}: the data upcaster from v{version} failed on stored data "
                     f"({type(exc).__name__}: {exc}); fix {upcaster.__qualname__}"
                 ) from exc
+    if data_version < cls.current_version:
+        _refuse_lost_fields(cls, result, data_version)
     return result
+
+
+def _refuse_lost_fields(cls: type[Saga[Any]], data: Mapping[str, Any], data_version: int) -> None:
+    """Stored data from an older version must not lose a field silently: the current model
+    would ignore it, and the next save would drop it for good."""
+    model = cls.data_type
+    if model.model_config.get("extra") == "allow":
+        return
+    known = set(model.model_fields)
+    known.update(f.alias for f in model.model_fields.values() if f.alias)
+    lost = sorted(set(data) - known)
+    if lost:
+        raise SagaDefinitionError(
+            f"{cls.saga_type}: stored v{data_version} data has {', '.join(map(repr, lost))}, which "
+            f"the v{cls.current_version} data model {model.__name__} lacks, so it would be lost: "
+            f"register @{cls.__name__}.data_upcaster(from_version={data_version}) that moves or "
+            "drops it"
+        )
 
 
 def upcaster_registration(

@@ -167,3 +167,27 @@ def test_an_instance_mapped_into_a_final_state_is_finished(v1: SagaHarness) -> N
     finally:
         engine.dispose()
     assert {(1, "allocating"): 1, (1, "charging"): 1} == live
+
+
+class OrderSagaV2Forgetful(OrderSagaV2, name="orders.Order"):
+    """v2 with its data model changed (`charge_attempts` became `charges_sent`) but no upcaster."""
+
+
+OrderSagaV2Forgetful.data_upcasters.clear()
+
+
+def test_a_data_field_the_new_model_lacks_is_refused_not_lost(v1: SagaHarness) -> None:
+    """Without an upcaster the v2 model ignored the stored `charge_attempts`, and the next save
+    dropped it for good: loading now refuses, naming the field and the upcaster to write."""
+    v1.deploy(*system(OrderSagaV2Forgetful))
+    with pytest.raises(SagaDefinitionError, match=r"'charge_attempts'.*data_upcaster"):
+        v1.saga(OrderSagaV2Forgetful, "O-charging")
+    engine = make_engine(v1.database)
+    try:
+        with engine.connect() as connection:
+            data = connection.execute(
+                select(saga_instances.c.data).where(saga_instances.c.correlation_id == "O-charging")
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    assert "charge_attempts" in data
