@@ -30,9 +30,16 @@ def add_to(sagas_actions: Groups) -> None:
     migrate.add_argument(
         "--dry-run", action="store_true", help="only list what would change and what cannot"
     )
-    migrate.add_argument("--batch-size", type=int, default=500)
+    migrate.add_argument("--batch-size", type=_batch_size, default=500, help="rows per transaction")
     migrate.add_argument("--json", action="store_true", help="one JSON object per instance")
     migrate.set_defaults(handler=_migrate)
+
+
+def _batch_size(text: str) -> int:
+    # 0 would end the scan at its first batch with nothing read, and a negative LIMIT fails.
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of rows, at least 1")
+    return int(text)
 
 
 def _migrate(args: argparse.Namespace) -> int:

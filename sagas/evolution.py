@@ -81,6 +81,12 @@ def prepare(
     names = {_name(s) for s in declared}
     legacy = {old for old, new in cls.removed.items() if new == OLD_PATH}
     for old, new in [*cls.renamed.items(), *cls.removed.items()]:
+        # A mapped state still declared would move the current version's own instances too.
+        if (old in names and new != OLD_PATH) or (old in cls.renamed and old in cls.removed):
+            raise SagaDefinitionError(
+                f"{cls.__name__}: {old!r} is still declared in `states` or is in both `renamed` "
+                "and `removed`: map each old state once, and only states the class dropped"
+            )
         if new != OLD_PATH and new not in names:
             raise SagaDefinitionError(
                 f"{cls.__name__}: {old!r} is mapped to {new!r}, which is not declared in `states`"
@@ -241,7 +247,27 @@ def upcast(cls: type[Saga[Any]], data: Mapping[str, Any], data_version: int) -> 
                     f"{cls.saga_type}: the data upcaster from v{version} failed on stored data "
                     f"({type(exc).__name__}: {exc}); fix {upcaster.__qualname__}"
                 ) from exc
+    if data_version < cls.current_version:
+        _refuse_lost_fields(cls, result, data_version)
     return result
+
+
+def _refuse_lost_fields(cls: type[Saga[Any]], data: Mapping[str, Any], data_version: int) -> None:
+    """Stored data from an older version must not lose a field silently: the current model
+    would ignore it, and the next save would drop it for good."""
+    model = cls.data_type
+    if model.model_config.get("extra") == "allow":
+        return
+    known = set(model.model_fields)
+    known.update(f.alias for f in model.model_fields.values() if f.alias)
+    lost = sorted(set(data) - known)
+    if lost:
+        raise SagaDefinitionError(
+            f"{cls.saga_type}: stored v{data_version} data has {', '.join(map(repr, lost))}, which "
+            f"the v{cls.current_version} data model {model.__name__} lacks, so it would be lost: "
+            f"register @{cls.__name__}.data_upcaster(from_version={data_version}) that moves or "
+            "drops it"
+        )
 
 
 def upcaster_registration(

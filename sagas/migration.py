@@ -8,15 +8,17 @@ plan to every live instance ahead of time, a batch per transaction, so a deploy 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Select, bindparam, func, or_, select
 
 from outbox.database import Executor
 from sagas import store
 from sagas.definition import Saga
-from sagas.evolution import Plan, plan
+from sagas.errors import SagaDefinitionError
+from sagas.evolution import Plan, plan, upcast
 from sagas.tables import saga_instances
 
 
@@ -56,7 +58,7 @@ def _candidates(saga_type: type[Saga[Any]]) -> Select[Any]:
     # Rows the current definition may change: older versions, or a state a map names.
     c = saga_instances.c
     return (
-        select(c.correlation_id, c.definition_version, c.data_version, c.state)
+        select(c.correlation_id, c.definition_version, c.data_version, c.state, c.data)
         .where(
             c.saga_type == saga_type.saga_type,
             c.finished_at.is_(None),
@@ -96,12 +98,32 @@ def _scan(
     }
     rows = executor.execute(query, parameters).all()
     found = []
-    for correlation_id, version, data_version, state in rows:
+    for correlation_id, version, data_version, state, data in rows:
         planned = plan(saga_type, version, data_version, state)
+        if planned.problem is None and data_version != saga_type.current_version:
+            planned = _check_data(saga_type, planned, data)
         if planned.changes or planned.problem is not None:
             found.append(InstancePlan(saga_type.saga_type, correlation_id, planned))
     # Where the next batch starts: after the last row read, changed or not (None: done).
     return found, rows[-1][0] if len(rows) == limit else None
+
+
+def _check_data(saga_type: type[Saga[Any]], planned: Plan, data: Any) -> Plan:
+    # The dry run must refuse what loading would: an upcaster that fails, or data it leaves
+    # invalid for the current data model.
+    try:
+        saga_type.data_type.model_validate(upcast(saga_type, data, planned.data_version))
+    except SagaDefinitionError as exc:
+        return replace(planned, problem=str(exc))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "the data"
+        return replace(
+            planned,
+            problem=f"its upcast data does not fit {saga_type.data_type.__name__} ({where}: "
+            f"{error['msg']}): fix {saga_type.__name__}'s data upcasters",
+        )
+    return planned
 
 
 def migrate_batch(

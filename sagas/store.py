@@ -124,6 +124,9 @@ def _instance(saga_type: type[S], row: Any) -> S:
     )
     if plan.changes:
         saga.migration = plan
+        if saga.state_name in saga_type.final_states and saga.finished_at is None:
+            # Mapped into a final state: finished now, or it stays "live" there for good.
+            saga.finished_at, saga.timeouts = clock.now(), {}
     return saga
 
 
@@ -154,16 +157,19 @@ def save(executor: Executor, saga: Saga[Any], *, expected_version: int) -> bool:
 
     In a batch the write waits for the commit, and a stale version fails the commit instead.
     """
-    _journal_migration(executor, saga)
     batch = current_batch(executor)
     if batch is not None:
+        _journal_migration(executor, saga)
         batch.expected.setdefault(saga.id, expected_version)
         batch.changed[saga.id] = saga
         batch.writes += 1
         batch.instances[(saga.saga_type, saga.correlation_id)] = saga
         return True
     parameters = {**_columns(saga), "b_id": saga.id, "b_expected_version": expected_version}
-    return executor.execute(_SAVE, parameters).first() is not None
+    saved = executor.execute(_SAVE, parameters).first() is not None
+    if saved:  # a stale save changed nothing: no migration to journal (`sagas migrate` commits)
+        _journal_migration(executor, saga)
+    return saved
 
 
 def _journal_migration(executor: Executor, saga: Saga[Any]) -> None:

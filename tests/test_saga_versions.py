@@ -60,6 +60,13 @@ class Careless(Saga[OrderDataV2], name="orders.Order"):
     correlation = {m: "order_id" for m in (OrderPlaced, PaymentCharged, InventoryReserved)}
 
 
+@Careless.data_upcaster(from_version=1)
+def _careless_data(data: dict[str, Any]) -> dict[str, Any]:
+    # Its data is upcast as v2's is: only its states are careless.
+    data["charges_sent"] = data.pop("charge_attempts", 0)
+    return data
+
+
 @handles(ChargePayment, RefundPayment)
 def payments_inbox(ctx: HandlerContext, command: ChargePayment | RefundPayment) -> None:
     """Takes the command; the test answers for the payment service."""
