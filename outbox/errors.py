@@ -47,7 +47,11 @@ class MessageTooLarge(OutboxError):
     """A message is over sagabox's size limit: send a reference to the data, or raise the limit."""
 
 
-class MissingTables(OutboxError):
+class Misconfigured(SagaboxError):
+    """sagabox cannot start with these settings; the message says what to fix (waiting will not)."""
+
+
+class MissingTables(Misconfigured, OutboxError):
     """The database has no sagabox tables: run `sagabox db upgrade` against it first."""
 
 

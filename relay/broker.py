@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import amqp.exceptions
@@ -10,7 +9,6 @@ import kombu.exceptions
 from kombu import Connection, Exchange
 
 from outbox.envelope import CONTENT_TYPE
-from outbox.errors import SagaboxError
 from outbox.urls import mask_secrets
 from relay import amqp_properties
 
@@ -25,10 +23,6 @@ BROKER_ENV = "SAGABOX_BROKER_URL"
 #: Seconds between AMQP heartbeats on a consumer's connection: a dead peer (a broker behind a
 #: cut network, say) is noticed within two of them, not at TCP's timeout many minutes later.
 HEARTBEAT_SECONDS = 10.0
-
-
-class BrokerMisconfigured(SagaboxError):
-    """The broker URL cannot work as given: fix it, retrying will not help."""
 
 
 def connect(url: str, *, connect_timeout: float = 10.0, heartbeat: float = 0.0) -> Connection:
@@ -47,39 +41,6 @@ def connect(url: str, *, connect_timeout: float = 10.0, heartbeat: float = 0.0) 
     if connection.transport.driver_type == "amqp":
         amqp_properties.install()
     return connection
-
-
-def check_broker(url: str, *, connect_timeout: float = 10.0) -> bool:
-    """Connect to `url` once: True if that worked, False if the broker cannot be reached now
-    (wait and try again); `BrokerMisconfigured`, with what to fix, if it never will (an unknown
-    scheme, a missing transport library, refused credentials or virtual host)."""
-    try:
-        connection = connect(url, connect_timeout=connect_timeout)
-    except (KeyError, ImportError, AttributeError, ValueError) as exc:
-        # kombu names an unknown scheme with a KeyError, and a transport whose client library
-        # is missing with an ImportError or (redis) an AttributeError at import.
-        raise BrokerMisconfigured(
-            f"broker URL {describe(url)} cannot be used ({_reason(exc)}): sagabox speaks "
-            "amqp:// (RabbitMQ), memory:// and redis:// (after `pip install redis`)"
-        ) from exc
-    try:
-        connection.ensure_connection(max_retries=0)  # the caller waits and retries
-    except _REFUSED as exc:
-        raise BrokerMisconfigured(
-            f"broker {describe(url)} refused the connection ({_reason(exc)}): check the user, "
-            "password and virtual host in the URL, and the user's permissions on the broker"
-        ) from exc
-    except broker_errors(connection):
-        return False
-    finally:
-        with contextlib.suppress(*broker_errors(connection)):
-            connection.release()
-    return True
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    return mask_secrets(text.strip() or type(exc).__name__)
 
 
 def topic_exchange(name: str = DEFAULT_EXCHANGE) -> Exchange:
@@ -110,9 +71,9 @@ def broker_errors(connection: Connection) -> tuple[type[BaseException], ...]:
     )
 
 
-# Errors that mean "these credentials or this virtual host will never work": login refused
+#: Errors that mean "these credentials or this virtual host will never work": login refused
 # (403), no such vhost or no access to it (530 NOT_ALLOWED).
-_REFUSED: tuple[type[BaseException], ...] = (
+REFUSED: tuple[type[BaseException], ...] = (
     amqp.exceptions.AccessRefused,
     amqp.exceptions.NotAllowed,
 )

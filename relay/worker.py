@@ -22,7 +22,6 @@ from sqlalchemy import Engine
 from outbox import clock
 from outbox.inbox import prune_inbox
 from outbox.messages import Event
-from outbox.preflight import check_tables
 from outbox.urls import mask_secrets
 from relay.amqp_properties import UNDECODABLE
 from relay.backoff import Backoff
@@ -31,7 +30,6 @@ from relay.broker import (
     DEFAULT_EXCHANGE,
     HEARTBEAT_SECONDS,
     broker_errors,
-    check_broker,
     connect,
     describe,
     topic_exchange,
@@ -45,6 +43,7 @@ from relay.endpoint import (
     WorkerStats,
 )
 from relay.observe import NOOP, Observer
+from relay.preflight import WORKER_TABLES, check_broker, check_database
 from relay.processing import Processor
 
 __all__ = [
@@ -105,15 +104,12 @@ class Worker(Processor):
     # --- start-up ----------------------------------------------------------------------------
 
     def check(self) -> None:
-        """Fail fast on what waiting cannot fix: raise `BrokerMisconfigured` (an unknown
-        scheme, refused credentials) or `MissingTables`, each saying what to do. A broker or
-        database that is merely unreachable now is logged and waited for later."""
-        if not check_broker(self.broker_url):
-            log.warning(
-                "worker: broker %s unreachable at start; waiting for it", describe(self.broker_url)
-            )
-        if not check_tables(self.engine):
-            log.warning("worker: database unreachable at start; waiting for it")
+        """Fail fast on what waiting cannot fix: raise `Misconfigured` (an unknown scheme,
+        refused credentials, missing tables), saying what to do. A broker or database that is
+        merely unreachable now is logged, and waited for by the consume loop."""
+        for not_yet in (check_broker(self.broker_url), check_database(self.engine, WORKER_TABLES)):
+            if not_yet is not None:
+                log.warning("worker: %s; waiting for it", not_yet)
 
     def queue(self) -> Queue:
         """The endpoint's durable queue with its bindings."""

@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 
 from outbox.database import make_engine
 from outbox.errors import MissingTables
-from outbox.preflight import check_tables
-from relay.broker import HEARTBEAT_SECONDS, BrokerMisconfigured, check_broker, connect
+from relay.broker import HEARTBEAT_SECONDS, connect
+from relay.preflight import BrokerMisconfigured, check_broker, check_database
 from tests.relay_helpers import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,28 +105,33 @@ def test_an_unreachable_broker_at_start_is_waited_for_and_sigterm_exits_0(
         finally:
             if process.poll() is None:
                 process.kill()
-    assert "unreachable at start; waiting for it" in log.read_text()
+    assert "is not reachable yet (" in log.read_text()
+    assert "; waiting for it" in log.read_text()
 
 
 def test_check_broker_tells_misconfiguration_from_an_outage() -> None:
-    """For the relay to reuse: True (fine), False (unreachable: wait), or a named error."""
-    assert check_broker("memory://")
-    assert not check_broker("amqp://guest:guest@127.0.0.1:1//", connect_timeout=2)
+    """The relay's and the worker's one check: None (fine), why not (unreachable: wait), or a
+    named error (never works)."""
+    assert check_broker("memory://") is None
+    not_yet = check_broker("amqp://guest:secret@127.0.0.1:1//", connect_timeout=2)
+    assert not_yet is not None
+    assert "127.0.0.1:1" in not_yet
+    assert "secret" not in not_yet
     with pytest.raises(BrokerMisconfigured, match="No such transport"):
         check_broker("rabbit://localhost//")
 
 
-def test_check_tables(engine: Engine) -> None:
+def test_check_database(engine: Engine) -> None:
     """A migrated database passes."""
-    assert check_tables(engine)
+    assert check_database(engine) is None
 
 
-def test_check_tables_names_the_command(empty_database_url: str) -> None:
+def test_check_database_names_the_command(empty_database_url: str) -> None:
     """A database without the tables raises `MissingTables` saying how to create them."""
     empty = make_engine(empty_database_url)
     try:
         with pytest.raises(MissingTables, match="sagabox db upgrade"):
-            check_tables(empty)
+            check_database(empty)
     finally:
         empty.dispose()
 
