@@ -27,6 +27,11 @@ from outbox.writer import Outbox
 H_ATTEMPTS = "sagabox-attempts"
 H_FIRST_FAILED_AT = "sagabox-first-failed-at"
 RETRY_HEADERS = (H_ATTEMPTS, H_FIRST_FAILED_AT)
+#: Set on a dead letter's stored headers when some could not be kept as they came (bytes that
+#: are not text, a value too long, too many headers): its value names them. Such a letter is
+#: not replayed, since the message sent again would not be the one that failed.
+H_ALTERED = "x-sagabox-dead-letter-altered"
+_MAX_HEADERS = 100
 
 # Text columns hold at most this much of an error; the traceback says the rest.
 _MAX_TEXT = 10_000
@@ -150,6 +155,13 @@ def _replayable(letter: DeadLetter) -> Envelope:
             f"dead letter {letter.id} has content type {letter.content_type!r}; only "
             f"{CONTENT_TYPE} messages can be replayed. Discard it with `sagabox dlq discard`"
         )
+    if H_ALTERED in letter.headers:
+        raise NotReplayable(
+            f"dead letter {letter.id} cannot be replayed: some of its headers were not text "
+            f"and are stored escaped ({letter.headers[H_ALTERED]}), so the message sent again "
+            "would not be the one that failed. Discard it with `sagabox dlq discard`, and have "
+            "the sender publish a corrected message"
+        )
     headers = {k: v for k, v in letter.headers.items() if k not in RETRY_HEADERS}
     try:
         envelope = Envelope.from_wire(letter.body, headers, letter.content_type)
@@ -166,10 +178,19 @@ def _text_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     if not isinstance(headers, Mapping):
         return {}
     clean: dict[str, str] = {}
-    for key, value in list(headers.items())[:100]:
+    altered: list[str] = []
+    items = list(headers.items())
+    for key, value in items[:_MAX_HEADERS]:
         text = value if isinstance(value, str) else repr(value)
         name = key if isinstance(key, str) else repr(key)
-        clean[_text(name)[:255]] = _clip(_text(text))
+        stored_name, stored = _text(name)[:255], _clip(_text(text))
+        clean[stored_name] = stored
+        if (stored_name, stored) != (key, value) and key not in RETRY_HEADERS:
+            altered.append(stored_name)
+    if len(items) > _MAX_HEADERS:
+        altered.append(f"{len(items) - _MAX_HEADERS} more headers, left out")
+    if altered:
+        clean[H_ALTERED] = _clip(", ".join(altered))
     return clean
 
 

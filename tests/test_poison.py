@@ -136,6 +136,25 @@ def test_a_dead_letter_with_surrogates_everywhere_is_stored_escaped(bank: Bank) 
     assert "a\\x00b" == letter.headers["nul"]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("broker_url", ["memory"], indirect=True)
+@pytest.mark.parametrize("batch_size", [1], indirect=True)
+def test_a_dead_letter_whose_headers_were_escaped_is_not_replayed(
+    bank: Bank, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dlq replay` would have sent the escaped text in place of the headers that came: a
+    different message. It refuses, names the headers, and keeps the letter."""
+    body, headers = _poison("a lone surrogate in a header")
+    bank.publish_raw(body, headers=headers, content_type="application/json")
+    assert 1 == bank.worker.drain()
+    [letter] = dead_letter_rows(bank.engine)
+    assert 1 == main(["dlq", "replay", str(letter.id), "--db", bank.app.database_url])
+    error = capsys.readouterr().err
+    assert "cannot be replayed" in error
+    assert "x-trace" in error
+    assert [letter.id] == [row.id for row in dead_letter_rows(bank.engine)]
+
+
 def test_errors_are_sorted_in_one_place() -> None:
     """Only an unusable database is `database_unavailable`; everything else is bad input."""
     unavailable = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
