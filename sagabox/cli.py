@@ -69,7 +69,7 @@ def _run(argv: Sequence[str] | None) -> int:
         stop_signals.restore()
     try:
         if getattr(args, "db", None):
-            check_database_url(args.db)
+            check_database_url(args.db, creates=getattr(args, "creates_database", False))
         return handler(args)
     except (KombuError, AMQPError, ConnectionError) as exc:
         # `--once` has no outage to wait out: say what failed, in one line, and exit. A refused
@@ -141,7 +141,7 @@ def _add_db(groups: Groups) -> None:
     up.add_argument(
         "--sql", action="store_true", help="print the SQL instead of running it, for review"
     )
-    up.set_defaults(handler=_db_upgrade)
+    up.set_defaults(handler=_db_upgrade, creates_database=True)
 
     cur = actions.add_parser("current", help="print the sagabox revision the database is at")
     database_argument(cur)

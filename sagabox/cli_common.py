@@ -120,9 +120,13 @@ class _MaskFilter(logging.Filter):
         return True
 
 
-def check_database_url(text: str) -> None:
+def check_database_url(text: str, *, creates: bool = False) -> None:
     """Refuse a --db URL that cannot work, saying what a good one looks like, before any
-    driver turns it into "invalid literal for int()" or "unable to open database file"."""
+    driver turns it into "invalid literal for int()" or "unable to open database file".
+
+    Only a command that `creates` the database may name a SQLite file that does not exist:
+    for any other, SQLite would quietly create an empty file at a mistyped path.
+    """
     shown = mask_secrets(text)
     try:
         url = database_url(text)
@@ -141,4 +145,11 @@ def check_database_url(text: str) -> None:
                 f"--db {shown}: the folder {folder} does not exist (SQLite creates the file, "
                 "not its folder): create it, or fix the path (sqlite:///relative/app.db, "
                 "sqlite:////absolute/app.db)"
+            )
+        path = Path(url.database).expanduser().resolve()
+        if not creates and not path.exists() and not url.database.startswith("file:"):
+            raise ValueError(
+                f"--db {shown}: there is no SQLite database at {path}: fix the path, or create "
+                "the database with sagabox's tables (sagabox_outbox_messages and the rest) "
+                "using `sagabox db upgrade --db URL`"
             )

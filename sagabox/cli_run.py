@@ -131,7 +131,7 @@ def add_to(groups: Groups) -> None:
     demo.add_argument(
         "--day-seconds", type=float, default=4.0, help="how long a day lasts with --broker"
     )
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, creates_database=True)
 
 
 def _metrics_argument(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ from sagabox.cli import main
 def test_db_upgrade_creates_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`sagabox db upgrade --db URL` creates sagabox's tables; `db current` reports the head."""
     url = f"sqlite:///{tmp_path / 'app.db'}"
+    (tmp_path / "app.db").touch()
     assert 0 == main(["db", "current", "--db", url])
     assert f"none (behind head {migrate.head_revision()}" in capsys.readouterr().out
     assert 0 == main(["db", "upgrade", "--db", url])
@@ -28,6 +29,24 @@ def test_db_upgrade_creates_the_tables(tmp_path: Path, capsys: pytest.CaptureFix
     capsys.readouterr()
     assert 0 == main(["db", "current", "--db", url])
     assert f"{migrate.head_revision()} (head)" == capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["dlq", "list"], ["sagas", "list"], ["timeouts", "list"], ["db", "current"]],
+    ids=" ".join,
+)
+def test_a_mistyped_sqlite_path_is_refused_without_creating_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """SQLite creates any file it is pointed at: a typo in --db left an empty database behind
+    and answered "no such table". Only `db upgrade` (and `demo`) may create one."""
+    typo = tmp_path / "ap.db"
+    assert 1 == main([*command, "--db", f"sqlite:///{typo}"])
+    error = capsys.readouterr().err
+    assert f"there is no SQLite database at {typo}" in error
+    assert "sagabox db upgrade" in error
+    assert not typo.exists()
 
 
 def test_db_url_comes_from_the_environment(

@@ -137,6 +137,7 @@ def test_what_needs_an_extra_names_its_pip_line(installed: Install) -> None:
     assert 1 == postgres.returncode
     assert "pip install 'sagabox[postgres]'" in postgres.stderr
     db = f"sqlite:///{installed.work / 'metrics.db'}"
+    assert 0 == installed.sagabox("db", "upgrade", "--db", db).returncode
     metrics = installed.sagabox(
         "relay", "--once", "--db", db, "--broker", "memory://", "--metrics-port", "0"
     )
