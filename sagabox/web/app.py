@@ -30,6 +30,7 @@ from outbox.dead_letters import get_dead_letter, list_dead_letters
 from outbox.errors import SagaboxError
 from outbox.operator_log import recent_actions
 from sagabox.web import data
+from sagabox.web.counts import CountsCache
 from sagabox.web.diagram import reachable_from, svg
 from sagabox.web.security import (
     CSRF_COOKIE,
@@ -63,8 +64,10 @@ class Dashboard:
         authenticate: Authenticate | None,
         stuck_after: timedelta,
         refresh_seconds: int,
+        counts_max_age: timedelta,
     ) -> None:
         self.engine = engine
+        self.counts = CountsCache(engine, max_age=counts_max_age)
         self.apps = list(apps)
         self.sagas: dict[str, type[Saga[Any]]] = {
             saga.saga_type: saga for app in self.apps for saga in app.runtime.sagas
@@ -151,13 +154,15 @@ class Dashboard:
 
     # --- pages ------------------------------------------------------------------------------
 
-    async def overview(self, request: Request) -> Response:
-        found = await self.read(lambda c: data.overview(c, stuck_after=self.stuck_after))
-        return self.page(request, "overview.html", overview=found)
+    async def overview(self, request: Request, template: str = "overview.html") -> Response:
+        counts = await run_in_threadpool(self.counts.get)
+        found = await self.read(
+            lambda c: data.overview(c, stuck_after=self.stuck_after, counts=counts)
+        )
+        return self.page(request, template, overview=found)
 
     async def overview_live(self, request: Request) -> Response:
-        found = await self.read(lambda c: data.overview(c, stuck_after=self.stuck_after))
-        return self.page(request, "_overview_live.html", overview=found)
+        return await self.overview(request, "_overview_live.html")
 
     async def search(self, request: Request) -> Response:
         params = request.query_params
@@ -324,12 +329,15 @@ def create_app(
     authenticate: Authenticate | None = None,
     stuck_after: timedelta = timedelta(hours=1),
     refresh_seconds: int = 5,
+    counts_max_age: timedelta = timedelta(minutes=1),
 ) -> Starlette:
     """The dashboard on `engine`, as an ASGI app to mount (`Mount("/sagabox", app=...)`) or run.
 
     `apps` lets it draw the sagas' diagrams and the message flow. It is read-only unless
     `actions` is true; then each action needs `authenticate(request)` to name who asks (the
     host app's own check), by default HTTP basic from $SAGABOX_WEB_USER/$SAGABOX_WEB_PASSWORD.
+    The overview's type x state counts are recounted in the background once older than
+    `counts_max_age` (a full index scan at a million sagas); the page shows their age.
     """
     if actions and authenticate is None:
         authenticate = basic_auth_from_env()
@@ -345,6 +353,7 @@ def create_app(
         authenticate=authenticate,
         stuck_after=stuck_after,
         refresh_seconds=refresh_seconds,
+        counts_max_age=counts_max_age,
     )
     static = StaticFiles(directory=str(files("sagabox.web") / "static"))
     routes = [
