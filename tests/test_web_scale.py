@@ -11,6 +11,7 @@ from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import Engine, insert
 
 from outbox import clock
+from outbox.dead_letters import record_dead_letter
 from sagabox.web import data
 from sagabox.web.counts import CountsCache
 from sagas.tables import saga_instances
@@ -120,3 +121,22 @@ def test_type_state_counts_are_cached_and_recounted_in_the_background(
     assert {"t": {"open": 2}, "u": {"done": 1}} == fresh.by_type
     assert ["done", "open"] == fresh.states
     assert clock.now() == fresh.counted_at
+
+
+def test_dead_letter_groups_list_their_oldest_letters_only(engine: Engine) -> None:
+    """Each group lists its oldest `per_group` letters, whatever the other groups hold."""
+    with engine.begin() as connection:
+        for n, reason in enumerate(["a", "a", "a", "b"]):
+            record_dead_letter(
+                connection,
+                endpoint="e",
+                body=f"{n}".encode(),
+                headers={},
+                content_type=None,
+                reason=reason,
+            )
+    with engine.connect() as connection:
+        listed = data.letters_by_group(connection, per_group=2)
+    assert {("e", None, "a"): 2, ("e", None, "b"): 1} == {k: len(v) for k, v in listed.items()}
+    first, second = listed[("e", None, "a")]
+    assert first.id < second.id

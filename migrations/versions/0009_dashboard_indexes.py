@@ -1,9 +1,10 @@
-"""Indexes for the dashboard's searches at a million sagas: type x state, id prefix, live rows.
+"""Indexes for the dashboard's searches at a million sagas: state, age, id prefix, live rows.
 
-The (type, state) index gains the correlation id, so a search by type and state pages in keyset
-order without sorting; an index on the correlation id in the "C" collation serves a prefix as a
-range in id order on PostgreSQL whatever the database's collation; two partial indexes over the
-unfinished rows find stuck sagas and due timeouts.
+The (type, state) index becomes (state, type, correlation id), so a search by state, with or
+without a type, pages in keyset order without sorting; one on the creation time serves an age;
+one on the correlation id in the "C" collation serves a prefix as a range in id order on
+PostgreSQL whatever the database's collation; two partial indexes over the unfinished rows find
+stuck sagas and due timeouts.
 
 Revision ID: 0009_dashboard_indexes
 Revises: 0008_operator_actions
@@ -28,11 +29,12 @@ LIVE = sa.text("finished_at IS NULL")
 
 def upgrade() -> None:
     op.create_index(
-        "ix_sagabox_saga_instances_saga_type_state_correlation_id",
+        "ix_sagabox_saga_instances_state_saga_type_correlation_id",
         TABLE,
-        ["saga_type", "state", "correlation_id"],
+        ["state", "saga_type", "correlation_id"],
     )
     op.drop_index("ix_sagabox_saga_instances_saga_type_state", table_name=TABLE)
+    op.create_index("ix_sagabox_saga_instances_created_at", TABLE, ["created_at"])
     op.create_index(
         "ix_sagabox_saga_instances_id_prefix",
         TABLE,
@@ -59,5 +61,6 @@ def downgrade() -> None:
     op.drop_index("ix_sagabox_saga_instances_live_next_timeout_at", table_name=TABLE)
     op.drop_index("ix_sagabox_saga_instances_live_updated_at", table_name=TABLE)
     op.drop_index("ix_sagabox_saga_instances_id_prefix", table_name=TABLE)
+    op.drop_index("ix_sagabox_saga_instances_created_at", table_name=TABLE)
     op.create_index("ix_sagabox_saga_instances_saga_type_state", TABLE, ["saga_type", "state"])
-    op.drop_index("ix_sagabox_saga_instances_saga_type_state_correlation_id", table_name=TABLE)
+    op.drop_index("ix_sagabox_saga_instances_state_saga_type_correlation_id", table_name=TABLE)

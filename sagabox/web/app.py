@@ -26,7 +26,7 @@ from outbox.dead_letter_groups import (
     group_ids,
     replay_logged,
 )
-from outbox.dead_letters import get_dead_letter, list_dead_letters
+from outbox.dead_letters import get_dead_letter
 from outbox.errors import SagaboxError
 from outbox.operator_log import recent_actions
 from sagabox.web import data
@@ -50,6 +50,9 @@ if TYPE_CHECKING:
     from sagas.definition import Saga
 
 T = TypeVar("T")
+
+#: Letters listed under each dead-letter group (the group's actions reach all of them).
+LETTERS_PER_GROUP = 10
 
 
 class Dashboard:
@@ -221,14 +224,18 @@ class Dashboard:
     async def dead_letters(self, request: Request) -> Response:
         def work(connection: Connection) -> tuple[Any, Any, Any]:
             groups = dead_letter_groups(connection)
-            letters = list_dead_letters(connection, limit=500)
-            return groups, letters, recent_actions(connection, limit=20)
+            by_group = data.letters_by_group(connection, per_group=LETTERS_PER_GROUP)
+            return groups, by_group, recent_actions(connection, limit=20)
 
-        groups, letters, log = await self.read(work)
-        by_group: dict[tuple[str, str | None, str], list[Any]] = {}
-        for letter in letters:
-            by_group.setdefault((letter.endpoint, letter.type, letter.reason), []).append(letter)
-        return self.page(request, "dead_letters.html", groups=groups, by_group=by_group, log=log)
+        groups, by_group, log = await self.read(work)
+        return self.page(
+            request,
+            "dead_letters.html",
+            groups=groups,
+            by_group=by_group,
+            log=log,
+            per_group=LETTERS_PER_GROUP,
+        )
 
     async def dead_letter(self, request: Request) -> Response:
         letter_id = request.path_params["letter_id"]

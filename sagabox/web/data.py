@@ -17,7 +17,7 @@ from sqlalchemy import Select, collate, func, or_, select, tuple_
 from outbox import clock
 from outbox.database import Executor, dialect_of
 from outbox.dead_letter_groups import DeadLetterGroup, dead_letter_groups
-from outbox.tables import UTCDateTime, outbox_messages
+from outbox.tables import UTCDateTime, dead_letters, outbox_messages
 from sagabox.web.counts import TypeStateCounts, count_by_type_and_state
 from sagas.queries import SagaSummary, stuck_sagas
 from sagas.tables import saga_instances
@@ -41,7 +41,8 @@ class Bounded:
 
 
 def bounded_count(executor: Executor, query: Select[Any], cap: int = COUNT_CAP) -> Bounded:
-    """How many rows `query` yields, counting no further than `cap`."""
+    """How many rows `query` yields, counting no further than `cap` (order `query` by an
+    indexed column, so the planner walks that index rather than the table)."""
     found = executor.execute(select(func.count()).select_from(query.limit(cap + 1).subquery()))
     value = found.scalar_one()
     return Bounded(min(value, cap), value > cap)
@@ -80,9 +81,13 @@ def overview(
     soon = list_timeouts(executor, due_before=now + timedelta(hours=1), limit=LISTED + 1)
     return Overview(
         now=now,
-        backlog=bounded_count(executor, select(o.id).where(o.available_at <= now)),
+        backlog=bounded_count(
+            executor, select(o.id).where(o.available_at <= now).order_by(o.available_at)
+        ),
         oldest_due_age=now - oldest if oldest is not None else None,
-        scheduled=bounded_count(executor, select(o.id).where(o.available_at > now)),
+        scheduled=bounded_count(
+            executor, select(o.id).where(o.available_at > now).order_by(o.available_at)
+        ),
         dead_letters=dead_letter_groups(executor, limit=LISTED),
         stuck=stuck[:LISTED],
         stuck_more=len(stuck) > LISTED,
@@ -90,6 +95,40 @@ def overview(
         timeouts_soon=soon[:LISTED],
         timeouts_more=len(soon) > LISTED,
     )
+
+
+@dataclass(frozen=True)
+class LetterLine:
+    """One dead letter as its group's table lists it."""
+
+    id: int
+    message_id: Any
+    attempts: int
+    last_failed_at: datetime
+
+
+def letters_by_group(
+    executor: Executor, *, per_group: int = 10
+) -> dict[tuple[str, str | None, str], list[LetterLine]]:
+    """The oldest `per_group` letters of every (endpoint, type, reason) group, in one statement
+    that reads only the columns listed (a letter's body and traceback can be large)."""
+    d = dead_letters.c
+    rank = (
+        func.row_number()
+        .over(partition_by=(d.endpoint, d.type, d.reason), order_by=d.id)
+        .label("rank")
+    )
+    ranked = select(
+        d.id, d.endpoint, d.type, d.reason, d.message_id, d.attempts, d.last_failed_at, rank
+    ).subquery()
+    r = ranked.c
+    found: dict[tuple[str, str | None, str], list[LetterLine]] = {}
+    for row in executor.execute(
+        select(ranked).where(r.rank <= per_group).order_by(r.endpoint, r.type, r.reason, r.id)
+    ):
+        line = LetterLine(row.id, row.message_id, row.attempts, row.last_failed_at)
+        found.setdefault((row.endpoint, row.type, row.reason), []).append(line)
+    return found
 
 
 @dataclass(frozen=True)
