@@ -140,3 +140,19 @@ def test_dead_letter_groups_list_their_oldest_letters_only(engine: Engine) -> No
     assert {("e", None, "a"): 2, ("e", None, "b"): 1} == {k: len(v) for k, v in listed.items()}
     first, second = listed[("e", None, "a")]
     assert first.id < second.id
+
+
+def test_type_search_cursor_within_and_across_types(engine: Engine) -> None:
+    """Paging one type by its ids alone: a cursor of that type goes on after it, one of an
+    earlier type starts the type over, one of a later type ends it."""
+    _add(engine, ("a", "1", "s"), ("b", "1", "s"), ("b", "2", "s"), ("c", "0", "s"))
+    with engine.connect() as connection:
+
+        def ids(after: tuple[str, str]) -> list[str]:
+            page = data.search(connection, data.Search(saga_type="b", after=after))
+            return [row.correlation_id for row in page.rows]
+
+        assert ["2"] == ids(("b", "1"))
+        assert ["1", "2"] == ids(("a", "9"))
+        assert [] == ids(("c", "0"))
+    assert [("b", "1"), ("b", "2")] == _ids(engine, data.Search(saga_type="b", limit=1))

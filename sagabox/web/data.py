@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, collate, func, or_, select, tuple_
+from sqlalchemy import Select, collate, false, func, or_, select, tuple_
 
 from outbox import clock
 from outbox.database import Executor, dialect_of
@@ -182,7 +182,15 @@ def search(executor: Executor, query: Search) -> Page:
             )
     else:
         statement = statement.order_by(c.saga_type, c.correlation_id)
-        if query.after is not None:
+        if query.after is not None and query.saga_type:
+            # Within one type the cursor is the id alone: PostgreSQL starts an index scan at
+            # `saga_type = ...` and would walk the type's rows up to a row-valued cursor.
+            after_type, after_id = query.after
+            if after_type == query.saga_type:
+                statement = statement.where(c.correlation_id > after_id)
+            elif after_type > query.saga_type:
+                statement = statement.where(false())
+        elif query.after is not None:
             statement = statement.where(
                 tuple_(c.saga_type, c.correlation_id) > tuple_(*query.after)
             )
