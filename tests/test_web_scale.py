@@ -4,16 +4,20 @@ counts recounted in the background."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 
+import pytest
 from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import Engine, insert
+from sqlalchemy.exc import OperationalError
 
 from outbox import clock
+from outbox.database import Executor
 from outbox.dead_letters import record_dead_letter
 from sagabox.web import data
-from sagabox.web.counts import CountsCache
+from sagabox.web.counts import CountsCache, TypeStateCounts, count_by_type_and_state
 from sagas.tables import saga_instances
 
 
@@ -156,3 +160,28 @@ def test_type_search_cursor_within_and_across_types(engine: Engine) -> None:
         assert ["1", "2"] == ids(("a", "9"))
         assert [] == ids(("c", "0"))
     assert [("b", "1"), ("b", "2")] == _ids(engine, data.Search(saga_type="b", limit=1))
+
+
+def test_a_failed_recount_keeps_the_stale_count_and_says_so(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database gone during a background recount: the page keeps the old count, the
+    failure is logged, and nothing escapes the thread."""
+    calls: list[int] = []
+
+    def count(executor: Executor) -> TypeStateCounts:
+        calls.append(1)
+        if len(calls) > 1:
+            raise OperationalError("SELECT", {}, Exception("server closed the connection"))
+        return count_by_type_and_state(executor)
+
+    cache = CountsCache(engine, max_age=timedelta(minutes=1), count=count)
+    first = cache.get()
+    frozen_clock.tick(timedelta(minutes=1))
+    with caplog.at_level(logging.WARNING, logger="sagabox.web"):
+        assert first is cache.get()
+        assert cache.recount is not None
+        cache.recount.join(timeout=30)
+    assert ["recounting sagas by type and state failed"] == [r.message for r in caplog.records]
+    assert first is cache.get()  # still the old count (and one more recount is tried)
+    cache.recount.join(timeout=30)

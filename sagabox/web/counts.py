@@ -9,6 +9,7 @@ page waits for it but the very first.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from sqlalchemy import Engine, func, select
 from outbox import clock
 from outbox.database import Executor
 from sagas.tables import saga_instances
+
+log = logging.getLogger("sagabox.web")
 
 
 @dataclass(frozen=True)
@@ -70,11 +73,17 @@ class CountsCache:
                 stale = clock.now() - last.counted_at >= self.max_age
                 if stale and (self.recount is None or not self.recount.is_alive()):
                     self.recount = threading.Thread(
-                        target=self._refresh, name="sagabox-web-counts", daemon=True
+                        target=self._recount, name="sagabox-web-counts", daemon=True
                     )
                     self.recount.start()
                 return last
         return self._refresh()
+
+    def _recount(self) -> None:
+        try:
+            self._refresh()
+        except Exception:  # the stale count stays shown, and the next stale page retries
+            log.warning("recounting sagas by type and state failed", exc_info=True)
 
     def _refresh(self) -> TypeStateCounts:
         with self.engine.connect() as connection:
