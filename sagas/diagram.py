@@ -30,15 +30,34 @@ def edges(saga: type[Saga[Any]]) -> Iterator[tuple[str, str, str]]:
                 yield source, state_name(dest), trigger
 
 
+def old_version_edges(saga: type[Saga[Any]]) -> dict[tuple[str, str, str], frozenset[int]]:
+    """The edges kept only for instances of older versions (`on(..., versions=(1,))`), with
+    those versions."""
+    found: dict[tuple[str, str, str], frozenset[int]] = {}
+    for trigger, event in saga.machine.events.items():
+        for source, transitions in event.transitions.items():
+            for transition in transitions:
+                for condition in transition.conditions:
+                    gate = condition.func
+                    if isinstance(gate, evolution.Gate) and gate.versions is not None:
+                        dest = transition.dest if transition.dest is not None else source
+                        found[(source, state_name(dest), trigger)] = gate.versions
+    return found
+
+
 def mermaid(saga: type[Saga[Any]], path: Iterable[str] = ()) -> str:
     """The saga as a Mermaid `stateDiagram-v2`; states on `path` (say, one instance's
-    journey) are highlighted."""
+    journey) are highlighted, and the transitions kept for old versions say so."""
     lines = ["stateDiagram-v2", f"    [*] --> {saga.initial_state}"]
     seen: set[tuple[str, str, str]] = set()
+    old = old_version_edges(saga)
     for source, dest, trigger in edges(saga):
         if (source, dest, trigger) not in seen:
             seen.add((source, dest, trigger))
-            lines.append(f"    {source} --> {dest}: {trigger}")
+            label = trigger
+            if (versions := old.get((source, dest, trigger))) is not None:
+                label += f" (old: {', '.join(f'v{v}' for v in sorted(versions))} only)"
+            lines.append(f"    {source} --> {dest}: {label}")
     lines.extend(f"    {final} --> [*]" for final in sorted(saga.final_states))
     visited = [state for state in dict.fromkeys(path) if state in saga.state_names]
     if visited:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, Integer, String, Table, UniqueConstraint, Uuid
+from sqlalchemy import Column, Index, Integer, String, Table, UniqueConstraint, Uuid, text
 
 from outbox.tables import PREFIX, BigId, Json, UTCDateTime, metadata
 
@@ -34,8 +34,34 @@ saga_instances = Table(
     Column("next_timeout_at", UTCDateTime(), nullable=True),
     # Settles creation races: two transactions cannot both create the same saga.
     UniqueConstraint("saga_type", "correlation_id"),
-    Index(None, "saga_type", "state"),
+    # Search by state, with or without a type, in keyset order (type, correlation id).
+    Index(None, "state", "saga_type", "correlation_id"),
     Index(None, "finished_at"),
+    # Search by age: set once, so it costs an index entry per saga, not per step.
+    Index(None, "created_at"),
+    # Search by correlation id prefix, in id order: a range in code point order, which is the
+    # "C" collation's on PostgreSQL (its default collation's order serves no prefix) and
+    # SQLite's own. (`postgresql_ops` is where SQLAlchemy lets a column take a collation.)
+    Index(
+        "ix_sagabox_saga_instances_id_prefix",
+        "correlation_id",
+        "saga_type",
+        postgresql_ops={"correlation_id": 'COLLATE "C"'},
+    ),
+    # Stuck sagas and pending timeouts are live ones: indexes over the unfinished rows only.
+    Index(
+        "ix_sagabox_saga_instances_live_updated_at",
+        "updated_at",
+        postgresql_where=text("finished_at IS NULL"),
+        sqlite_where=text("finished_at IS NULL"),
+    ),
+    Index(
+        "ix_sagabox_saga_instances_live_next_timeout_at",
+        "next_timeout_at",
+        "id",
+        postgresql_where=text("finished_at IS NULL"),
+        sqlite_where=text("finished_at IS NULL"),
+    ),
     comment="One row per saga instance, next to the business rows it coordinates.",
 )
 

@@ -1,6 +1,6 @@
 """Every prebuilt hot statement uses an index on PostgreSQL with a million rows per table: the
-statements a saga step, the inbox, the relay and retention really send are captured, then
-EXPLAINed, and no plan may scan a big table sequentially."""
+statements a saga step, the inbox, the relay, retention and the dashboard's pages really send
+are captured, then EXPLAINed, and no plan may scan a big table sequentially."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from outbox.claim import claim_due, delete_rows
 from outbox.inbox import prune_inbox
 from outbox.retention import prune_dead_letters
 from outbox.tables import metadata
+from sagabox.web import data
+from sagabox.web.counts import TypeStateCounts
 from sagas import SagaRuntime, prune_finished, prune_journal
 from sagas.queries import saga_detail
 from sagas.store import journal_of, lock_and_load
@@ -61,6 +63,11 @@ _FILL = [
        SELECT 'q', gen_random_uuid(), 'x.M', '{}'::jsonb, '', 'r', 1, now(), now()
        FROM generate_series(1, :n / 20) AS g""",
 ]
+
+#: The statements that read a whole table on purpose: the dead-letter groups count every letter
+#: (a table of failures, small unless something is badly wrong), and the type x state counts,
+#: which the dashboard caches and recounts in the background (`sagabox.web.counts`).
+WHOLE_TABLE = ("GROUP BY sagabox_dead_letters.endpoint", "GROUP BY sagabox_saga_instances.")
 
 
 @contextmanager
@@ -109,6 +116,31 @@ def _hot_path(session: Session, connection: Connection) -> None:
     prune_journal(connection, older_than=cutoff, batch_size=100)
     prune_inbox(connection, older_than=cutoff, batch_size=100)
     prune_dead_letters(connection, older_than=cutoff, batch_size=100)
+    _dashboard(connection)
+
+
+def _dashboard(connection: Connection) -> None:
+    """The dashboard's overview and its searches, first and deep pages (the instance page is
+    `saga_detail` above)."""
+    counts = TypeStateCounts({}, [], clock.now())
+    data.overview(connection, stuck_after=timedelta(hours=1), counts=counts)
+    deep = ("x.Saga", "c500000")
+    day = timedelta(days=1)
+    for query in [
+        data.Search(),
+        data.Search(after=deep),
+        data.Search(saga_type="x.Saga", after=deep),
+        data.Search(state="waiting", after=deep),
+        data.Search(saga_type="x.Saga", state="waiting", after=deep),
+        data.Search(state="no-such-state"),
+        data.Search(prefix="c12"),
+        data.Search(prefix="c12", after=("x.Saga", "c1234")),
+        data.Search(older_than=day),
+        data.Search(older_than=day, after=deep),
+        data.Search(stuck_after=timedelta(hours=1)),
+        data.Search(stuck_after=timedelta(hours=1), after=deep),
+    ]:
+        data.search(connection, query)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
@@ -134,6 +166,8 @@ def test_no_hot_statement_scans_a_big_table(engine: Engine) -> None:
             _hot_path(session, connection)
         scans = {}
         for statement, parameters in statements:
+            if any(marker in statement for marker in WHOLE_TABLE):
+                continue
             explained = connection.exec_driver_sql(
                 "EXPLAIN (FORMAT JSON) " + statement, parameters
             ).scalar()
@@ -141,5 +175,5 @@ def test_no_hot_statement_scans_a_big_table(engine: Engine) -> None:
             if tables := _seq_scans(plan):
                 scans[statement] = tables
         transaction.rollback()
-    assert len(statements) >= 15
+    assert len(statements) >= 30
     assert {} == scans

@@ -26,10 +26,11 @@ from outbox.dead_letter_groups import (
     group_ids,
     replay_logged,
 )
-from outbox.dead_letters import get_dead_letter, list_dead_letters
+from outbox.dead_letters import get_dead_letter
 from outbox.errors import SagaboxError
 from outbox.operator_log import recent_actions
 from sagabox.web import data
+from sagabox.web.counts import CountsCache
 from sagabox.web.diagram import reachable_from, svg
 from sagabox.web.security import (
     CSRF_COOKIE,
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: Letters listed under each dead-letter group (the group's actions reach all of them).
+LETTERS_PER_GROUP = 10
+
 
 class Dashboard:
     """The pages and actions, bound to one engine and the apps whose sagas it knows."""
@@ -63,8 +67,10 @@ class Dashboard:
         authenticate: Authenticate | None,
         stuck_after: timedelta,
         refresh_seconds: int,
+        counts_max_age: timedelta,
     ) -> None:
         self.engine = engine
+        self.counts = CountsCache(engine, max_age=counts_max_age)
         self.apps = list(apps)
         self.sagas: dict[str, type[Saga[Any]]] = {
             saga.saga_type: saga for app in self.apps for saga in app.runtime.sagas
@@ -151,13 +157,15 @@ class Dashboard:
 
     # --- pages ------------------------------------------------------------------------------
 
-    async def overview(self, request: Request) -> Response:
-        found = await self.read(lambda c: data.overview(c, stuck_after=self.stuck_after))
-        return self.page(request, "overview.html", overview=found)
+    async def overview(self, request: Request, template: str = "overview.html") -> Response:
+        counts = await run_in_threadpool(self.counts.get)
+        found = await self.read(
+            lambda c: data.overview(c, stuck_after=self.stuck_after, counts=counts)
+        )
+        return self.page(request, template, overview=found)
 
     async def overview_live(self, request: Request) -> Response:
-        found = await self.read(lambda c: data.overview(c, stuck_after=self.stuck_after))
-        return self.page(request, "_overview_live.html", overview=found)
+        return await self.overview(request, "_overview_live.html")
 
     async def search(self, request: Request) -> Response:
         params = request.query_params
@@ -216,14 +224,18 @@ class Dashboard:
     async def dead_letters(self, request: Request) -> Response:
         def work(connection: Connection) -> tuple[Any, Any, Any]:
             groups = dead_letter_groups(connection)
-            letters = list_dead_letters(connection, limit=500)
-            return groups, letters, recent_actions(connection, limit=20)
+            by_group = data.letters_by_group(connection, per_group=LETTERS_PER_GROUP)
+            return groups, by_group, recent_actions(connection, limit=20)
 
-        groups, letters, log = await self.read(work)
-        by_group: dict[tuple[str, str | None, str], list[Any]] = {}
-        for letter in letters:
-            by_group.setdefault((letter.endpoint, letter.type, letter.reason), []).append(letter)
-        return self.page(request, "dead_letters.html", groups=groups, by_group=by_group, log=log)
+        groups, by_group, log = await self.read(work)
+        return self.page(
+            request,
+            "dead_letters.html",
+            groups=groups,
+            by_group=by_group,
+            log=log,
+            per_group=LETTERS_PER_GROUP,
+        )
 
     async def dead_letter(self, request: Request) -> Response:
         letter_id = request.path_params["letter_id"]
@@ -324,12 +336,15 @@ def create_app(
     authenticate: Authenticate | None = None,
     stuck_after: timedelta = timedelta(hours=1),
     refresh_seconds: int = 5,
+    counts_max_age: timedelta = timedelta(minutes=1),
 ) -> Starlette:
     """The dashboard on `engine`, as an ASGI app to mount (`Mount("/sagabox", app=...)`) or run.
 
     `apps` lets it draw the sagas' diagrams and the message flow. It is read-only unless
     `actions` is true; then each action needs `authenticate(request)` to name who asks (the
     host app's own check), by default HTTP basic from $SAGABOX_WEB_USER/$SAGABOX_WEB_PASSWORD.
+    The overview's type x state counts are recounted in the background once older than
+    `counts_max_age` (a full index scan at a million sagas); the page shows their age.
     """
     if actions and authenticate is None:
         authenticate = basic_auth_from_env()
@@ -345,6 +360,7 @@ def create_app(
         authenticate=authenticate,
         stuck_after=stuck_after,
         refresh_seconds=refresh_seconds,
+        counts_max_age=counts_max_age,
     )
     static = StaticFiles(directory=str(files("sagabox.web") / "static"))
     routes = [

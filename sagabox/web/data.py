@@ -1,7 +1,9 @@
 """What the dashboard's pages show, read from the database: overview numbers and saga search.
 
 Search pages with a keyset on (saga type, correlation id), the unique index every saga table
-has, so the thousandth page costs what the first does; the cursor is the last row shown.
+has, or on (correlation id, type) for an id prefix, so the thousandth page costs what the first
+does; the cursor is the last row shown. Nothing counts a big table whole on every page: the
+counts shown stop at a cap, and the type x state table comes from `counts.CountsCache`.
 """
 
 from __future__ import annotations
@@ -10,15 +12,40 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import Select, collate, false, func, or_, select, tuple_
 
 from outbox import clock
-from outbox.database import Executor
+from outbox.database import Executor, dialect_of
 from outbox.dead_letter_groups import DeadLetterGroup, dead_letter_groups
-from outbox.tables import UTCDateTime, outbox_messages
+from outbox.tables import UTCDateTime, dead_letters, outbox_messages
+from sagabox.web.counts import TypeStateCounts, count_by_type_and_state
 from sagas.queries import SagaSummary, stuck_sagas
 from sagas.tables import saga_instances
 from sagas.timeout_admin import TimeoutEntry, list_timeouts
+
+#: Counts past this are shown as "10000+": counting on would scan a big table on every page.
+COUNT_CAP = 10_000
+#: Stuck sagas and soon-due timeouts the front page lists.
+LISTED = 20
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """A count that stopped at a cap: `more` says there are more than `value`."""
+
+    value: int
+    more: bool
+
+    def __str__(self) -> str:
+        return f"{self.value}+" if self.more else str(self.value)
+
+
+def bounded_count(executor: Executor, query: Select[Any], cap: int = COUNT_CAP) -> Bounded:
+    """How many rows `query` yields, counting no further than `cap` (order `query` by an
+    indexed column, so the planner walks that index rather than the table)."""
+    found = executor.execute(select(func.count()).select_from(query.limit(cap + 1).subquery()))
+    value = found.scalar_one()
+    return Bounded(min(value, cap), value > cap)
 
 
 @dataclass(frozen=True)
@@ -26,45 +53,82 @@ class Overview:
     """The numbers on the front page."""
 
     now: datetime
-    backlog: int
+    backlog: Bounded
     oldest_due_age: timedelta | None
-    scheduled: int
+    scheduled: Bounded
     dead_letters: list[DeadLetterGroup]
     stuck: list[SagaSummary]
-    counts: dict[str, dict[str, int]]
-    states: list[str]
+    stuck_more: bool
+    counts: TypeStateCounts
     timeouts_soon: list[TimeoutEntry]
+    timeouts_more: bool
 
 
-def overview(executor: Executor, *, stuck_after: timedelta) -> Overview:
-    """Outbox backlog, dead letters, stuck sagas, type x state counts, timeouts due within 1h."""
+def overview(
+    executor: Executor, *, stuck_after: timedelta, counts: TypeStateCounts | None = None
+) -> Overview:
+    """Outbox backlog, dead letters, stuck sagas, type x state counts, timeouts due within 1h.
+
+    Every part reads a bounded number of index entries but the type x state counts: pass the
+    cached ones (`CountsCache`) to keep them off the page's time; by default they are counted.
+    """
     now = clock.now()
     o = outbox_messages.c
-    due = executor.execute(
-        select(func.count(), func.min(o.available_at, type_=UTCDateTime())).where(
-            o.available_at <= now
-        )
-    ).one()
-    scheduled = executor.execute(select(func.count()).where(o.available_at > now)).scalar_one()
-    c = saga_instances.c
-    counts: dict[str, dict[str, int]] = {}
-    states: set[str] = set()
-    for row in executor.execute(
-        select(c.saga_type, c.state, func.count()).group_by(c.saga_type, c.state)
-    ):
-        counts.setdefault(row[0], {})[row[1]] = row[2]
-        states.add(row[1])
+    oldest = executor.execute(
+        select(func.min(o.available_at, type_=UTCDateTime())).where(o.available_at <= now)
+    ).scalar_one()
+    stuck = stuck_sagas(executor, older_than=now - stuck_after, limit=LISTED + 1)
+    soon = list_timeouts(executor, due_before=now + timedelta(hours=1), limit=LISTED + 1)
     return Overview(
         now=now,
-        backlog=due[0],
-        oldest_due_age=now - due[1] if due[1] is not None else None,
-        scheduled=scheduled,
-        dead_letters=dead_letter_groups(executor, limit=20),
-        stuck=stuck_sagas(executor, older_than=now - stuck_after, limit=20),
-        counts=dict(sorted(counts.items())),
-        states=sorted(states),
-        timeouts_soon=list_timeouts(executor, due_before=now + timedelta(hours=1), limit=20),
+        backlog=bounded_count(
+            executor, select(o.id).where(o.available_at <= now).order_by(o.available_at)
+        ),
+        oldest_due_age=now - oldest if oldest is not None else None,
+        scheduled=bounded_count(
+            executor, select(o.id).where(o.available_at > now).order_by(o.available_at)
+        ),
+        dead_letters=dead_letter_groups(executor, limit=LISTED),
+        stuck=stuck[:LISTED],
+        stuck_more=len(stuck) > LISTED,
+        counts=counts if counts is not None else count_by_type_and_state(executor),
+        timeouts_soon=soon[:LISTED],
+        timeouts_more=len(soon) > LISTED,
     )
+
+
+@dataclass(frozen=True)
+class LetterLine:
+    """One dead letter as its group's table lists it."""
+
+    id: int
+    message_id: Any
+    attempts: int
+    last_failed_at: datetime
+
+
+def letters_by_group(
+    executor: Executor, *, per_group: int = 10
+) -> dict[tuple[str, str | None, str], list[LetterLine]]:
+    """The oldest `per_group` letters of every (endpoint, type, reason) group, in one statement
+    that reads only the columns listed (a letter's body and traceback can be large)."""
+    d = dead_letters.c
+    rank = (
+        func.row_number()
+        .over(partition_by=(d.endpoint, d.type, d.reason), order_by=d.id)
+        .label("rank")
+    )
+    ranked = select(
+        d.id, d.endpoint, d.type, d.reason, d.message_id, d.attempts, d.last_failed_at, rank
+    ).subquery()
+    r = ranked.c
+    found: dict[tuple[str, str | None, str], list[LetterLine]] = {}
+    for row in executor.execute(
+        select(ranked).where(r.rank <= per_group).order_by(r.endpoint, r.type, r.reason, r.id)
+    ):
+        line = LetterLine(row.id, row.message_id, row.attempts, row.last_failed_at)
+        found.setdefault((row.endpoint, row.type, row.reason), []).append(line)
+    return found
 
 
 @dataclass(frozen=True)
@@ -91,20 +155,49 @@ class Page:
 
 
 def search(executor: Executor, query: Search) -> Page:
-    """The instances matching `query`, in (type, correlation id) order, one page."""
+    """The instances matching `query`, one page: in (type, correlation id) order, or in
+    (correlation id, type) order when searching by an id prefix, each order an index's."""
     c = saga_instances.c
     now = clock.now()
-    statement = (
-        select(c.saga_type, c.correlation_id, c.state, c.version, c.updated_at, c.finished_at)
-        .order_by(c.saga_type, c.correlation_id)
-        .limit(query.limit + 1)
-    )
+    statement = select(
+        c.saga_type, c.correlation_id, c.state, c.version, c.updated_at, c.finished_at
+    ).limit(query.limit + 1)
+    if query.prefix:
+        # The prefix as a range in code point order (the "C" collation's on PostgreSQL):
+        # the id prefix index serves it in id order, however many ids it spans.
+        ident = (
+            collate(c.correlation_id, "C")
+            if dialect_of(executor) == "postgresql"
+            else c.correlation_id
+        )
+        statement = statement.where(
+            ident >= query.prefix,
+            c.correlation_id.startswith(query.prefix, autoescape=True),
+        ).order_by(ident, c.saga_type)
+        if (end := _after_prefix(query.prefix)) is not None:
+            statement = statement.where(ident < end)
+        if query.after is not None:
+            statement = statement.where(
+                tuple_(ident, c.saga_type) > tuple_(query.after[1], query.after[0])
+            )
+    else:
+        statement = statement.order_by(c.saga_type, c.correlation_id)
+        if query.after is not None and query.saga_type:
+            # Within one type the cursor is the id alone: PostgreSQL starts an index scan at
+            # `saga_type = ...` and would walk the type's rows up to a row-valued cursor.
+            after_type, after_id = query.after
+            if after_type == query.saga_type:
+                statement = statement.where(c.correlation_id > after_id)
+            elif after_type > query.saga_type:
+                statement = statement.where(false())
+        elif query.after is not None:
+            statement = statement.where(
+                tuple_(c.saga_type, c.correlation_id) > tuple_(*query.after)
+            )
     if query.saga_type:
         statement = statement.where(c.saga_type == query.saga_type)
     if query.state:
         statement = statement.where(c.state == query.state)
-    if query.prefix:
-        statement = statement.where(c.correlation_id.startswith(query.prefix, autoescape=True))
     if query.older_than is not None:
         statement = statement.where(c.created_at <= now - query.older_than)
     if query.stuck_after is not None:
@@ -114,8 +207,6 @@ def search(executor: Executor, query: Search) -> Page:
             c.updated_at < cutoff,
             or_(c.timeouts.is_(None), c.next_timeout_at < cutoff),
         )
-    if query.after is not None:
-        statement = statement.where(tuple_(c.saga_type, c.correlation_id) > tuple_(*query.after))
     rows = [
         SagaSummary(r.saga_type, r.correlation_id, r.state, r.version, r.updated_at, r.finished_at)
         for r in executor.execute(statement)
@@ -124,3 +215,15 @@ def search(executor: Executor, query: Search) -> Page:
     rows = rows[: query.limit]
     last = rows[-1] if more and rows else None
     return Page(rows, (last.saga_type, last.correlation_id) if last else None)
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The first string past every one starting with `prefix`, in code point order (None: no
+    such string, the prefix is all U+10FFFF)."""
+    kept = prefix.rstrip(chr(0x10FFFF))
+    if not kept:
+        return None
+    following = ord(kept[-1]) + 1
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are no characters: skip to the next one
+        following = 0xE000
+    return kept[:-1] + chr(following)
