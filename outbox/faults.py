@@ -66,8 +66,8 @@ class Faulted(Event, Generic[C], abstract=True):
     of: ClassVar[type[Message] | None] = None
 
     def __class_getitem__(cls, item: Any) -> Any:
-        if isinstance(item, TypeVar):
-            return super().__class_getitem__(item)
+        if not (isinstance(item, type) and issubclass(item, Message)):
+            return cls  # `X[Any]`, `X[T]` in an annotation: any of them
         return parametrised(cls, FAULTED, item)
 
 

@@ -207,3 +207,21 @@ def _copy_reply(session: Session, reply: object, request: ChargeCard) -> None:
     Outbox(session).add(
         reply, destination=address.endpoint, headers=address.headers_for_answer(request.message_id)
     )
+
+
+def test_graph_draws_request_reply_and_fault_edges() -> None:
+    from sagabox import graph
+
+    flow = graph.build(apps())
+    chart = graph.mermaid(flow)
+    assert "ep_orders -->|shop.ChargeCard| ep_payment" in chart
+    assert "ep_payment -->|shop.CardCharged| ep_orders" in chart
+    assert "ep_payment -.->|sagabox.Faulted.shop.ChargeCard| ep_orders" in chart
+    # Replies, faults and request timeouts all have a sender: only the unwatched charge,
+    # which no saga of these apps sends, is reported.
+    problems = [p.detail for p in graph.check(flow) if not p.smell]
+    assert 3 == len(problems)
+    assert all(
+        "shop.CheckoutStarted" in p or "OrderShipped" in p or "WithoutWatching" in p
+        for p in problems
+    )
