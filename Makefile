@@ -7,7 +7,7 @@ test: ## install, start PostgreSQL + RabbitMQ, run ruff, mypy and every test, st
 	scripts/test.sh
 
 fuzz: ## as test, for the worker's fuzz tests alone, with the long hypothesis profile
-	SAGABOX_FUZZ_PROFILE=fuzz scripts/test.sh tests/test_fuzz_worker.py -q
+	SAGABOX_FUZZ_PROFILE=fuzz scripts/test.sh tests/test_fuzz_worker.py tests/test_fuzz_return_address.py -q
 
 demo: ## install only what the demo needs (.demo-venv), play the loan example, simulated time
 	scripts/demo.sh

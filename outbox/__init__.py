@@ -20,7 +20,8 @@ from outbox.errors import (
     UnknownMessageVersion,
     UnsupportedDatabase,
 )
-from outbox.handlers import HandlerContext, handles
+from outbox.faults import Faulted
+from outbox.handlers import HandlerContext, ReplyImpossible, handles
 from outbox.inbox import Inbox, prune_inbox
 from outbox.messages import Command, Event, Message
 from outbox.registry import MessageRegistry, default_registry
@@ -35,6 +36,7 @@ __all__ = [
     "DuplicateMessageType",
     "Envelope",
     "Event",
+    "Faulted",
     "HandlerContext",
     "Inbox",
     "InvalidPayload",
@@ -44,6 +46,7 @@ __all__ = [
     "MessageTypeError",
     "Outbox",
     "OutboxError",
+    "ReplyImpossible",
     "SagaboxError",
     "UnknownMessageType",
     "UnknownMessageVersion",

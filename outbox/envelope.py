@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from outbox.errors import InvalidPayload, MalformedEnvelope, OutboxError
 from outbox.messages import META_FIELDS, Message
 from outbox.registry import MessageRegistry, default_registry
+from outbox.return_address import remember_headers
 
 CONTENT_TYPE = "application/json"
 
@@ -142,7 +143,7 @@ def decode(envelope: Envelope, registry: MessageRegistry = default_registry) -> 
         if header in envelope.headers:
             payload[field_name] = envelope.headers[header]
     try:
-        return cls.model_validate(payload)
+        message = cls.model_validate(payload)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
@@ -153,6 +154,8 @@ def decode(envelope: Envelope, registry: MessageRegistry = default_registry) -> 
             f"does not validate: {problems}. Fix the sender, or register an upcaster if the "
             "schema changed"
         ) from exc
+    remember_headers(message, envelope.headers)  # a handler may answer it (`ctx.reply`)
+    return message
 
 
 def _is_text(value: str) -> bool:

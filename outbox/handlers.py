@@ -13,7 +13,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from outbox.errors import OutboxError
 from outbox.messages import Command, Event, Message
+from outbox.return_address import return_address, wire_headers
 from outbox.sync_only import is_coroutine_callable
 from outbox.writer import Outbox
 
@@ -24,6 +26,10 @@ _MARK = "__sagabox_handles__"
 # Ids of messages a handler emits derive from (handler, incoming message, index), like a saga's:
 # a handler re-run after a rollback emits the same ids.
 _MESSAGE_IDS = uuid.UUID("3d1f5c52-8e0b-4b7e-9a55-6f0f4c1e2d90")
+
+
+class ReplyImpossible(OutboxError):
+    """`ctx.reply` was called for a message that was not sent as a request."""
 
 
 def handles(*message_types: type[Message]) -> Callable[[F], F]:
@@ -96,6 +102,24 @@ class HandlerContext:
             raise TypeError(f"publish() takes an Event; send() {type(event).__name__} instead")
         stamped = self._stamp(event)
         self._outbox.add(stamped)
+        return stamped
+
+    def reply(self, message: Message) -> Message:
+        """Answer the request being handled (sent with a saga's `ctx.request`): `message` goes
+        back to the endpoint and saga instance that sent it, whatever its correlation."""
+        address = return_address(wire_headers(self.message), "reply")
+        if address is None:
+            raise ReplyImpossible(
+                f"{self.message.type_name} {self.message.message_id} was not sent as a request "
+                "(a saga's ctx.request), so it names nobody to reply to: send() or publish() "
+                "the answer instead"
+            )
+        stamped = self._stamp(message)
+        self._outbox.add(
+            stamped,
+            destination=address.endpoint,
+            headers=address.headers_for_answer(self.message.message_id),
+        )
         return stamped
 
     def _stamp(self, message: M) -> M:

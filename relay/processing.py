@@ -36,10 +36,12 @@ from outbox import clock, tracing
 from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT, record_dead_letter
 from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
 from outbox.errors import MalformedEnvelope, MessageTooLarge, OutboxError
+from outbox.faults import write_fault
 from outbox.inbox import Inbox
 from outbox.limits import max_message_bytes as max_message_bytes_setting
 from outbox.limits import too_large
 from outbox.messages import Message
+from outbox.return_address import check as check_return_address
 from outbox.urls import mask_secrets
 from outbox.writer import Outbox
 from relay.endpoint import Delivery, Endpoint, Outcome, RetryPolicy, Unrecoverable, WorkerStats
@@ -164,6 +166,7 @@ class Processor:
                 delivery, too_large("the message", size, self.max_message_bytes) + "; kept whole"
             )
         envelope = Envelope.from_wire(delivery.body, delivery.headers, delivery.content_type)
+        check_return_address(delivery.headers or {})  # they route replies and faults home
         if not self.endpoint.accepts(envelope.type):
             known = envelope.type in self.endpoint.registry
             return self._dead(
@@ -316,7 +319,7 @@ class Processor:
         reason in ASCII, no headers) is written instead; only its failure raises."""
         try:
             with self._sessions() as session, session.begin():
-                record_dead_letter(
+                if record_dead_letter(
                     session,
                     endpoint=self.endpoint.name,
                     body=delivery.body,
@@ -327,7 +330,14 @@ class Processor:
                     traceback=_traceback(error),
                     attempts=attempts,
                     first_failed_at=first_failed_at,
-                )
+                ):
+                    # Its sender may watch for it failing: tell it, in the same transaction.
+                    write_fault(
+                        session,
+                        endpoint=self.endpoint.name,
+                        headers=delivery.headers,
+                        reason=reason,
+                    )
         except Exception as exc:
             if database_unavailable(exc):
                 raise

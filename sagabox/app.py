@@ -35,6 +35,7 @@ from relay.worker import RetryPolicy, Unrecoverable, Worker
 from sagabox.settings import load_settings
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaNotFound
+from sagas.requests import Misaddressed
 from sagas.runtime import SagaRuntime
 
 if TYPE_CHECKING:
@@ -192,6 +193,8 @@ class App:
             if exc.policy == "dead_letter":
                 raise Unrecoverable(str(exc)) from exc
             raise
+        except Misaddressed as exc:  # forged or mangled reply headers: retrying cannot help
+            raise Unrecoverable(str(exc)) from exc
         for name, handler in self._handlers.get(message.type_name, ()):
             handler(HandlerContext(session, message, f"{self.name}/{name}"), message)
         metrics = self.metrics

@@ -1,8 +1,10 @@
 """`sagabox graph`: the message flow of a system — who sends, publishes and handles what.
 
 What sagas and handlers emit is read from their source: calls like `ctx.send(Cmd(...), to="x")`,
+`ctx.request(Cmd(...), to="x")`, `ctx.reply(Msg(...))` (back to the sagas taking `Msg`),
 `ctx.publish(Evt(...))`, `ctx.schedule("n", Timeout(...))` and `Outbox(s).add(Msg(...))`, with
-the message class looked up in the defining module. `check` then reports what a reviewer would
+the message class looked up in the defining module; a saga handling `Faulted[Cmd]` gets a fault
+edge from the endpoints that take `Cmd`. `check` then reports what a reviewer would
 ask about: cycles between handlers, commands nobody handles, handlers for messages nobody sends,
 and long chains of events with one consumer each (the smell that asks for an orchestrator).
 """
@@ -18,12 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from outbox.faults import Faulted
 from outbox.messages import Event, Message
 from sagabox.app import App
 from sagas.definition import Saga
 from sagas.timeouts import Timeout
 
-Kind = str  # "send" | "publish" | "schedule"
+Kind = str  # "send" | "publish" | "schedule" | "reply"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class Flow:
     handles: list[Handle] = field(default_factory=list)
     inputs: set[str] = field(default_factory=set)
     timeout_types: set[str] = field(default_factory=set)
+    #: (saga's endpoint, fault type name, type name of the command it is about).
+    faults: set[tuple[str, str, str]] = field(default_factory=set)
 
     def handlers_of(self, message: str) -> list[Handle]:
         return [h for h in self.handles if h.message == message]
@@ -81,6 +86,8 @@ def build(apps: Iterable[App]) -> Flow:
                 flow.handles.append(Handle(app.name, component, name, True))
                 if issubclass(message_type, Timeout):
                     flow.timeout_types.add(name)
+                if issubclass(message_type, Faulted) and message_type.of is not None:
+                    flow.faults.add((app.name, name, message_type.of.type_name))
             # Actions may live in an abstract base saga: read every class up to Saga itself.
             for cls in saga.__mro__:
                 if cls is not Saga and isinstance(cls, type) and issubclass(cls, Saga):
@@ -105,7 +112,7 @@ def _emits(code: Any, endpoint: str, component: str) -> list[Emit]:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         method = node.func.attr
-        if method not in ("send", "publish", "schedule", "add"):
+        if method not in ("send", "request", "reply", "publish", "schedule", "add"):
             continue
         arguments = node.args[1:2] if method == "schedule" else node.args[:1]
         for argument in arguments:
@@ -115,6 +122,8 @@ def _emits(code: Any, endpoint: str, component: str) -> list[Emit]:
             destination = _keyword(node, "to") or _keyword(node, "destination")
             if method == "schedule":
                 kind: Kind = "schedule"
+            elif method == "reply":
+                kind = "reply"
             elif issubclass(message, Event) and destination is None:
                 kind = "publish"
             else:
@@ -152,6 +161,9 @@ def mermaid(flow: Flow) -> str:
         for receiver in receivers or ["nobody"]:
             target = _id(receiver) if receiver != "nobody" else "nobody((nobody))"
             arrows.add(f"    {_id(emit.endpoint)} -->|{emit.message}| {target}")
+    for endpoint, fault, command in flow.faults:
+        for handle in flow.handlers_of(command):
+            arrows.add(f"    {_id(handle.endpoint)} -.->|{fault}| {_id(endpoint)}")
     for message in sorted(flow.inputs):
         for handle in flow.handlers_of(message):
             arrows.add(f"    outside((outside)) -->|{message}| {_id(handle.endpoint)}")
@@ -162,6 +174,8 @@ def _receivers(flow: Flow, emit: Emit) -> list[str]:
     handlers = {h.endpoint for h in flow.handlers_of(emit.message)}
     if emit.kind == "send":
         return [emit.destination] if emit.destination in handlers else []
+    if emit.kind == "reply":  # back to whoever asked: the sagas taking the answer
+        return sorted({h.endpoint for h in flow.handlers_of(emit.message) if h.is_saga})
     return sorted(handlers)
 
 
@@ -184,8 +198,9 @@ def check(flow: Flow) -> list[Problem]:
                 )
             )
     timeouts = {name for name in {h.message for h in flow.handles} if _is_timeout(name, flow)}
+    faults = {fault for _, fault, _ in flow.faults}  # sent by the receivers' dead letters
     for handle in flow.handles:
-        if handle.message not in sent | flow.inputs | timeouts:
+        if handle.message not in sent | flow.inputs | timeouts | faults:
             problems.append(
                 Problem(
                     "sent by nobody",

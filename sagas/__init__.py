@@ -5,6 +5,7 @@ Builds on `outbox`: a saga's emitted messages go to the outbox in the caller's t
 
 from __future__ import annotations
 
+from outbox.faults import Faulted
 from sagas.context import SagaContext
 from sagas.definition import Saga, on
 from sagas.diagram import Finding
@@ -21,6 +22,7 @@ from sagas.errors import (
     UnknownSagaType,
 )
 from sagas.evolution import EVERYWHERE, OLD_PATH
+from sagas.requests import Misaddressed, RequestTimedOut
 from sagas.retention import prune_finished, prune_journal
 from sagas.runtime import Handled, SagaRuntime
 from sagas.timeouts import PendingTimeout, Timeout
@@ -31,11 +33,14 @@ __all__ = [
     "BatchSpoiled",
     "ConcurrencyConflict",
     "CorrelationChanged",
+    "Faulted",
     "Finding",
     "Handled",
     "InvalidTransition",
+    "Misaddressed",
     "MissingCorrelation",
     "PendingTimeout",
+    "RequestTimedOut",
     "Saga",
     "SagaAlreadyStarted",
     "SagaContext",

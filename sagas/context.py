@@ -26,6 +26,8 @@ class Emitted:
 
     message: Message
     destination: str | None
+    #: Sent with `request`: it carries a return address for the reply (`sagas.requests`).
+    request: bool = False
 
 
 class SagaContext:
@@ -121,11 +123,21 @@ class SagaContext:
             f"timeout/{name}/{count}",
         )
 
+    def request(self, command: Command, *, to: str, timeout: timedelta) -> Command:
+        """Send `command` to `to` and await its reply for `timeout` (see `sagas.requests`).
+
+        The receiving handler answers with `ctx.reply(...)`, which comes back to this very
+        instance; without a reply in time, `RequestTimedOut[type(command)]` is delivered.
+        """
+        from sagas.requests import request
+
+        return request(self, command, to=to, timeout=timeout)
+
     def cancel(self, name: str) -> None:
         """Cancel the pending timeout `name`, if any: it will not fire."""
         self.timer_calls.append(name)
 
-    def _emit(self, message: M, destination: str | None) -> M:
+    def _emit(self, message: M, destination: str | None, *, request: bool = False) -> M:
         index = len(self.emitted)
         stamped = message.model_copy(
             update={
@@ -139,5 +151,5 @@ class SagaContext:
                 "causation_id": self.message.message_id,
             }
         )
-        self.emitted.append(Emitted(stamped, destination))
+        self.emitted.append(Emitted(stamped, destination, request))
         return stamped

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ValidationError
 from transitions import Machine, State
 
 from outbox.messages import Message
-from sagas import evolution
+from sagas import evolution, not_found
 from sagas.declared import refuse_coroutines
 from sagas.errors import (
     CorrelationChanged,
     MissingCorrelation,
+    NotFoundHandler,
     NotFoundPolicy,
     SagaDefinitionError,
 )
@@ -99,7 +100,7 @@ class Saga(Generic[DataT]):
     initial: ClassVar[Any] = None
     correlation: ClassVar[Mapping[type[Message], Correlator]] = {}
     ignore: ClassVar[Mapping[type[Message], Collection[Any]]] = {}
-    on_not_found: ClassVar[NotFoundPolicy] = "raise"
+    on_not_found: ClassVar[NotFoundPolicy | NotFoundHandler] = "raise"
     # Evolution (see `sagas.evolution`): `version = 2` on the class, the maps for old rows'
     # states, and how instances started under an older version go on.
     renamed: ClassVar[Mapping[str, str]] = {}
@@ -324,6 +325,7 @@ def _build(cls: type[Saga[Any]]) -> None:
         )
     cls.message_types = message_types
     refuse_coroutines(cls)
+    not_found.check(cls)
 
     try:
         cls.machine = Machine(

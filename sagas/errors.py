@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from outbox.errors import SagaboxError
 
@@ -53,6 +54,8 @@ class SagaAlreadyStarted(SagaError):
 
 
 NotFoundPolicy = Literal["ignore", "raise", "dead_letter"]
+#: A saga's own not-found handler: `(session, message) -> None`, run in the transaction.
+NotFoundHandler = Callable[[Any, Any], None]
 
 
 class SagaNotFound(SagaError):
@@ -62,7 +65,7 @@ class SagaNotFound(SagaError):
     still be on its way) or "dead_letter" (park it at once).
     """
 
-    def __init__(self, message: str, policy: NotFoundPolicy = "raise") -> None:
+    def __init__(self, message: str, policy: NotFoundPolicy | NotFoundHandler = "raise") -> None:
         super().__init__(message)
         self.policy = policy
 

@@ -18,7 +18,7 @@ from outbox.messages import Message
 from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 from outbox.writer import Outbox
-from sagas import ids, store
+from sagas import ids, not_found, requests, store
 from sagas.batch import current_batch
 from sagas.context import SagaContext
 from sagas.definition import Saga
@@ -127,6 +127,9 @@ class SagaRuntime:
     def handle(self, executor: Executor, message: Message) -> list[Handled]:
         """Deliver `message` to every interested saga; return what it did to each."""
         refuse_async(executor, "SagaRuntime.handle", "await AsyncSagaRuntime(...).handle(...)")
+        addressed = requests.addressed_saga(self, message)  # a reply or a fault: to one saga
+        if addressed is not None:
+            return [self._handle_one(executor, addressed, message, addressed=True)]
         return [self._handle_one(executor, saga, message) for saga in self._targets(message)]
 
     def _targets(self, message: Message) -> list[type[Saga[Any]]]:
@@ -183,8 +186,12 @@ class SagaRuntime:
         cls = self.saga_type(saga_type) if isinstance(saga_type, str) else saga_type
         return store.load(executor, cls, correlation_id)  # type: ignore[return-value]
 
-    def _handle_one(self, executor: Executor, cls: type[Saga[Any]], message: Message) -> Handled:
+    def _handle_one(
+        self, executor: Executor, cls: type[Saga[Any]], message: Message, *, addressed: bool = False
+    ) -> Handled:
         try:
+            if addressed:
+                return requests.deliver(self, executor, cls, message)
             return self._handle_saga(executor, cls, message)
         except BaseException as exc:
             batch = current_batch(executor)
@@ -219,7 +226,7 @@ class SagaRuntime:
             if isinstance(message, Timeout):
                 return done("stale")  # timeouts never start a saga
             if message.type_name not in cls.starting_triggers:
-                if cls.on_not_found == "ignore":
+                if not_found.handled(cls, executor, message):
                     return done("not_found")
                 raise SagaNotFound(
                     f"{cls.saga_type} {correlation_id!r} (id {cls.id_for(correlation_id)}) does "
@@ -310,6 +317,7 @@ class SagaRuntime:
                 emitted.message,
                 destination=emitted.destination,
                 partition_key=saga.correlation_id,
+                headers=requests.outgoing_headers(self.endpoint, saga, emitted),
             )
         if settlement.dropped:
             # A row already shipped would be found stale on arrival anyway; deleting the rest
