@@ -34,7 +34,7 @@ from relay.daemon import Relay
 from relay.worker import RetryPolicy, Unrecoverable, Worker
 from sagabox.settings import load_settings
 from sagas.definition import Saga
-from sagas.errors import ConcurrencyConflict, SagaNotFound
+from sagas.errors import ConcurrencyConflict, InvalidCorrelationId, SagaNotFound
 from sagas.runtime import SagaRuntime
 
 if TYPE_CHECKING:
@@ -192,6 +192,9 @@ class App:
             if exc.policy == "dead_letter":
                 raise Unrecoverable(str(exc)) from exc
             raise
+        except InvalidCorrelationId as exc:
+            # The same message maps to the same id on every try: retrying cannot help.
+            raise Unrecoverable(str(exc)) from exc
         for name, handler in self._handlers.get(message.type_name, ()):
             handler(HandlerContext(session, message, f"{self.name}/{name}"), message)
         metrics = self.metrics
