@@ -109,7 +109,7 @@ _BACKLOG = """INSERT INTO sagabox_outbox_messages (message_id, type, destination
         'sagabox-type', 'bench.growth.Shipped'),
     :now - interval '1 hour' + s.g * interval '1 ms', 0, :now - interval '1 hour'
     FROM (SELECT * FROM sagabox_outbox_messages WHERE type = 'bench.growth.Due' LIMIT 1) r,
-    (SELECT g, gen_random_uuid() AS id, 'f' || (g % 10000) AS key
+    (SELECT g, gen_random_uuid() AS id, 'b' || (g % 10000) AS key
      FROM generate_series(1, :n) AS g) s"""
 # One saga per ten lines, its lines spread over time as a busy stream interleaves them; one line
 # in ten is for a saga that did not exist (no incarnation), as a stream's strays are.
