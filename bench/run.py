@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench import (
     aio,
+    growth,
     latency,
     limit,
     notify_overhead,
@@ -186,6 +187,16 @@ def asyncio_comparison(postgres: str, results: Results) -> None:
     )  # fmt: skip
 
 
+def growth_costs(postgres: str, results: Results) -> None:
+    """(k) A saga step's and the relay's claim cost as the tables grow, each size against the
+    smallest, measured in interleaved rounds (medians here, p95s in the notes)."""
+    print("(k) cost as the tables grow (filling takes a while)", flush=True)
+    measured = growth.measure(postgres)
+    for what, value, baseline in growth.rows_for_results(measured):
+        results.add(f"(k) {what}", value, "ms", baseline, "the smallest size", "≤ 1.2")
+    results.notes.append("(k) medians and p95s: " + growth.summary(measured))
+
+
 def profile(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
     """(g) py-spy profiles of the hot paths, as notes under the table."""
     print("(g) profiles (py-spy)", flush=True)
@@ -224,6 +235,7 @@ def main() -> int:
         notify_cost(postgres, results)
         poison(postgres, amqp, sizes.saga_messages, results)
         asyncio_comparison(postgres, results)
+        growth_costs(postgres, results)
         profile(postgres, amqp, sizes, results)
     table = results.markdown(machine_description(postgres))
     print("\n" + table)

@@ -97,11 +97,20 @@ _BEHIND_A_RETRY = (
 )
 
 
-def _due(now: datetime, limit: int) -> Select[Any]:
+def _due(now: datetime, limit: int, *, soonest_first: bool = False) -> Select[Any]:
+    """Due rows not held up by a retry: the oldest ids first, or the soonest due first.
+
+    Soonest first reads the (available_at, id) index in its own order and stops after `limit`
+    rows, whatever the table holds. Oldest ids first lets the planner walk the primary key
+    instead, filtering on the due time: with many pending timeouts written before the due rows
+    that walk reads every one of them, each claim (at 100,000 pending rows: 98,000 rows read,
+    165 ms, where the index takes 1 ms; bench (k)).
+    """
+    order = (t.c.available_at, t.c.id) if soonest_first else (t.c.id,)
     return (
         select(*_COLUMNS)
         .where(t.c.available_at <= now, ~_BEHIND_A_RETRY)
-        .order_by(t.c.id)
+        .order_by(*order)
         .limit(limit)
         .params(b_due_now=now)
     )
@@ -142,8 +151,24 @@ def _claim_sqlite(connection: Connection, now: datetime, limit: int) -> list[Out
 
 
 def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
-    # The oldest due rows no other relay holds; the row locks last until this relay commits.
-    rows = _rows(connection.execute(_due(now, limit).with_for_update(skip_locked=True)).all())
+    # The soonest due rows no other relay holds, in id order; the row locks last until this
+    # relay commits. The partition check below keeps each key in id order all the same.
+    rows = _claim_locked(connection, _due(now, limit, soonest_first=True), now)
+    if rows:
+        return rows
+    # Each row locked was held up by an older due row of its key outside the batch (a batch
+    # of newer rows due before older ones, after an outage): claim in id order, which cannot
+    # be held up by its own batch, so the relay always moves on.
+    return _claim_locked(connection, _due(now, limit), now)
+
+
+def _claim_locked(connection: Connection, query: Select[Any], now: datetime) -> list[OutboxRow]:
+    """Lock the rows `query` finds (skipping rows other relays hold), and keep those this relay
+    may publish without reordering their partition key, in id order."""
+    rows = sorted(
+        _rows(connection.execute(query.with_for_update(skip_locked=True)).all()),
+        key=lambda row: row.id,
+    )
     keys = sorted({row.partition_key for row in rows if row.partition_key is not None})
     if not keys:
         return rows

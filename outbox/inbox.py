@@ -4,7 +4,7 @@ transaction, so the answer commits or rolls back together with the handler's eff
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from sqlalchemy import Insert, delete, select, tuple_
@@ -79,13 +79,15 @@ class Inbox:
         return row is not None
 
 
-def prune_inbox(executor: Executor, *, older_than: datetime, batch_size: int = 1000) -> int:
+def prune_inbox(
+    executor: Executor, *, older_than: datetime | timedelta, batch_size: int = 1000
+) -> int:
     """Delete up to `batch_size` inbox rows processed before `older_than`; return how many.
 
     Call it repeatedly, each call in its own short transaction, until it returns 0: small
     batches keep locks short on a busy table. Keep rows longer than any redelivery can take.
     """
-    cutoff = clock.ensure_aware(older_than, what="older_than")
+    cutoff = clock.cutoff(older_than)
     oldest = (
         select(inbox_messages.c.consumer, inbox_messages.c.message_id)
         .where(inbox_messages.c.processed_at < cutoff)

@@ -9,7 +9,7 @@ instead of waiting on (or deadlocking over) the same ones; SQLite lets one write
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, delete, select, tuple_
@@ -56,13 +56,15 @@ def delete_keys(
     return int(executor.execute(delete(table).where(condition)).rowcount)  # type: ignore[attr-defined]
 
 
-def prune_dead_letters(executor: Executor, *, older_than: datetime, batch_size: int = 500) -> int:
+def prune_dead_letters(
+    executor: Executor, *, older_than: datetime | timedelta, batch_size: int = 500
+) -> int:
     """Delete up to `batch_size` dead letters that last failed before `older_than`.
 
     Policy: a dead letter waits for a person (replay or discard); past the retention nobody
     will, and its bytes only cost space. Keep it longer than your team's on-call rotation.
     """
-    cutoff = clock.ensure_aware(older_than, what="older_than")
+    cutoff = clock.cutoff(older_than)
     key = ("id",)
     keys = oldest_keys(
         executor,

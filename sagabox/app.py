@@ -34,7 +34,7 @@ from relay.daemon import Relay
 from relay.worker import RetryPolicy, Unrecoverable, Worker
 from sagabox.settings import load_settings
 from sagas.definition import Saga
-from sagas.errors import ConcurrencyConflict, SagaNotFound
+from sagas.errors import ConcurrencyConflict, InvalidCorrelationId, SagaNotFound
 from sagas.requests import Misaddressed
 from sagas.runtime import SagaRuntime
 
@@ -193,7 +193,9 @@ class App:
             if exc.policy == "dead_letter":
                 raise Unrecoverable(str(exc)) from exc
             raise
-        except Misaddressed as exc:  # forged or mangled reply headers: retrying cannot help
+        except (Misaddressed, InvalidCorrelationId) as exc:
+            # Forged or mangled reply headers, or a correlation id no saga can have: the same
+            # message fails the same way on every try, so retrying cannot help.
             raise Unrecoverable(str(exc)) from exc
         for name, handler in self._handlers.get(message.type_name, ()):
             handler(HandlerContext(session, message, f"{self.name}/{name}"), message)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from transitions import Machine, State
 
 from outbox.messages import Message
-from sagas import evolution, not_found
+from sagas import correlation, evolution, not_found
 from sagas.declared import refuse_coroutines
 from sagas.errors import (
     CorrelationChanged,
@@ -247,7 +247,7 @@ class Saga(Generic[DataT]):
                 f"correlation value; set its correlation field, or map it in "
                 f"{cls.__name__}.correlation"
             )
-        return str(value)
+        return correlation.checked(cls.saga_type, message, str(value))
 
     def allows(self, message: Message) -> bool:
         """Whether a transition for `message` leaves the current state."""

@@ -24,6 +24,11 @@ class MissingCorrelation(SagaError):
     """A message carries no value to find its saga by."""
 
 
+class InvalidCorrelationId(MissingCorrelation):
+    """A message maps to a correlation id no saga can be stored under (a NUL character, too
+    long, not Unicode): retrying cannot help, so a worker dead-letters the message at once."""
+
+
 class CorrelationChanged(SagaError):
     """An action tried to give a started saga another correlation id.
 

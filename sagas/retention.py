@@ -15,7 +15,7 @@ Both delete one batch per call, safe to run from several processes at once (see
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete
 
@@ -25,13 +25,17 @@ from outbox.retention import delete_keys, oldest_keys
 from sagas.tables import saga_instances, saga_journal
 
 
-def prune_finished(executor: Executor, *, older_than: datetime, batch_size: int = 500) -> int:
+def prune_finished(
+    executor: Executor, *, older_than: datetime | timedelta, batch_size: int = 500
+) -> int:
     """Delete up to `batch_size` sagas that finished before `older_than`, with their journal.
 
-    Tombstones tell a late message from an unknown saga, so keep them longer than any message
-    can be late. Call it repeatedly, each call in its own transaction, until it returns 0.
+    `older_than` is an aware datetime or an age (`timedelta(days=30)`: finished before now
+    minus that). Tombstones tell a late message from an unknown saga, so keep them longer than
+    any message can be late. Call it repeatedly, each call in its own transaction, until it
+    returns 0.
     """
-    cutoff = clock.ensure_aware(older_than, what="older_than")
+    cutoff = clock.cutoff(older_than)
     keys = oldest_keys(
         executor,
         saga_instances,
@@ -46,10 +50,13 @@ def prune_finished(executor: Executor, *, older_than: datetime, batch_size: int 
     return delete_keys(executor, saga_instances, ("id",), keys)
 
 
-def prune_journal(executor: Executor, *, older_than: datetime, batch_size: int = 1000) -> int:
+def prune_journal(
+    executor: Executor, *, older_than: datetime | timedelta, batch_size: int = 1000
+) -> int:
     """Delete up to `batch_size` journal lines older than `older_than` that belong to no saga
-    instance (messages for sagas that did not exist); return how many went."""
-    cutoff = clock.ensure_aware(older_than, what="older_than")
+    instance (messages for sagas that did not exist); return how many went. `older_than` is
+    an aware datetime or an age (a timedelta back from now)."""
+    cutoff = clock.cutoff(older_than)
     keys = oldest_keys(
         executor,
         saga_journal,

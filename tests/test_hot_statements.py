@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.orm import Session
 
-from outbox import Inbox, clock
+from outbox import Inbox, Outbox, clock
 from outbox.claim import claim_due, delete_rows
 from outbox.inbox import prune_inbox
 from outbox.retention import prune_dead_letters
@@ -177,3 +177,51 @@ def test_no_hot_statement_scans_a_big_table(engine: Engine) -> None:
         transaction.rollback()
     assert len(statements) >= 30
     assert {} == scans
+
+
+def _rows_read(plan: Any) -> int:
+    """Rows the plan's nodes read and threw away (filters), summed over the whole tree."""
+    if isinstance(plan, list):
+        return sum(_rows_read(value) for value in plan)
+    if not isinstance(plan, dict):
+        return 0
+    removed = int(plan.get("Rows Removed by Filter", 0))
+    return removed + sum(_rows_read(value) for value in plan.values())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_the_claim_reads_only_due_rows_behind_many_pending_timeouts(engine: Engine) -> None:
+    """100,000 pending timeouts written before the due rows, statistics from when some of them
+    were due (as between two autovacuums): the relay's claim reads the due rows, not every
+    pending one (the id-ordered claim read all 100,000 each time; bench (k))."""
+    pending = 100_000
+    now = clock.now()
+    with engine.begin() as connection:
+        # 1,800 timeouts came due in the last 30 minutes, one a second; the rest are due
+        # tomorrow, one a second.
+        connection.execute(
+            text(
+                """INSERT INTO sagabox_outbox_messages (message_id, type, destination,
+                partition_key, payload, headers, available_at, attempts, created_at)
+                SELECT gen_random_uuid(), 'x.Timeout', 'q', 'k' || g, '{}', '{}'::jsonb,
+                :start + g * interval '1 second'
+                    + CASE WHEN g > 1800 THEN interval '1 day' ELSE interval '0' END, 0, :start
+                FROM generate_series(1, :n) AS g"""
+            ),
+            {"n": pending, "start": now - timedelta(minutes=30)},
+        )
+    with engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+    with engine.begin() as connection:  # the relay ships them
+        while rows := claim_due(connection, now=now, limit=500):
+            delete_rows(connection, [row.id for row in rows])
+        Outbox(connection).add(Started(sub_id="due"), destination="subs")
+    with _captured(engine) as statements, engine.begin() as connection:
+        [row] = claim_due(connection, now=clock.now(), limit=200)
+        assert row.type == Started.type_name
+        [(statement, parameters)] = statements[:1]
+        explained = connection.exec_driver_sql(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
+        ).scalar()
+    plan = json.loads(explained) if isinstance(explained, str) else explained
+    assert _rows_read(plan) < 1000

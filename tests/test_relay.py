@@ -169,6 +169,35 @@ def test_a_relay_never_publishes_past_a_partition_row_another_relay_holds(
             connection.close()
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_batch_of_rows_due_before_older_ones_of_their_key_never_stalls_the_claim(
+    engine: Engine,
+) -> None:
+    """The claim takes the soonest due rows first; when every one of them waits for an older
+    row of its key outside the batch (due later, both due now), it claims in id order instead,
+    so the key still goes out in order and the relay moves on."""
+    now = clock.now()
+    with Session(engine) as session, session.begin():
+        outbox = Outbox(session)
+        outbox.add(Deposited(account="a", amount=1, correlation_id="p"), deliver_at=now)
+        older_due_later = now - timedelta(minutes=1)
+        outbox.add(Deposited(account="b", amount=2, correlation_id="p"), deliver_at=now)
+        session.execute(
+            outbox_messages.update()
+            .where(outbox_messages.c.id == 1)
+            .values(available_at=older_due_later)
+        )
+        session.execute(
+            outbox_messages.update()
+            .where(outbox_messages.c.id == 2)
+            .values(available_at=older_due_later - timedelta(minutes=1))
+        )
+    with engine.begin() as connection:
+        assert [1] == [row.id for row in claim_due(connection, now=now, limit=1)]
+    with engine.begin() as connection:
+        assert [1, 2] == [row.id for row in claim_due(connection, now=now, limit=10)]
+
+
 @pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True)
 def test_two_relays_with_interleaved_writers_deliver_everything_in_partition_order(
     database_url: str, broker_url: str, listener: Listener

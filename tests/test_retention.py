@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from outbox import clock
 from outbox.tables import dead_letters
 from sagabox.cli import main
-from sagas import SagaRuntime
+from sagas import SagaRuntime, prune_finished, prune_journal
 from sagas.tables import saga_instances, saga_journal
 from tests.subscription_app import Cancelled, Completed, Started, SubscriptionSaga
 
@@ -72,3 +72,39 @@ def test_dlq_prune_removes_letters_past_the_retention(
     assert 0 == main(["dlq", "prune", "--db", database_url, "--older-than", "90d"])
     assert "pruned 2 dead letters" in capsys.readouterr().out
     assert 1 == _count(engine, dead_letters)
+
+
+def test_prune_finished_takes_an_age_as_a_timedelta(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """`older_than=timedelta(days=30)` means finished more than 30 days ago, as a datetime
+    cutoff would: the old tombstone goes, the young one and its journal stay."""
+    with Session(engine) as session, session.begin():
+        runtime.handle(session, Started(sub_id="old"))
+        runtime.handle(session, Cancelled(sub_id="old"))
+    frozen_clock.tick(timedelta(days=31))
+    with Session(engine) as session, session.begin():
+        runtime.handle(session, Started(sub_id="young"))
+        runtime.handle(session, Cancelled(sub_id="young"))
+    with engine.begin() as connection:
+        assert 1 == prune_finished(connection, older_than=timedelta(days=30))
+        assert 0 == prune_finished(connection, older_than=clock.now() - timedelta(days=30))
+        assert 0 == prune_journal(connection, older_than=timedelta(days=30))
+    with engine.connect() as connection:
+        assert ["young"] == connection.scalars(select(saga_instances.c.correlation_id)).all()
+        assert {"young"} == set(connection.scalars(select(saga_journal.c.correlation_id)))
+
+
+@pytest.mark.parametrize(
+    ("older_than", "error", "says"),
+    [
+        ("30d", TypeError, "takes an aware datetime or a timedelta"),
+        (timedelta(days=-1), ValueError, "must not be negative"),
+    ],
+)
+def test_prune_finished_refuses_what_is_no_point_in_time(
+    engine: Engine, older_than: object, error: type[Exception], says: str
+) -> None:
+    """A string or a negative age is refused with an error that says what to pass."""
+    with engine.begin() as connection, pytest.raises(error, match=says):
+        prune_finished(connection, older_than=older_than)  # type: ignore[arg-type]

@@ -1,0 +1,42 @@
+"""What a correlation id may hold: checked once, when a message maps to it, before any query.
+
+A correlation id is stored as text of at most 255 characters (the saga, journal and outbox
+columns) and sent as a parameter: PostgreSQL refuses NUL characters and longer values outright,
+and no driver can send a lone surrogate. Refused here, such a value is bad input with a named
+error (a worker dead-letters its message at once) instead of a database error retried in vain.
+"""
+
+from __future__ import annotations
+
+from outbox.messages import Message
+from sagas.errors import InvalidCorrelationId
+from sagas.tables import saga_instances
+
+#: The longest correlation id, in characters: the column's length.
+MAX_LENGTH: int = saga_instances.c.correlation_id.type.length  # type: ignore[attr-defined]
+
+
+def checked(saga_type: str, message: Message, value: str) -> str:
+    """`value` when a saga can be stored under it; else `InvalidCorrelationId`, saying why."""
+    problem = _problem(value)
+    if problem is None:
+        return value
+    shown = repr(value[:80]) + ("..." if len(value) > 80 else "")
+    raise InvalidCorrelationId(
+        f"{saga_type}: {message.type_name} (message {message.message_id}) maps to a "
+        f"correlation id that {problem}: {shown}; a correlation id is text of at most "
+        f"{MAX_LENGTH} characters without NUL: fix the sender, or map the message to another "
+        "value in the saga's `correlation`"
+    )
+
+
+def _problem(value: str) -> str | None:
+    if "\x00" in value:
+        return "holds a NUL character"
+    if len(value) > MAX_LENGTH:
+        return f"is {len(value)} characters long"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (a lone surrogate)"
+    return None
