@@ -5,6 +5,7 @@ Builds on `outbox`: a saga's emitted messages go to the outbox in the caller's t
 
 from __future__ import annotations
 
+from sagas.compensation import Step, step
 from sagas.context import SagaContext
 from sagas.definition import Saga, on
 from sagas.diagram import Finding
@@ -21,6 +22,7 @@ from sagas.errors import (
     UnknownSagaType,
 )
 from sagas.evolution import EVERYWHERE, OLD_PATH
+from sagas.joins import Branch, JoinTimedOut, branch, join
 from sagas.retention import prune_finished, prune_journal
 from sagas.runtime import Handled, SagaRuntime
 from sagas.timeouts import PendingTimeout, Timeout
@@ -29,11 +31,13 @@ __all__ = [
     "EVERYWHERE",
     "OLD_PATH",
     "BatchSpoiled",
+    "Branch",
     "ConcurrencyConflict",
     "CorrelationChanged",
     "Finding",
     "Handled",
     "InvalidTransition",
+    "JoinTimedOut",
     "MissingCorrelation",
     "PendingTimeout",
     "Saga",
@@ -43,9 +47,13 @@ __all__ = [
     "SagaError",
     "SagaNotFound",
     "SagaRuntime",
+    "Step",
     "Timeout",
     "UnknownSagaType",
+    "branch",
+    "join",
     "on",
     "prune_finished",
     "prune_journal",
+    "step",
 ]

@@ -15,9 +15,11 @@ from pydantic import BaseModel, ValidationError
 from transitions import Machine, State
 
 from outbox.messages import Message
-from sagas import evolution
+from sagas import compensation, evolution
+from sagas import joins as join_decl
 from sagas.declared import refuse_coroutines
 from sagas.errors import SagaDefinitionError
+from sagas.ledger import with_ledger
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -42,7 +44,11 @@ def default_correlator(_session: Session | None, message: Message) -> object:
 
 def build(cls: type[Saga[Any]]) -> None:
     """Check a saga class's declarations and build its one machine."""
+    joins = join_decl.joins_of(cls.transitions)
+    cls.joins = tuple(joins)
     cls.data_type = _data_type(cls)
+    if joins or cls.steps:
+        cls.data_type = with_ledger(cls, cls.data_type)
     try:
         cls.data_type()
     except ValidationError as exc:
@@ -55,7 +61,9 @@ def build(cls: type[Saga[Any]]) -> None:
     cls._state_enum = states if isinstance(states, type) and issubclass(states, Enum) else None
     if not list(states):
         raise SagaDefinitionError(f"{cls.__name__}: declare its `states`")
-    declared, gated = evolution.prepare(cls, list(states), cls.transitions)
+    transitions = join_decl.expand(cls, cls.transitions)
+    compensation.declare(cls, transitions)
+    declared, gated = evolution.prepare(cls, list(states), transitions)
     cls.state_names = tuple(state_name(s) for s in declared)
     cls.old_versions = evolution.old_versions(gated)
     initial = cls.initial if cls.initial is not None else declared[0]
@@ -113,6 +121,12 @@ def build(cls: type[Saga[Any]]) -> None:
             )
         cls._ignored[message.type_name] = names
         cls.message_types.setdefault(message.type_name, message)
+    for waited in joins:
+        # A part arriving again after its join completed is a duplicate: harmless, journaled.
+        for part in waited.parts:
+            handled = cls.machine.events[part.type_name].transitions
+            idle = frozenset(s for s in cls.state_names if s not in handled)
+            cls._ignored[part.type_name] = cls._ignored.get(part.type_name, frozenset()) | idle
 
 
 def _check_states(

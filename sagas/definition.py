@@ -20,12 +20,15 @@ from outbox.messages import Message
 from sagas import evolution
 from sagas.building import build, default_correlator
 from sagas.building import state_name as state_name
+from sagas.compensation import Step
 from sagas.errors import (
     CorrelationChanged,
     MissingCorrelation,
     NotFoundPolicy,
     SagaDefinitionError,
 )
+from sagas.joins import Join
+from sagas.joins import part as join_part
 from sagas.timeouts import PendingTimeout
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from sagas.diagram import Finding
 
 DataT = TypeVar("DataT", bound=BaseModel)
+M = TypeVar("M", bound=Message)
 
 #: How a saga finds its instance for a message: the name of a field of the message, or a
 #: function of the message (or of the session and the message) returning the correlation id.
@@ -95,9 +99,12 @@ class Saga(Generic[DataT]):
     removed: ClassVar[Mapping[str, str]] = {}
     on_old_version: ClassVar[evolution.OldVersionPolicy] = "finish_old_path"
     migrate_at: ClassVar[Collection[str]] = ()
+    #: The commands this saga sends that are undone when it fails (see `sagas.compensation`).
+    steps: ClassVar[Sequence[Step]] = ()
 
     # Built once per class from the declarations above.
     machine: ClassVar[Machine]
+    joins: ClassVar[tuple[Join, ...]]
     data_type: ClassVar[type[BaseModel]]
     message_types: ClassVar[dict[str, type[Message]]]
     starting_triggers: ClassVar[frozenset[str]]
@@ -197,6 +204,10 @@ class Saga(Generic[DataT]):
             f"<{type(self).__name__} {self.correlation_id!r} in {self.state_name!r} "
             f"v{self.version}>"
         )
+
+    def part(self, message_type: type[M]) -> M | None:
+        """The message of `message_type` a `join` of this saga kept (None: not in yet)."""
+        return join_part(self, message_type)
 
     @classmethod
     def mermaid(cls, path: Sequence[str] = ()) -> str:
