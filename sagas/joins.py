@@ -124,7 +124,9 @@ class KeepPart:
 
     def __call__(self, ctx: SagaContext, message: Message) -> None:
         parts = ledger(ctx.saga).parts.setdefault(self.join.name, {})
-        parts.setdefault(message.type_name, message.model_dump(mode="json"))
+        # The message's own fields: its envelope (id, times, causation) is in the journal.
+        body = message.model_dump(mode="json", exclude=set(Message.model_fields))
+        parts.setdefault(message.type_name, body)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, create_model, model_serializer
 
 from sagas.errors import SagaDefinitionError
 
@@ -39,6 +39,11 @@ class Ledger(BaseModel):
     done: list[str] = Field(default_factory=list)
     #: Compensating command type names, in the order they were sent.
     compensated: list[str] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Only what was recorded: the saga's data stays readable in `sagas show` and the demo.
+        return {key: value for key, value in handler(self).items() if value}
 
 
 def with_ledger(cls: type[Saga[Any]], data_type: type[BaseModel]) -> type[BaseModel]:

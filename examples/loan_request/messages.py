@@ -111,7 +111,7 @@ class RemindReviewer(Command, type="reviews.RemindReviewer"):
 
 
 class EscalateReview(Command, type="reviews.EscalateReview"):
-    """Hand a review nobody answered to the head of lending."""
+    """Hand a review nobody answered to a supervisor."""
 
     loan_id: str
     applicant: str

@@ -166,7 +166,7 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
         ctx.send(RemindReviewer(loan_id=self.correlation_id), to="reviews")
 
     def escalate(self, ctx: SagaContext, _due: ReviewEscalationDue) -> None:
-        """No answer after every reminder: the head of lending decides, within two days."""
+        """No answer after every reminder: a supervisor decides, within two days."""
         ctx.send(EscalateReview(loan_id=self.correlation_id, applicant=self.data.applicant),
                  to="reviews")  # fmt: skip
         due = ReviewDeadlineDue(loan_id=self.correlation_id)

@@ -4,7 +4,7 @@ The credit bureau and the criminal-records check answer at once (except that the
 answers about an applicant in `UNANSWERED`: a lost request, say); the email service writes its
 mail to a table (and, choreographed, reacts to the saga's outcome events on its own); the review
 service opens a task for a person, who answers through `complete_review`, and hands a review
-nobody answered to the head of lending.
+nobody answered to a supervisor.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def remind_reviewer(ctx: HandlerContext, command: RemindReviewer) -> None:
 
 @handles(EscalateReview)
 def escalate_review(ctx: HandlerContext, command: EscalateReview) -> None:
-    _mail(ctx, "head of lending", f"Loan {command.loan_id} ({command.applicant}) waits for you")
+    _mail(ctx, "supervisor", f"Loan {command.loan_id} ({command.applicant}) waits for your review")
 
 
 def complete_review(session: Session, loan_id: str, *, approved: bool) -> None:
