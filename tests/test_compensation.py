@@ -231,3 +231,33 @@ def test_the_diagram_draws_the_compensations_on_the_failing_edges() -> None:
         "    paying --> cancelled: trips.CardDeclined / undo RefundCard, CancelFlight, CancelHotel"
         in diagram.splitlines()
     )
+
+
+class Unsendable(Saga[Nothing], name="comptest.Unsendable"):
+    """Its compensation needs a warehouse the reservation does not name."""
+
+    states = ["new", "reserving", {"name": "done", "final": True}]
+    steps = [step(Reserve, compensate=Release, done=Reserved)]
+    transitions = [
+        on(Failed, "new", "reserving", after="reserve"),
+        on(Reserved, "reserving", "done"),
+        on(Failed, "reserving", "done", compensate=True),
+    ]
+
+    def reserve(self, ctx: SagaContext, failed: Failed) -> None:
+        ctx.send(Reserve(order_id=failed.order_id), to="stock")
+
+
+def test_graph_check_fails_on_a_compensation_that_can_never_be_sent() -> None:
+    """`sagabox graph --check` reports it as an error, and knows the runtime sends the
+    compensations of a sound saga (the order's refund is not "sent by nobody")."""
+    from examples.order.apps import apps as order_apps
+    from sagabox import App, graph
+
+    stock = App("stock", sagas=[Unsendable], inputs=[Failed, Reserved])
+    problems = [str(p) for p in graph.check(graph.build([stock]))]
+    assert [p for p in problems if "compensation never sent" in p] == [
+        "error: compensation never sent: comptest.Unsendable: Reserve → Release: Release needs "
+        "['warehouse'], which Reserve does not carry; pass step(..., build='method')"
+    ]
+    assert [] == [str(p) for p in graph.check(graph.build(order_apps()))]
