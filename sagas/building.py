@@ -87,7 +87,7 @@ def build(cls: type[Saga[Any]]) -> None:
             | {"trigger": trigger.type_name}
         )
     cls.message_types = message_types
-    refuse_coroutines(cls)
+    refuse_coroutines(cls, transitions)
 
     try:
         cls.machine = Machine(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from outbox.messages import Message
 from sagabox.testing import SagaHarness
-from sagas import JoinTimedOut, Saga, SagaContext, SagaDefinitionError, join, on
+from sagas import JoinTimedOut, Saga, SagaContext, SagaDefinitionError, branch, join, on
 from tests import join_app
 from tests.join_app import Application, Applied, CreditScored, IdentityVerified
 from tests.relay_helpers import wait_for
@@ -275,3 +275,22 @@ def test_join_keeps_parts_apart_from_the_envelope() -> None:
     assert {
         "parts": {"join/checking": {CreditScored.type_name: {"case_id": "E", "good": True}}}
     } == (dumped["sagabox"])
+
+
+def test_an_async_action_in_a_join_branch_is_refused() -> None:
+    with pytest.raises(SagaDefinitionError, match="is `async def`"):
+
+        class Awaiting(Saga[Empty], name="jointest.Awaiting"):
+            states = ["new", "checking", {"name": "done", "final": True}]
+            transitions = [
+                on(Applied, "new", "checking"),
+                join(
+                    CreditScored,
+                    IdentityVerified,
+                    source="checking",
+                    into=branch("done", after="decide"),
+                ),
+            ]
+
+            async def decide(self, ctx: SagaContext, _part: object) -> None:
+                pass
