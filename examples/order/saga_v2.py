@@ -158,9 +158,6 @@ class OrderSagaV2(Saga[OrderDataV2], name="orders.Order"):
 
 @OrderSagaV2.data_upcaster(from_version=1)
 def _charges_sent(data: dict[str, Any]) -> dict[str, Any]:
-    """v1 called the number of charge requests sent `charge_attempts`; its compensation
-    bookkeeping (v1 refunds as a declared compensation) has no place in v2, which refunds in
-    its own action."""
+    """v1 called the number of charge requests sent `charge_attempts`."""
     data["charges_sent"] = data.pop("charge_attempts", 0)
-    data.pop("sagabox", None)
     return data
