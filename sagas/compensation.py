@@ -131,7 +131,7 @@ class Track:
                     COMPENSATING,
                     from_state=saga.state_name,
                     to_state=saga.state_name,
-                    version=ctx.transition_number,
+                    # No version: the saga's transition line that sent it carries that one.
                     incarnation=saga.incarnation,
                     definition_version=saga.definition_version,
                 )
