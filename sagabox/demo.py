@@ -25,6 +25,7 @@ from outbox.tables import inbox_messages
 from sagabox.app import App
 from sagabox.demo_catalog import load_scenario
 from sagabox.testing import SagaHarness, Shipped
+from sagas import ledger
 from sagas.tables import saga_instances, saga_journal
 from sagas.timeouts import Timeout
 
@@ -204,7 +205,9 @@ def print_final(engine: Engine, scenario: ModuleType, stage: Scene, out: TextIO)
         ).all()
     for row in sagas:
         saga = row.saga_type.rsplit(".", 1)[-1]
-        print(f"  {saga} {row.correlation_id}: {row.state}  {row.data}", file=out)
+        # The joins' parts and the steps' progress (`sagas.ledger`) would drown the line.
+        data = {key: value for key, value in row.data.items() if key != ledger.FIELD}
+        print(f"  {saga} {row.correlation_id}: {row.state}  {data}", file=out)
     if not sagas:
         print("  (no sagas: this flow is choreography only)", file=out)
     report: Callable[[Scene, TextIO], Any] | None = getattr(scenario, "report", None)

@@ -58,6 +58,8 @@ class Flow:
     timeout_types: set[str] = field(default_factory=set)
     #: (saga's endpoint, fault type name, type name of the command it is about).
     faults: set[tuple[str, str, str]] = field(default_factory=set)
+    #: What the sagas' own `check()` finds that no message can fix (a compensation never sent).
+    broken: list[Problem] = field(default_factory=list)
 
     def handlers_of(self, message: str) -> list[Handle]:
         return [h for h in self.handles if h.message == message]
@@ -92,12 +94,39 @@ def build(apps: Iterable[App]) -> Flow:
             for cls in saga.__mro__:
                 if cls is not Saga and isinstance(cls, type) and issubclass(cls, Saga):
                     flow.emits.extend(_emits(cls, app.name, component))
+            flow.emits.extend(_compensations(saga, app.name, flow.emits))
+            flow.broken.extend(
+                Problem(finding.kind, f"{component}: {finding.detail}")
+                for finding in saga.check()
+                if finding.kind == "compensation never sent"
+            )
         for message, name, handler in app.handlers:
             flow.emits.extend(_emits(handler, app.name, name))
             flow.handles.append(Handle(app.name, name, message, False))
     flow.emits = list(dict.fromkeys(flow.emits))
     flow.handles = list(dict.fromkeys(flow.handles))
     return flow
+
+
+def _compensations(saga: type[Saga[Any]], endpoint: str, emits: list[Emit]) -> list[Emit]:
+    """The compensating commands a saga's declared steps send (the runtime sends them, so
+    no action's code names them), to where the step's command goes."""
+    found = []
+    for declared in saga.steps:
+        destinations = (
+            {declared.to}
+            if declared.to
+            else {
+                e.destination
+                for e in emits
+                if e.component == saga.saga_type and e.message == declared.command.type_name
+            }
+        )
+        for destination in destinations or {None}:
+            found.append(
+                Emit(endpoint, saga.saga_type, declared.compensate.type_name, "send", destination)
+            )
+    return found
 
 
 def _emits(code: Any, endpoint: str, component: str) -> list[Emit]:
@@ -209,6 +238,7 @@ def check(flow: Flow) -> list[Problem]:
                     "from outside",
                 )
             )
+    problems.extend(flow.broken)
     problems.extend(_cycles(flow))
     problems.extend(_chains(flow))
     return list(dict.fromkeys(problems))

@@ -6,6 +6,7 @@ Builds on `outbox`: a saga's emitted messages go to the outbox in the caller's t
 from __future__ import annotations
 
 from outbox.faults import Faulted
+from sagas.compensation import Step, step
 from sagas.context import SagaContext
 from sagas.definition import Saga, on
 from sagas.diagram import Finding
@@ -23,6 +24,7 @@ from sagas.errors import (
     UnknownSagaType,
 )
 from sagas.evolution import EVERYWHERE, OLD_PATH
+from sagas.joins import Branch, JoinTimedOut, branch, join
 from sagas.requests import Misaddressed, RequestTimedOut
 from sagas.retention import prune_finished, prune_journal
 from sagas.runtime import Handled, SagaRuntime
@@ -32,6 +34,7 @@ __all__ = [
     "EVERYWHERE",
     "OLD_PATH",
     "BatchSpoiled",
+    "Branch",
     "ConcurrencyConflict",
     "CorrelationChanged",
     "Faulted",
@@ -39,6 +42,7 @@ __all__ = [
     "Handled",
     "InvalidCorrelationId",
     "InvalidTransition",
+    "JoinTimedOut",
     "Misaddressed",
     "MissingCorrelation",
     "PendingTimeout",
@@ -50,9 +54,13 @@ __all__ = [
     "SagaError",
     "SagaNotFound",
     "SagaRuntime",
+    "Step",
     "Timeout",
     "UnknownSagaType",
+    "branch",
+    "join",
     "on",
     "prune_finished",
     "prune_journal",
+    "step",
 ]

@@ -8,7 +8,7 @@ which runs these same synchronous methods on their `AsyncSession`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from outbox.sync_only import is_coroutine_callable
@@ -23,9 +23,12 @@ TRANSITION_CALLBACKS = ("conditions", "unless", "before", "after", "prepare")
 STATE_CALLBACKS = ("on_enter", "on_exit", "on_timeout")
 
 
-def refuse_coroutines(cls: type[Saga[Any]]) -> None:
-    """Raise `SagaDefinitionError` naming the first `async def` callable `cls` declares."""
-    for role, named in _declared(cls):
+def refuse_coroutines(
+    cls: type[Saga[Any]], transitions: Iterable[Mapping[str, Any]] | None = None
+) -> None:
+    """Raise `SagaDefinitionError` naming the first `async def` callable `cls` declares
+    (in `transitions`, when given: the declared ones with each `join(...)` spelled out)."""
+    for role, named in _declared(cls, cls.transitions if transitions is None else transitions):
         func = getattr(cls, named, None) if isinstance(named, str) else named
         if func is not None and is_coroutine_callable(func):
             what = named if isinstance(named, str) else getattr(func, "__qualname__", repr(func))
@@ -39,8 +42,10 @@ def refuse_coroutines(cls: type[Saga[Any]]) -> None:
             )
 
 
-def _declared(cls: type[Saga[Any]]) -> Iterator[tuple[str, Any]]:
-    for transition in cls.transitions:
+def _declared(
+    cls: type[Saga[Any]], transitions: Iterable[Mapping[str, Any]]
+) -> Iterator[tuple[str, Any]]:
+    for transition in transitions:
         for key in TRANSITION_CALLBACKS:
             for named in _listed(transition.get(key)):
                 yield f"transition {key}", named

@@ -7,19 +7,20 @@ the number of sagas.
 
 from __future__ import annotations
 
-import inspect
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, get_args, get_origin
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ValidationError
-from transitions import Machine, State
+from pydantic import BaseModel
+from transitions import Machine
 
 from outbox.messages import Message
-from sagas import correlation, evolution, not_found
-from sagas.declared import refuse_coroutines
+from sagas import correlation, evolution
+from sagas.building import build, default_correlator
+from sagas.building import state_name as state_name
+from sagas.compensation import Step
 from sagas.errors import (
     CorrelationChanged,
     MissingCorrelation,
@@ -27,6 +28,8 @@ from sagas.errors import (
     NotFoundPolicy,
     SagaDefinitionError,
 )
+from sagas.joins import Join
+from sagas.joins import part as join_part
 from sagas.timeouts import PendingTimeout
 
 if TYPE_CHECKING:
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from sagas.diagram import Finding
 
 DataT = TypeVar("DataT", bound=BaseModel)
+M = TypeVar("M", bound=Message)
 
 #: How a saga finds its instance for a message: the name of a field of the message, or a
 #: function of the message (or of the session and the message) returning the correlation id.
@@ -62,17 +66,6 @@ def on(
     (see `sagas.evolution`): they finish on their old path while new ones take the current one.
     """
     return {"trigger": message, "source": source, "dest": dest, **options}
-
-
-def state_name(state: Any) -> str:
-    """The name sagabox stores for a state given as a string, an Enum member or a State."""
-    if isinstance(state, Enum):
-        return state.name
-    if isinstance(state, State):
-        return str(state.name)
-    if isinstance(state, Mapping):
-        return state_name(state["name"])
-    return str(state)
 
 
 class Saga(Generic[DataT]):
@@ -107,9 +100,12 @@ class Saga(Generic[DataT]):
     removed: ClassVar[Mapping[str, str]] = {}
     on_old_version: ClassVar[evolution.OldVersionPolicy] = "finish_old_path"
     migrate_at: ClassVar[Collection[str]] = ()
+    #: The commands this saga sends that are undone when it fails (see `sagas.compensation`).
+    steps: ClassVar[Sequence[Step]] = ()
 
     # Built once per class from the declarations above.
     machine: ClassVar[Machine]
+    joins: ClassVar[tuple[Join, ...]]
     data_type: ClassVar[type[BaseModel]]
     message_types: ClassVar[dict[str, type[Message]]]
     starting_triggers: ClassVar[frozenset[str]]
@@ -144,7 +140,7 @@ class Saga(Generic[DataT]):
         super().__init_subclass__()
         if not abstract:
             cls.saga_type = name or cls.__name__
-            _build(cls)
+            build(cls)
 
     def __init__(
         self,
@@ -210,6 +206,10 @@ class Saga(Generic[DataT]):
             f"v{self.version}>"
         )
 
+    def part(self, message_type: type[M]) -> M | None:
+        """The message of `message_type` a `join` of this saga kept (None: not in yet)."""
+        return join_part(self, message_type)
+
     @classmethod
     def mermaid(cls, path: Sequence[str] = ()) -> str:
         """This saga as a Mermaid state diagram, with the states on `path` highlighted."""
@@ -239,7 +239,7 @@ class Saga(Generic[DataT]):
     @classmethod
     def correlate(cls, message: Message, session: Session | None = None) -> str:
         """Find the correlation id of the instance `message` belongs to."""
-        correlator = cls._correlators.get(message.type_name, _default_correlator)
+        correlator = cls._correlators.get(message.type_name, default_correlator)
         value = correlator(session, message)
         if value is None or value == "":
             raise MissingCorrelation(
@@ -279,156 +279,3 @@ class Saga(Generic[DataT]):
                 f"{self.saga_type}: stored state {name!r} is not declared; was it renamed?"
             )
         return name
-
-
-def _default_correlator(_session: Session | None, message: Message) -> object:
-    return message.correlation_id
-
-
-def _build(cls: type[Saga[Any]]) -> None:
-    """Check a saga class's declarations and build its one machine."""
-    cls.data_type = _data_type(cls)
-    try:
-        cls.data_type()
-    except ValidationError as exc:
-        raise SagaDefinitionError(
-            f"{cls.__name__}: every field of {cls.data_type.__name__} needs a default, because "
-            f"a new saga starts from {cls.data_type.__name__}() ({exc.error_count()} missing)"
-        ) from None
-
-    states = cls.states
-    cls._state_enum = states if isinstance(states, type) and issubclass(states, Enum) else None
-    if not list(states):
-        raise SagaDefinitionError(f"{cls.__name__}: declare its `states`")
-    declared, gated = evolution.prepare(cls, list(states), cls.transitions)
-    cls.state_names = tuple(state_name(s) for s in declared)
-    cls.old_versions = evolution.old_versions(gated)
-    initial = cls.initial if cls.initial is not None else declared[0]
-    cls.initial_state = state_name(initial)
-
-    message_types: dict[str, type[Message]] = {}
-    spec: list[dict[str, Any]] = []
-    starting: set[str] = set()
-    for transition in gated:
-        trigger = transition.get("trigger")
-        if not (isinstance(trigger, type) and issubclass(trigger, Message) and trigger.type_name):
-            raise SagaDefinitionError(
-                f"{cls.__name__}: a transition's trigger must be a message class, got {trigger!r}"
-            )
-        message_types[trigger.type_name] = trigger
-        _check_states(cls, trigger, transition)
-        if _starts(cls, trigger, transition):
-            starting.add(trigger.type_name)
-        spec.append(
-            {key: value for key, value in transition.items() if key != "starts"}
-            | {"trigger": trigger.type_name}
-        )
-    cls.message_types = message_types
-    refuse_coroutines(cls)
-    not_found.check(cls)
-
-    try:
-        cls.machine = Machine(
-            model=None,  # instances are driven through it, never attached to it
-            states=states if cls._state_enum is not None else declared,
-            transitions=spec,
-            initial=initial,
-            auto_transitions=False,
-            ignore_invalid_triggers=False,
-            model_attribute="state",
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SagaDefinitionError(f"{cls.__name__}: {exc}") from exc
-
-    cls.final_states = frozenset(
-        name for name in cls.state_names if getattr(cls.machine.get_state(name), "final", False)
-    )
-    cls.starting_triggers = frozenset(starting)
-    cls._correlators = {
-        message.type_name: _correlator(cls, message, how)
-        for message, how in cls.correlation.items()
-    }
-    cls._ignored = {}
-    for message, ignored_states in cls.ignore.items():
-        names = frozenset(state_name(s) for s in ignored_states)
-        unknown = names.difference(cls.state_names)
-        if unknown:
-            raise SagaDefinitionError(
-                f"{cls.__name__}.ignore names undeclared states {sorted(unknown)} for "
-                f"{message.__name__}"
-            )
-        cls._ignored[message.type_name] = names
-        cls.message_types.setdefault(message.type_name, message)
-
-
-def _check_states(
-    cls: type[Saga[Any]], trigger: type[Message], transition: Mapping[str, Any]
-) -> None:
-    # transitions accepts undeclared states silently; a typo would only show at run time.
-    sources = transition.get("source")
-    named = [] if sources == "*" else sources if isinstance(sources, list | tuple) else [sources]
-    if transition.get("dest") is not None:
-        named = [*named, transition["dest"]]
-    unknown = sorted({state_name(s) for s in named} - set(cls.state_names))
-    if unknown:
-        raise SagaDefinitionError(
-            f"{cls.__name__}: the transition on {trigger.__name__} names undeclared states "
-            f"{unknown}; declare them in `states`"
-        )
-
-
-def _starts(cls: type[Saga[Any]], trigger: type[Message], transition: Mapping[str, Any]) -> bool:
-    """Whether the transition creates a saga: its source names the initial state, or it says
-    `starts=True` (needed for a wildcard source, which would otherwise start one by accident)."""
-    sources = transition.get("source")
-    wildcard = sources == "*" or (isinstance(sources, list | tuple) and "*" in sources)
-    named = [] if sources == "*" else sources if isinstance(sources, list | tuple) else [sources]
-    from_initial = cls.initial_state in {state_name(s) for s in named if s != "*"}
-    starts = transition.get("starts")
-    if starts is None:
-        return from_initial
-    if starts and not (from_initial or wildcard):
-        raise SagaDefinitionError(
-            f"{cls.__name__}: the transition on {trigger.__name__} says starts=True, but its "
-            f"source does not include the initial state {cls.initial_state!r}"
-        )
-    return bool(starts)
-
-
-def _data_type(cls: type[Saga[Any]]) -> type[BaseModel]:
-    for base in getattr(cls, "__orig_bases__", ()):
-        origin = get_origin(base)
-        if isinstance(origin, type) and issubclass(origin, Saga):
-            (argument,) = get_args(base)
-            if isinstance(argument, type) and issubclass(argument, BaseModel):
-                return argument
-    inherited = getattr(cls, "data_type", None)
-    if inherited is None:
-        raise SagaDefinitionError(
-            f"{cls.__name__}: name its data model, as in `class {cls.__name__}(Saga[MyData])`"
-        )
-    return cast(type[BaseModel], inherited)
-
-
-def _correlator(
-    cls: type[Saga[Any]], message: type[Message], how: Correlator
-) -> Callable[[Session | None, Message], object]:
-    if isinstance(how, str):
-        if how not in message.model_fields:
-            raise SagaDefinitionError(
-                f"{cls.__name__}.correlation: {message.__name__} has no field {how!r}"
-            )
-        return lambda _session, msg: getattr(msg, how)
-    if not callable(how):
-        raise SagaDefinitionError(
-            f"{cls.__name__}.correlation[{message.__name__}] must be a field name or a function"
-        )
-    arity = len(inspect.signature(how).parameters)
-    if arity == 1:
-        return lambda _session, msg: how(msg)
-    if arity == 2:
-        return lambda session, msg: how(session, msg)
-    raise SagaDefinitionError(
-        f"{cls.__name__}.correlation[{message.__name__}]: a finder takes (message) or "
-        "(session, message)"
-    )

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sagas import evolution
+from sagas.compensation import Track
 from sagas.definition import Saga, state_name
+from sagas.joins import Complete, JoinTimedOut
 
 
 @dataclass(frozen=True)
@@ -30,33 +32,76 @@ def edges(saga: type[Saga[Any]]) -> Iterator[tuple[str, str, str]]:
                 yield source, state_name(dest), trigger
 
 
-def old_version_edges(saga: type[Saga[Any]]) -> dict[tuple[str, str, str], frozenset[int]]:
-    """The edges kept only for instances of older versions (`on(..., versions=(1,))`), with
-    those versions."""
-    found: dict[tuple[str, str, str], frozenset[int]] = {}
+def labelled_edges(saga: type[Saga[Any]]) -> Iterator[tuple[str, str, str]]:
+    """Every (source, destination, label) as diagrams draw it: the trigger with the guards
+    that tell its branches apart (`[picked]`, `[not credit_ok]`), a join's parts as one
+    trigger (its "still waiting" loops left out), the compensations a failing transition
+    sends (`/ undo RefundPayment`), and `(old: v1 only)` on a transition kept for old versions."""
+    joins = {j.source: j for j in saga.joins}
     for trigger, event in saga.machine.events.items():
         for source, transitions in event.transitions.items():
+            branched = any(_guard(c) for t in transitions for c in t.conditions)
             for transition in transitions:
-                for condition in transition.conditions:
-                    gate = condition.func
-                    if isinstance(gate, evolution.Gate) and gate.versions is not None:
-                        dest = transition.dest if transition.dest is not None else source
-                        found[(source, state_name(dest), trigger)] = gate.versions
-    return found
+                guards = [_guard(c) for c in transition.conditions]
+                if any(isinstance(c.func, Complete) for c in transition.conditions):
+                    if not transition.dest:
+                        continue  # a join still waiting for its other parts
+                    trigger_label = joins[source].label_of_types
+                elif trigger == JoinTimedOut.type_name and source in joins:
+                    trigger_label = (
+                        f"no {joins[source].label_of_types} within {_span(joins[source].within)}"
+                    )
+                else:
+                    trigger_label = trigger
+                label = trigger_label
+                shown = [g for g in guards if g] or (["else"] if branched else [])
+                if shown:
+                    label += f" [{', '.join(shown)}]"
+                undo = [f.steps for f in transition.after if isinstance(f, Track) and f.compensate]
+                if undo:
+                    names = [s.compensate.__name__ for s in reversed(undo[0])]
+                    label += f" / undo {', '.join(names)}"
+                dest = transition.dest if transition.dest is not None else source
+                if (versions := _old_versions(transition)) is not None:
+                    label += f" (old: {', '.join(f'v{v}' for v in sorted(versions))} only)"
+                yield source, state_name(dest), label
+
+
+def _old_versions(transition: Any) -> frozenset[int] | None:
+    """The versions a transition is kept for (`on(..., versions=(1,))`), None for every one."""
+    for condition in transition.conditions:
+        gate = condition.func
+        if isinstance(gate, evolution.Gate) and gate.versions is not None:
+            return frozenset(gate.versions)
+    return None
+
+
+def _guard(condition: Any) -> str:
+    func = condition.func
+    if isinstance(func, evolution.Gate | Complete):
+        return ""  # version gates and a join's own condition are not the user's guards
+    name = func if isinstance(func, str) else getattr(func, "__name__", repr(func))
+    return str(name) if condition.target else f"not {name}"
+
+
+def _span(within: Any) -> str:
+    seconds = int(within.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 def mermaid(saga: type[Saga[Any]], path: Iterable[str] = ()) -> str:
-    """The saga as a Mermaid `stateDiagram-v2`; states on `path` (say, one instance's
-    journey) are highlighted, and the transitions kept for old versions say so."""
+    """The saga as a Mermaid `stateDiagram-v2`, each arrow labelled with its trigger and
+    guards (see `labelled_edges`), and the transitions kept for old versions say so; states on
+    `path` (say, one instance's journey) are highlighted."""
     lines = ["stateDiagram-v2", f"    [*] --> {saga.initial_state}"]
     seen: set[tuple[str, str, str]] = set()
-    old = old_version_edges(saga)
-    for source, dest, trigger in edges(saga):
-        if (source, dest, trigger) not in seen:
-            seen.add((source, dest, trigger))
-            label = trigger
-            if (versions := old.get((source, dest, trigger))) is not None:
-                label += f" (old: {', '.join(f'v{v}' for v in sorted(versions))} only)"
+    for source, dest, label in labelled_edges(saga):
+        if (source, dest, label) not in seen:
+            seen.add((source, dest, label))
             lines.append(f"    {source} --> {dest}: {label}")
     lines.extend(f"    {final} --> [*]" for final in sorted(saga.final_states))
     visited = [state for state in dict.fromkeys(path) if state in saga.state_names]
@@ -106,6 +151,7 @@ def check(saga: type[Saga[Any]], occupied: Iterable[tuple[int, str]] = ()) -> li
             )
     for trigger in sorted(set(saga.message_types) - used_triggers):
         findings.append(Finding("unused message", f"{trigger} starts no transition"))
+    findings.extend(_compensation_findings(saga))
     for attribute in sorted(vars(saga)):
         if attribute.startswith(("on_enter_", "on_exit_")) and callable(getattr(saga, attribute)):
             findings.append(
@@ -116,3 +162,37 @@ def check(saga: type[Saga[Any]], occupied: Iterable[tuple[int, str]] = ()) -> li
                 )
             )
     return findings
+
+
+def _compensation_findings(saga: type[Saga[Any]]) -> Iterator[Finding]:
+    """Steps whose compensation can never be sent: it cannot be built from the step's
+    command, no transition compensates, or the step never counts as done."""
+    if not saga.steps:
+        return
+    compensating = any(
+        isinstance(f, Track) and f.compensate
+        for event in saga.machine.events.values()
+        for transitions in event.transitions.values()
+        for transition in transitions
+        for f in transition.after
+    )
+    for declared in saga.steps:
+        undo = f"{declared.command.__name__} → {declared.compensate.__name__}"
+        missing = declared.missing_fields()
+        if missing:
+            yield Finding(
+                "compensation never sent",
+                f"{undo}: {declared.compensate.__name__} needs {missing}, which "
+                f"{declared.command.__name__} does not carry; pass step(..., build='method')",
+            )
+        if not compensating:
+            yield Finding(
+                "compensation never sent",
+                f"{undo}: no transition says compensate=True",
+            )
+        unhandled = [m.__name__ for m in declared.done if m.type_name not in saga.message_types]
+        if unhandled:
+            yield Finding(
+                "compensation never sent",
+                f"{undo}: the step is done by {unhandled}, which no transition handles",
+            )

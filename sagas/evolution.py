@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from sagas import ledger
 from sagas.errors import SagaDefinitionError
 
 if TYPE_CHECKING:
@@ -260,6 +261,9 @@ def _refuse_lost_fields(cls: type[Saga[Any]], data: Mapping[str, Any], data_vers
         return
     known = set(model.model_fields)
     known.update(f.alias for f in model.model_fields.values() if f.alias)
+    # sagabox's own bookkeeping of joins and steps (`sagas.ledger`) serves only a definition
+    # that declares them: one that declares none has nothing of it to keep.
+    known.add(ledger.FIELD)
     lost = sorted(set(data) - known)
     if lost:
         raise SagaDefinitionError(

@@ -82,10 +82,15 @@ def test_sagas_show_of_an_unknown_instance_says_where_to_look(
 def test_sagas_stuck_finds_what_nothing_will_move(
     loans: SagaHarness, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Bob's review reminders are used up and nobody reviewed: after a day he is stuck. Ada
-    waits too, but her offer's reminders and expiry are pending, so she is not."""
+    """Bob's review went unanswered and was escalated, with a deadline pending, so nothing is
+    stuck; once an operator cancels that deadline nothing will move him, and a day later he is
+    stuck. Ada waits too, but her offer's reminders and expiry are pending, so she is not."""
     db = ("--db", loans.database)
     assert "nothing stuck" in _run(capsys, "sagas", "stuck", "--older-than", "1d", *db)
+    loans.advance(DAY)
+    assert "nothing stuck" in _run(capsys, "sagas", "stuck", "--older-than", "1d", *db)
+    deadline = ("loans.LoanApplication", "L-1001", "review-deadline", "--actor", "test")
+    _run(capsys, "timeouts", "cancel", *deadline, *db)
     loans.advance(DAY)
     stuck = _run(capsys, "sagas", "stuck", "--older-than", "1d", "--json", *db)
     assert ["L-1001"] == [json.loads(line)["correlation_id"] for line in stuck.splitlines()]

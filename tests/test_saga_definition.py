@@ -82,13 +82,14 @@ def test_ten_thousand_instances_share_one_machine_that_keeps_none_of_them() -> N
 
 
 def test_mermaid_diagram_of_the_loan_saga() -> None:
-    """The diagram shows the start, every transition labelled by message, and the final states;
-    a path highlights the states one instance went through."""
+    """The diagram shows the start, every transition labelled by message and guards (so the two
+    arrows for one message are told apart), and the final states; a path highlights the states
+    one instance went through."""
     expected = """stateDiagram-v2
     [*] --> new
     new --> checking: sagatest.LoanRequested
-    checking --> offered: sagatest.CreditChecked
-    checking --> denied: sagatest.CreditChecked
+    checking --> offered: sagatest.CreditChecked [credit_ok]
+    checking --> denied: sagatest.CreditChecked [not credit_ok]
     offered --> accepted: sagatest.OfferAccepted
     accepted --> [*]
     denied --> [*]

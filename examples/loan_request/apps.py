@@ -27,6 +27,7 @@ def apps() -> list[App]:
         App(
             "email",
             handlers=[
+                services.email_offer,
                 services.email_the_outcome,
                 services.remind_customer,
                 services.alert_authorities,
@@ -34,7 +35,11 @@ def apps() -> list[App]:
         ),
         App(
             "reviews",
-            handlers=[services.open_review_task, services.remind_reviewer],
+            handlers=[
+                services.open_review_task,
+                services.remind_reviewer,
+                services.escalate_review,
+            ],
             inputs=[LoanReviewed],  # the reviewer's screen (services.complete_review)
         ),
     ]

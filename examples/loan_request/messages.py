@@ -47,10 +47,6 @@ class OfferExpired(Event, type="loans.OfferExpired"):
     applicant: str
 
 
-class ChecksOverdue(Timeout, type="loans.ChecksOverdue"):
-    loan_id: str
-
-
 class OfferReminderDue(Timeout, type="loans.OfferReminderDue"):
     loan_id: str
 
@@ -60,6 +56,18 @@ class OfferExpiryDue(Timeout, type="loans.OfferExpiryDue"):
 
 
 class ReviewReminderDue(Timeout, type="loans.ReviewReminderDue"):
+    loan_id: str
+
+
+class ReviewEscalationDue(Timeout, type="loans.ReviewEscalationDue"):
+    """Every reminder went unanswered: the review goes to the head of lending."""
+
+    loan_id: str
+
+
+class ReviewDeadlineDue(Timeout, type="loans.ReviewDeadlineDue"):
+    """Even the escalated review got no answer: the loan is denied rather than left waiting."""
+
     loan_id: str
 
 
@@ -102,9 +110,25 @@ class RemindReviewer(Command, type="reviews.RemindReviewer"):
     loan_id: str
 
 
+class EscalateReview(Command, type="reviews.EscalateReview"):
+    """Hand a review nobody answered to a supervisor."""
+
+    loan_id: str
+    applicant: str
+
+
 class LoanReviewed(Event, type="reviews.LoanReviewed"):
     loan_id: str
     approved: bool
+
+
+class EmailOffer(Command, type="email.EmailOffer"):
+    """Mail the customer the offer the moment it is made."""
+
+    loan_id: str
+    applicant: str
+    amount: Decimal
+    valid_for_days: int
 
 
 class RemindCustomer(Command, type="email.RemindCustomer"):

@@ -3,26 +3,28 @@
 new ──LoanRequested──▶ checking ──both checks in──▶ offered ──OfferAccepted──▶ approved
                           │  └──picked for review──▶ in_review ──LoanReviewed──▶ offered
                           └──suspected, not creditworthy, or no answer in a day──▶ denied
-offered ──day 7──▶ expired           (reminders to the customer on days 2 and 4)
+in_review ──3 reminders, no answer──▶ escalated ──LoanReviewed──▶ offered (or denied;
+                                                  no answer in 2 days: denied)
+offered ──day 7──▶ expired    (the offer mailed at once; reminders on days 2 and 4)
 """
 
 from __future__ import annotations
 
 import hashlib
 from decimal import Decimal
-from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import update
 
-from sagas import Saga, SagaContext, on
+from sagas import Saga, SagaContext, branch, join, on
 
 from ..timing import DAY, HOUR
 from .messages import (
     AlertAuthorities,
-    ChecksOverdue,
     CreditChecked,
     CriminalActivityChecked,
+    EmailOffer,
+    EscalateReview,
     LoanApproved,
     LoanDenied,
     LoanOffered,
@@ -34,6 +36,8 @@ from .messages import (
     OfferReminderDue,
     RemindCustomer,
     RemindReviewer,
+    ReviewDeadlineDue,
+    ReviewEscalationDue,
     ReviewLoan,
     ReviewReminderDue,
     RunCreditCheck,
@@ -43,25 +47,18 @@ from .tables import loans
 
 #: About one request in four gets a human look before the offer.
 REVIEW_SHARE = 4
+REVIEW_REMINDER, REVIEW_REMINDERS = 4 * HOUR, 3
+ESCALATED_REVIEW_WITHIN = 2 * DAY
+OFFER_DAYS = 7
+#: The states where a review's answer decides.
+REVIEWING = ["in_review", "escalated"]
 
 
 class LoanData(BaseModel):
     applicant: str = ""
     amount: Decimal = Decimal(0)
-    creditworthy: bool | None = None
-    suspected: bool | None = None
     denial: str | None = None
-
-
-def _on_check_result(result: type[CreditChecked | CriminalActivityChecked]) -> list[Any]:
-    """The four ways a check result can leave `checking`; the first whose guards pass wins."""
-    keep = {"prepare": "keep_result"}
-    return [
-        on(result, "checking", "denied", **keep, conditions=["both_in", "must_deny"], after="deny"),
-        on(result, "checking", "in_review", **keep, conditions=["both_in", "picked"], after="ask"),
-        on(result, "checking", "offered", **keep, conditions="both_in", after="offer"),
-        on(result, "checking", None, **keep),  # still waiting for the other one
-    ]
+    # The check results themselves are the join's parts: `self.part(CreditChecked)`.
 
 
 class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
@@ -71,6 +68,7 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
         "new",
         "checking",
         "in_review",
+        "escalated",
         "offered",
         {"name": "approved", "final": True},
         {"name": "denied", "final": True},
@@ -78,12 +76,24 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
     ]
     transitions = [
         on(LoanRequested, "new", "checking", after="start_checks"),
-        *_on_check_result(CreditChecked),
-        *_on_check_result(CriminalActivityChecked),
-        on(ChecksOverdue, "checking", "denied", after="checks_overdue"),
-        on(LoanReviewed, "in_review", "offered", conditions="reviewer_approves", after="offer"),
-        on(LoanReviewed, "in_review", "denied", after="review_refused"),
+        # Both results, in either order, within a day; the first branch whose guards pass wins.
+        join(
+            CreditChecked,
+            CriminalActivityChecked,
+            source="checking",
+            into=[
+                branch("denied", conditions="must_deny", after="deny"),
+                branch("in_review", conditions="picked", after="ask"),
+                branch("offered", after="offer"),
+            ],
+            within=DAY,
+            on_timeout=branch("denied", after="checks_overdue"),
+        ),
+        on(LoanReviewed, REVIEWING, "offered", conditions="reviewer_approves", after="offer"),
+        on(LoanReviewed, REVIEWING, "denied", after="review_refused"),
         on(ReviewReminderDue, "in_review", None, after="remind_reviewer"),
+        on(ReviewEscalationDue, "in_review", "escalated", after="escalate"),
+        on(ReviewDeadlineDue, "escalated", "denied", after="review_unanswered"),
         on(OfferReminderDue, "offered", None, after="remind_customer"),
         on(OfferAccepted, "offered", "approved", after="approve"),
         on(OfferExpiryDue, "offered", "expired", after="expire"),
@@ -94,9 +104,10 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
             LoanRequested,
             CreditChecked,
             CriminalActivityChecked,
-            ChecksOverdue,
             LoanReviewed,
             ReviewReminderDue,
+            ReviewEscalationDue,
+            ReviewDeadlineDue,
             OfferReminderDue,
             OfferAccepted,
             OfferExpiryDue,
@@ -110,22 +121,11 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
         who = {"loan_id": request.loan_id, "applicant": request.applicant}
         ctx.send(RunCreditCheck(**who, amount=request.amount), to="credit")
         ctx.send(RunCriminalCheck(**who), to="criminal")
-        ctx.schedule("checks", ChecksOverdue(loan_id=request.loan_id), after=DAY)
         self._status(ctx, "checking")
 
-    def keep_result(
-        self, ctx: SagaContext, result: CreditChecked | CriminalActivityChecked
-    ) -> None:
-        if isinstance(result, CreditChecked):
-            self.data.creditworthy = result.creditworthy
-        else:
-            self.data.suspected = result.suspected
-
-    def both_in(self, ctx: SagaContext, _result: object) -> bool:
-        return self.data.creditworthy is not None and self.data.suspected is not None
-
     def must_deny(self, ctx: SagaContext, _result: object) -> bool:
-        return bool(self.data.suspected) or not self.data.creditworthy
+        credit, criminal = self._checks()
+        return criminal.suspected or not credit.creditworthy
 
     def picked(self, ctx: SagaContext, _result: object) -> bool:
         # Chosen by the loan id, not by chance at run time: a redelivered message decides alike.
@@ -133,7 +133,7 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
         return digest[0] % REVIEW_SHARE == 0
 
     def deny(self, ctx: SagaContext, _result: object) -> None:
-        if self.data.suspected:
+        if self._checks()[1].suspected:
             ctx.send(
                 AlertAuthorities(loan_id=self.correlation_id, applicant=self.data.applicant),
                 to="email",
@@ -142,10 +142,10 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
         else:
             self._denied(ctx, "not creditworthy")
 
-    def checks_overdue(self, ctx: SagaContext, _due: ChecksOverdue) -> None:
+    def checks_overdue(self, ctx: SagaContext, _due: object) -> None:
         self._denied(ctx, "the checks did not answer within a day")
 
-    # --- manual review, with a reminder every 4 hours (3 at most) ---
+    # --- manual review: a reminder every 4 hours (3 at most), then escalated ---
 
     def ask(self, ctx: SagaContext, _result: object) -> None:
         ctx.send(
@@ -155,11 +155,26 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
             to="reviews",
         )
         due = ReviewReminderDue(loan_id=self.correlation_id)
-        ctx.schedule("review-reminder", due, every=4 * HOUR, times=3)
+        ctx.schedule("review-reminder", due, every=REVIEW_REMINDER, times=REVIEW_REMINDERS)
+        escalation = ReviewEscalationDue(loan_id=self.correlation_id)
+        ctx.schedule(
+            "review-escalation", escalation, after=REVIEW_REMINDER * (REVIEW_REMINDERS + 1)
+        )
         self._status(ctx, "in review")
 
     def remind_reviewer(self, ctx: SagaContext, _due: ReviewReminderDue) -> None:
         ctx.send(RemindReviewer(loan_id=self.correlation_id), to="reviews")
+
+    def escalate(self, ctx: SagaContext, _due: ReviewEscalationDue) -> None:
+        """No answer after every reminder: a supervisor decides, within two days."""
+        ctx.send(EscalateReview(loan_id=self.correlation_id, applicant=self.data.applicant),
+                 to="reviews")  # fmt: skip
+        due = ReviewDeadlineDue(loan_id=self.correlation_id)
+        ctx.schedule("review-deadline", due, after=ESCALATED_REVIEW_WITHIN)
+        self._status(ctx, "escalated")
+
+    def review_unanswered(self, ctx: SagaContext, _due: ReviewDeadlineDue) -> None:
+        self._denied(ctx, "nobody reviewed it, even after escalation")
 
     def reviewer_approves(self, ctx: SagaContext, review: LoanReviewed) -> bool:
         return review.approved
@@ -167,14 +182,15 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
     def review_refused(self, ctx: SagaContext, _review: LoanReviewed) -> None:
         self._denied(ctx, "refused at manual review")
 
-    # --- the offer: reminders on days 2 and 4, expiry on day 7 ---
+    # --- the offer: mailed at once, reminders on days 2 and 4, expiry on day 7 ---
 
     def offer(self, ctx: SagaContext, _cause: object) -> None:
         who = {"loan_id": self.correlation_id, "applicant": self.data.applicant}
         ctx.publish(LoanOffered(**who, amount=self.data.amount))
+        ctx.send(EmailOffer(**who, amount=self.data.amount, valid_for_days=OFFER_DAYS), to="email")
         loan = {"loan_id": self.correlation_id}
         ctx.schedule("offer-reminder", OfferReminderDue(**loan), every=2 * DAY, times=2)
-        ctx.schedule("offer-expiry", OfferExpiryDue(**loan), after=7 * DAY)
+        ctx.schedule("offer-expiry", OfferExpiryDue(**loan), after=OFFER_DAYS * DAY)
         self._status(ctx, "offered")
 
     def remind_customer(self, ctx: SagaContext, _due: OfferReminderDue) -> None:
@@ -196,6 +212,12 @@ class LoanApplication(Saga[LoanData], name="loans.LoanApplication"):
         self._status(ctx, "expired")
 
     # --- shared ---
+
+    def _checks(self) -> tuple[CreditChecked, CriminalActivityChecked]:
+        credit, criminal = self.part(CreditChecked), self.part(CriminalActivityChecked)
+        assert credit is not None  # the join completed
+        assert criminal is not None
+        return credit, criminal
 
     def _denied(self, ctx: SagaContext, reason: str) -> None:
         self.data.denial = reason

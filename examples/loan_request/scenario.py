@@ -1,9 +1,11 @@
-"""Four customers apply for a loan; `sagabox demo loan_request` plays it with simulated time.
+"""Six customers apply for a loan; `sagabox demo loan_request` plays it with simulated time.
 
-Ada is offered a loan and accepts on day 3. Bob is picked for a manual review that takes the
-reviewer a reminder to get done; he never answers his offer, which expires on day 7. Mallory is
-on the watchlist: denied, and the authorities are told. Carol asks for more than her credit
-allows.
+Ada is offered a loan (mailed at once) and accepts on day 3. Bob is picked for a manual review
+that takes the reviewer a reminder to get done; he never answers his offer, which expires on
+day 7. Mallory is on the watchlist: denied, and the authorities are told. Carol asks for more
+than her credit allows. The credit bureau never answers about Dave: after a day the checks'
+deadline denies him. Erin's review gets no answer after three reminders, so it is escalated to
+the supervisor, who approves it; Erin accepts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ def play(stage: Scene) -> None:
         ("L-1001", "Bob", Decimal(8_000)),
         ("L-1002", "Mallory", Decimal(5_000)),
         ("L-1003", "Carol", Decimal(50_000)),
+        ("L-1004", "Dave", Decimal(3_000)),
+        ("L-1005", "Erin", Decimal(4_000)),
     ]:
         with stage.request(f"{applicant} applies for a loan of {amount}") as session:
             apply_for_loan(session, loans_app, loan_id=loan_id, applicant=applicant, amount=amount)
@@ -37,8 +41,12 @@ def play(stage: Scene) -> None:
     with stage.request("the reviewer approves Bob's request") as session:
         complete_review(session, "L-1001", approved=True)
     stage.advance(2 * DAY)
+    with stage.request("the supervisor approves Erin's escalated request") as session:
+        complete_review(session, "L-1005", approved=True)
     with stage.request("Ada accepts her offer") as session:
         accept_offer(session, loans_app, "L-1000")
+    with stage.request("Erin accepts hers") as session:
+        accept_offer(session, loans_app, "L-1005")
     stage.advance(7 * DAY)
 
 

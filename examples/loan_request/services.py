@@ -1,8 +1,10 @@
 """The other services of the system, each as plain handlers: stand-ins for real ones.
 
-The credit bureau and the criminal-records check answer at once; the email service writes its
-mail to a table (and, choreographed, reacts to the saga's events on its own); the review service
-opens a task for a person, who answers through `complete_review`.
+The credit bureau and the criminal-records check answer at once (except that the bureau never
+answers about an applicant in `UNANSWERED`: a lost request, say); the email service writes its
+mail to a table (and, choreographed, reacts to the saga's outcome events on its own); the review
+service opens a task for a person, who answers through `complete_review`, and hands a review
+nobody answered to a supervisor.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from .messages import (
     AlertAuthorities,
     CreditChecked,
     CriminalActivityChecked,
+    EmailOffer,
+    EscalateReview,
     LoanApproved,
     LoanDenied,
     LoanReviewed,
@@ -32,10 +36,13 @@ from .tables import emails, review_tasks
 
 CREDIT_LIMIT = Decimal(10_000)
 WATCHLIST = frozenset({"Mallory"})
+UNANSWERED = frozenset({"Dave"})
 
 
 @handles(RunCreditCheck)
 def check_credit(ctx: HandlerContext, command: RunCreditCheck) -> None:
+    if command.applicant in UNANSWERED:
+        return  # the saga's one-day deadline on the checks settles it
     ctx.publish(CreditChecked(loan_id=command.loan_id, creditworthy=command.amount <= CREDIT_LIMIT))
 
 
@@ -63,6 +70,16 @@ def email_the_outcome(ctx: HandlerContext, event: LoanApproved | LoanDenied | Of
         _mail(ctx, event.applicant, f"Your offer for loan {event.loan_id} has expired")
 
 
+@handles(EmailOffer)
+def email_offer(ctx: HandlerContext, command: EmailOffer) -> None:
+    _mail(
+        ctx,
+        command.applicant,
+        f"Your loan {command.loan_id} of {command.amount} is offered: accept within "
+        f"{command.valid_for_days} days",
+    )
+
+
 @handles(RemindCustomer)
 def remind_customer(ctx: HandlerContext, command: RemindCustomer) -> None:
     _mail(ctx, command.applicant, f"Your offer for loan {command.loan_id} is waiting")
@@ -86,6 +103,11 @@ def remind_reviewer(ctx: HandlerContext, command: RemindReviewer) -> None:
         .values(reminders=review_tasks.c.reminders + 1)
     )
     _mail(ctx, "reviewers", f"Loan {command.loan_id} still waits for a review")
+
+
+@handles(EscalateReview)
+def escalate_review(ctx: HandlerContext, command: EscalateReview) -> None:
+    _mail(ctx, "supervisor", f"Loan {command.loan_id} ({command.applicant}) waits for your review")
 
 
 def complete_review(session: Session, loan_id: str, *, approved: bool) -> None:

@@ -1,6 +1,9 @@
 """The order saga: the critical path only. Charge the payment, reserve the stock, refund when
 the stock is gone; what happens after `OrderCompleted` is not its business.
 
+The refund is the charge's declared compensation (`steps`): when the stock is gone, every step
+completed so far is undone, here the one charge.
+
     new ─OrderPlaced─▶ charging ─PaymentCharged─▶ reserving ─InventoryReserved─▶ completed
                           │                                └─OutOfStock─▶ refunding ─▶ cancelled
                           └─PaymentDeclined, or no answer after 3 re-sends─▶ cancelled
@@ -12,7 +15,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel
 
-from sagas import Saga, SagaContext, on
+from sagas import Saga, SagaContext, on, step
 
 from ..timing import HOUR
 from .messages import (
@@ -53,6 +56,8 @@ class OrderSaga(Saga[OrderData], name="orders.Order"):
         {"name": "completed", "final": True},
         {"name": "cancelled", "final": True},
     ]
+    # A charge the payment service confirmed is refunded if the order fails after it.
+    steps = [step(ChargePayment, compensate=RefundPayment, done=PaymentCharged)]
     transitions = [
         on(OrderPlaced, "new", "charging", after="charge"),
         on(ChargeOverdue, "charging", None, conditions="may_retry", after="send_charge"),
@@ -60,7 +65,7 @@ class OrderSaga(Saga[OrderData], name="orders.Order"):
         on(PaymentDeclined, "charging", "cancelled", after="declined"),
         on(PaymentCharged, "charging", "reserving", after="reserve"),
         on(InventoryReserved, "reserving", "completed", after="complete"),
-        on(OutOfStock, "reserving", "refunding", after="refund"),
+        on(OutOfStock, "reserving", "refunding", compensate=True),
         on(PaymentRefunded, "refunding", "cancelled", after="out_of_stock"),
     ]
     # A re-sent charge gets a second answer from the payment service: nothing to do with it.
@@ -110,9 +115,6 @@ class OrderSaga(Saga[OrderData], name="orders.Order"):
             ),
             to="inventory",
         )
-
-    def refund(self, ctx: SagaContext, _answer: OutOfStock) -> None:
-        ctx.send(RefundPayment(order_id=self.correlation_id), to="payments")
 
     def out_of_stock(self, ctx: SagaContext, _answer: PaymentRefunded) -> None:
         self._cancel(ctx, f"{self.data.sku} is out of stock; the payment was refunded")
