@@ -2,7 +2,7 @@
 FastAPI's thread pool on the same uvicorn server and database; and the latency the async seam
 (`run_sync` plus sagabox's own work) adds over bare async inserts of the same rows.
 
-    python -m bench.aio [--requests 1000] [--transactions 300]
+    python -m bench.aio [--requests 1000] [--rounds 3] [--transactions 300]
 
 Needs the PostgreSQL of `scripts/services.sh` ($SAGABOX_TEST_POSTGRES_URL); a scratch database
 is created on it and dropped afterwards. Both sides are warmed up first, then take turns (call
@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 from sqlalchemy import Table, insert, null
@@ -44,9 +45,14 @@ from sagas.tables import saga_instances, saga_journal
 
 def concurrent_requests(
     url: str, *, requests: int = 1000, rounds: int = 3, warmup: int = 100
-) -> tuple[float, float]:
-    """Median requests per second starting a saga each, `requests` at once: (async API, sync
-    API), after `warmup` requests to each side, in rounds that alternate which side goes first."""
+) -> tuple[float, float, float, float]:
+    """Median requests per second starting a saga each, `requests` at once, and the server's
+    median CPU milliseconds per request: (async rate, sync rate, async CPU, sync CPU), after
+    `warmup` requests to each side, in rounds that alternate which side goes first.
+
+    The CPU figures matter on a shared machine: there a server of one busy thread (asyncio)
+    gets a smaller share of the cores than one of forty (the thread pool), whatever each costs.
+    """
     engine = make_engine(url)
     business.create_all(engine)
     engine.dispose()
@@ -60,21 +66,36 @@ def concurrent_requests(
         env={**os.environ, "PYTHONPATH": str(REPO), "BENCH_DATABASE_URL": url},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    cpu: dict[str, list[float]] = {name: [] for name in SIDES}
+
+    def side(name: str, count: int) -> Callable[[str], Awaitable[None]]:
+        async def run(key: str) -> None:
+            before = _cpu_seconds(server.pid)
+            await _fire(base, name, count, key)
+            cpu[name].append((_cpu_seconds(server.pid) - before) / count)
+
+        return run
+
     try:
         _wait_until_up(base, server)
-
-        def side(name: str, count: int) -> Callable[[str], Awaitable[None]]:
-            return lambda run: _fire(base, name, count, run)
-
         # Opens both pools' connections and warms the statement caches (PostgreSQL prepares
         # a statement on a connection's fifth run), so no side pays for that in a round.
         asyncio.run(interleaved({n: side(n, warmup) for n in SIDES}, rounds=1, calls=1))
+        for times in cpu.values():
+            times.clear()
         seconds = asyncio.run(
             interleaved({n: side(n, requests) for n in SIDES}, rounds=rounds, calls=1)
         )
-        return requests / seconds["async"], requests / seconds["sync"]
     finally:
         stop(server)
+    async_cpu, sync_cpu = (1000 * statistics.median(cpu[name]) for name in SIDES)
+    return requests / seconds["async"], requests / seconds["sync"], async_cpu, sync_cpu
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid`, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 #: The two request paths of `bench.aio_server`, which is also the prefix of their URLs.
@@ -234,6 +255,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--transactions", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of concurrent requests")
     parser.add_argument("--seam-only", action="store_true", help="skip the concurrent requests")
     args = parser.parse_args()
     postgres = os.environ.get("SAGABOX_BENCH_POSTGRES_URL") or os.environ.get(
@@ -244,10 +266,14 @@ def main() -> int:
         return 2
     if not args.seam_only:
         with scratch_database(postgres) as url:
-            async_rate, sync_rate = concurrent_requests(url, requests=args.requests)
+            async_rate, sync_rate, async_cpu, sync_cpu = concurrent_requests(
+                url, requests=args.requests, rounds=args.rounds
+            )
         print(f"(j) {args.requests:,} concurrent requests starting a saga each: async API "
-              f"{async_rate:,.0f} req/s, sync API in the thread pool {sync_rate:,.0f} req/s, "
-              f"ratio {async_rate / sync_rate:.2f} (goal ≥ 1.0)")  # fmt: skip
+              f"{async_rate:,.1f} req/s, sync API in the thread pool {sync_rate:,.1f} req/s, "
+              f"ratio {async_rate / sync_rate:.2f} (goal ≥ 1.0); server CPU per request: "
+              f"async {async_cpu:.1f} ms, sync {sync_cpu:.1f} ms, so one core would serve "
+              f"{sync_cpu / max(async_cpu, 1e-9):.2f}x as many async requests")  # fmt: skip
     with scratch_database(postgres) as url:
         seam, bare = seam_latency(url, transactions=args.transactions)
     print(f"(j) one saga start per transaction: async seam {seam:.2f} ms, bare async inserts "
