@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def concurrent_requests(
     finally:
         stop(server)
     async_cpu, sync_cpu = (1000 * statistics.median(cpu[name]) for name in SIDES)
-    return requests / seconds["async"], requests / seconds["sync"], async_cpu, sync_cpu
+    return requests / seconds["async"].wall, requests / seconds["sync"].wall, async_cpu, sync_cpu
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -102,26 +103,38 @@ def _cpu_seconds(pid: int) -> float:
 SIDES = ("async", "sync")
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Median seconds of one call: on the clock, and of this process's CPU."""
+
+    wall: float
+    cpu: float
+
+
 async def interleaved(
     sides: Mapping[str, Callable[[str], Awaitable[None] | None]], *, rounds: int, calls: int
-) -> dict[str, float]:
-    """Median seconds of a call of each side, the sides taking turns call by call and the
-    first of them changing from round to round, so a noisy minute on the shared machine
-    falls on all of them alike. Each call gets a key no other call had (a fresh saga); a side
-    may be async or sync (a sync one blocks the loop, which has nothing else to do)."""
-    timings: dict[str, list[float]] = {name: [] for name in sides}
+) -> dict[str, Timing]:
+    """Median time of a call of each side, the sides taking turns call by call and the first
+    of them changing from round to round, so a noisy minute on the shared machine falls on
+    all of them alike. Each call gets a key no other call had (a fresh saga); a side may be
+    async or sync (a sync one blocks the loop, which has nothing else to do)."""
+    wall: dict[str, list[float]] = {name: [] for name in sides}
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
     order = list(sides)
     for number in range(rounds):
         prefix = f"{number}-{uuid.uuid4().hex[:6]}"
         for i in range(calls):
             for name in order:
-                started = time.perf_counter()
+                started, used = time.perf_counter(), time.process_time()
                 done = sides[name](f"{name}-{prefix}-{i}")
                 if inspect.isawaitable(done):
                     await done
-                timings[name].append(time.perf_counter() - started)
+                wall[name].append(time.perf_counter() - started)
+                cpu[name].append(time.process_time() - used)
         order.reverse()
-    return {name: statistics.median(times) for name, times in timings.items()}
+    return {
+        name: Timing(statistics.median(wall[name]), statistics.median(cpu[name])) for name in sides
+    }
 
 
 def _wait_until_up(base: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -153,62 +166,64 @@ async def _fire(base: str, side: str, requests: int, run: str) -> None:
 def seam_latency(url: str, *, transactions: int = 300, rounds: int = 3) -> tuple[float, float]:
     """Median milliseconds per transaction starting one saga: (through `AsyncSagaRuntime.start`,
     bare async inserts of the same saga, journal and outbox rows), one connection."""
-    return asyncio.run(_seam_latency(url, transactions, rounds))
-
-
-async def _seam_latency(url: str, transactions: int, rounds: int) -> tuple[float, float]:
-    engine = make_async_engine(url, pool_size=1, max_overflow=0)
-    runtime = AsyncSagaRuntime([Application])
-
-    async def seam(key: str) -> None:
-        async with AsyncSession(engine) as session, session.begin():
-            await runtime.start(session, Application, _applied(key))
-
-    async def bare(key: str) -> None:
-        async with AsyncSession(engine) as session, session.begin():
-            for table, row in _rows(_applied(key)):
-                await session.execute(insert(table), row)
-
-    try:
-        return _milliseconds(await _measured({"seam": seam, "bare": bare}, transactions, rounds))
-    finally:
-        await engine.dispose()
+    measured = latencies(url, transactions=transactions, rounds=rounds)
+    return 1000 * measured["async seam"].wall, 1000 * measured["async bare"].wall
 
 
 def sync_latency(url: str, *, transactions: int = 300, rounds: int = 3) -> tuple[float, float]:
     """The same on the sync side: (`SagaRuntime.start` on a `Session`, bare sync inserts of the
     same rows), one connection. Their ratio is what sagabox's own work costs without asyncio,
     so (async ratio) / (sync ratio) is what the async bridge itself adds."""
-    engine = make_engine(url, pool_size=1, max_overflow=0)
-    runtime = SagaRuntime([Application])
+    measured = latencies(url, transactions=transactions, rounds=rounds)
+    return 1000 * measured["sync seam"].wall, 1000 * measured["sync bare"].wall
 
-    def seam(key: str) -> None:
-        with Session(engine) as session, session.begin():
-            runtime.start(session, Application, _applied(key))
 
-    def bare(key: str) -> None:
-        with Session(engine) as session, session.begin():
+def latencies(url: str, *, transactions: int = 300, rounds: int = 3) -> dict[str, Timing]:
+    """One transaction starting one saga, four ways taking turns in one run, each on its own
+    single connection: `async seam` (`AsyncSagaRuntime.start`), `async bare` (async inserts
+    of the same rows), `sync seam` (`SagaRuntime.start`) and `sync bare`. The CPU figures
+    (this process's) tell sagabox's work from the driver's."""
+    return asyncio.run(_latencies(url, transactions, rounds))
+
+
+async def _latencies(url: str, transactions: int, rounds: int) -> dict[str, Timing]:
+    async_engine = make_async_engine(url, pool_size=1, max_overflow=0)
+    sync_engine = make_engine(url, pool_size=1, max_overflow=0)
+    async_runtime = AsyncSagaRuntime([Application])
+    sync_runtime = SagaRuntime([Application])
+
+    async def async_seam(key: str) -> None:
+        async with AsyncSession(async_engine) as session, session.begin():
+            await async_runtime.start(session, Application, _applied(key))
+
+    async def async_bare(key: str) -> None:
+        async with AsyncSession(async_engine) as session, session.begin():
+            for table, row in _rows(_applied(key)):
+                await session.execute(insert(table), row)
+
+    def sync_seam(key: str) -> None:
+        with Session(sync_engine) as session, session.begin():
+            sync_runtime.start(session, Application, _applied(key))
+
+    def sync_bare(key: str) -> None:
+        with Session(sync_engine) as session, session.begin():
             for table, row in _rows(_applied(key)):
                 session.execute(insert(table), row)
 
+    sides: dict[str, Callable[[str], Awaitable[None] | None]] = {
+        "async seam": async_seam,
+        "async bare": async_bare,
+        "sync seam": sync_seam,
+        "sync bare": sync_bare,
+    }
     try:
-        return _milliseconds(
-            asyncio.run(_measured({"seam": seam, "bare": bare}, transactions, rounds))
-        )
+        # Ten calls each first: the connections, the statements' compilation, and PostgreSQL's
+        # prepared statements (psycopg prepares a query on its fifth run on a connection).
+        await interleaved(sides, rounds=1, calls=10)
+        return await interleaved(sides, rounds=rounds, calls=transactions)
     finally:
-        engine.dispose()
-
-
-async def _measured(
-    sides: Mapping[str, Callable[[str], Awaitable[None] | None]], transactions: int, rounds: int
-) -> dict[str, float]:
-    # A warm-up call each: the first connection, and the statements' first compilation.
-    await interleaved(sides, rounds=1, calls=10)
-    return await interleaved(sides, rounds=rounds, calls=transactions)
-
-
-def _milliseconds(seconds: Mapping[str, float]) -> tuple[float, float]:
-    return 1000 * seconds["seam"], 1000 * seconds["bare"]
+        await async_engine.dispose()
+        sync_engine.dispose()
 
 
 def _applied(key: str) -> Applied:
@@ -275,14 +290,20 @@ def main() -> int:
               f"async {async_cpu:.1f} ms, sync {sync_cpu:.1f} ms, so one core would serve "
               f"{sync_cpu / max(async_cpu, 1e-9):.2f}x as many async requests")  # fmt: skip
     with scratch_database(postgres) as url:
-        seam, bare = seam_latency(url, transactions=args.transactions)
-    print(f"(j) one saga start per transaction: async seam {seam:.2f} ms, bare async inserts "
-          f"{bare:.2f} ms, ratio {seam / bare:.2f} (goal ≤ 1.3)")  # fmt: skip
-    with scratch_database(postgres) as url:
-        sync_seam, sync_bare = sync_latency(url, transactions=args.transactions)
-    print(f"(j) the same on the sync API: SagaRuntime.start {sync_seam:.2f} ms, bare inserts "
-          f"{sync_bare:.2f} ms, ratio {sync_seam / sync_bare:.2f}; what the async bridge adds: "
-          f"{(seam / bare) / (sync_seam / sync_bare):.2f}")  # fmt: skip
+        measured = latencies(url, transactions=args.transactions)
+    wall = {name: 1000 * timing.wall for name, timing in measured.items()}
+    cpu = {name: 1000 * timing.cpu for name, timing in measured.items()}
+    seam = wall["async seam"] / wall["async bare"]
+    sync = wall["sync seam"] / wall["sync bare"]
+    print(f"(j) one saga start per transaction: async seam {wall['async seam']:.2f} ms, bare "
+          f"async inserts {wall['async bare']:.2f} ms, ratio {seam:.2f} (goal ≤ 1.3)")  # fmt: skip
+    print(f"(j) the same on the sync API: SagaRuntime.start {wall['sync seam']:.2f} ms, bare "
+          f"inserts {wall['sync bare']:.2f} ms, ratio {sync:.2f}; what the async bridge "
+          f"adds: {seam / sync:.2f}")  # fmt: skip
+    print("(j) CPU per transaction, this process: "
+          + ", ".join(f"{name} {value:.2f} ms" for name, value in cpu.items())
+          + f"; the async driver over the sync one, bare inserts: "
+          f"{cpu['async bare'] / cpu['sync bare']:.2f}")  # fmt: skip
     return 0
 
 

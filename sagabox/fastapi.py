@@ -59,8 +59,11 @@ def lifespan(
     return run
 
 
-def sagas(request: Request) -> AsyncApp:
-    """The App's async face (`start`, `handle`, `dispatch`, `load`), as a dependency."""
+async def sagas(request: Request) -> AsyncApp:
+    """The App's async face (`start`, `handle`, `dispatch`, `load`), as a dependency.
+
+    `async def` although it never awaits: FastAPI runs a plain `def` dependency in its thread
+    pool, a thread hop on every request for a lookup."""
     found = getattr(request.app.state, _STATE, None)
     if not isinstance(found, AsyncApp):
         raise RuntimeError(
