@@ -60,7 +60,8 @@ class SagaboxPlugin(InitPluginProtocol):
         self.sagas_key = sagas_key
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        """Add the dependencies, the names handlers' annotations use, and the shutdown hook."""
+        """Add the dependencies, the names handlers' annotations use, and the lifespan that
+        closes the App's async engine."""
         app_config.dependencies[self.transaction_key] = Provide(self._transaction)
         app_config.dependencies[self.sagas_key] = Provide(self._sagas, sync_to_thread=False)
         app_config.signature_namespace.update(

@@ -7,7 +7,19 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
-from sqlalchemy import Insert, Select, Table, bindparam, cast, insert, null, select, tuple_, update
+from sqlalchemy import (
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    cast,
+    insert,
+    null,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -193,14 +205,18 @@ def _create_with(
         .returning(saga_instances.c.id)
         .cte("created")
     )
+    # One INSERT per table and set of columns, its rows in the order given: the sub-statements
+    # of a WITH run in no promised order, and the outbox's ids must follow the order in which
+    # the saga sent its messages (the relay ships a partition's rows in id order).
+    groups: dict[tuple[Table, tuple[str, ...]], list[Select[Any]]] = {}
+    for n, (table, names) in enumerate(then, start=1):
+        row = select(*(_parameter(table, n, name) for name in names)).select_from(created)
+        groups.setdefault((table, names), []).append(row)
     after = [
         insert(table)
-        .from_select(
-            list(names),
-            select(*(_parameter(table, n, name) for name in names)).select_from(created),
-        )
-        .cte(f"then_{n}")
-        for n, (table, names) in enumerate(then, start=1)
+        .from_select(list(names), rows[0] if len(rows) == 1 else union_all(*rows))
+        .cte(f"then_{number}")
+        for number, ((table, names), rows) in enumerate(groups.items(), start=1)
     ]
     return select(created.c.id).add_cte(*after)
 

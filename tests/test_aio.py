@@ -312,7 +312,7 @@ async def _rows_of(engine: AsyncEngine) -> tuple[int, int, list[str]]:
     sagas, journal = await _count(engine, saga_instances), await _count(engine, saga_journal)
     async with engine.connect() as connection:  # one at a time: SQLite's BEGIN IMMEDIATE
         destinations = await connection.execute(
-            select(outbox_messages.c.destination).order_by(outbox_messages.c.destination)
+            select(outbox_messages.c.destination).order_by(outbox_messages.c.id)
         )
         return sagas, journal, list(destinations.scalars())
 
@@ -321,11 +321,12 @@ async def test_a_start_writes_its_saga_journal_and_messages_together(
     async_engine: AsyncEngine,
 ) -> None:
     """The saga row, its journal line and each message it sent, published or scheduled go in
-    with it; a create that finds the saga already there writes none of them."""
+    with it, the messages in the order the saga emitted them (the relay ships a partition in
+    id order); a create that finds the saga already there writes none of them."""
     runtime = AsyncSagaRuntime([_Busy], endpoint="busy")
     async with AsyncSession(async_engine) as session, session.begin():
         saga = await runtime.start(session, _Busy, Noticed(key="k-1"))
-    assert (1, 1, ["aiotest.Reminder", "busy", "credit"]) == await _rows_of(async_engine)
+    assert (1, 1, ["credit", "aiotest.Reminder", "busy"]) == await _rows_of(async_engine)
     async with async_engine.connect() as connection:
         due = (await connection.execute(select(outbox_messages.c.available_at))).scalars().all()
         nudge = saga.timeouts["nudge"]
@@ -349,4 +350,4 @@ async def test_a_start_writes_its_saga_journal_and_messages_together(
 
     async with AsyncSession(async_engine) as session, session.begin():
         assert not await session.run_sync(create_again)
-    assert (1, 1, ["aiotest.Reminder", "busy", "credit"]) == await _rows_of(async_engine)
+    assert (1, 1, ["credit", "aiotest.Reminder", "busy"]) == await _rows_of(async_engine)
