@@ -32,7 +32,7 @@ def dialect_of(executor: Executor) -> str:
 # Dialect → an INSERT that does nothing when the row's unique key exists. On PostgreSQL a second
 # transaction inserting the same key waits for the first, then does nothing (or inserts, if the
 # first rolled back), and neither transaction is aborted, unlike catching an IntegrityError.
-_INSERT_IGNORING_CONFLICTS: dict[str, Callable[[Table], Any]] = {
+INSERTS_IGNORING_CONFLICTS: dict[str, Callable[[Table], Any]] = {
     "postgresql": lambda table: pg_insert(table).on_conflict_do_nothing(),
     "sqlite": lambda table: sqlite_insert(table).on_conflict_do_nothing(),
 }
@@ -44,7 +44,7 @@ def insert_ignoring_conflicts(executor: Executor, table: Table) -> Insert:
     Add `.returning(...)` to learn whether the row went in (rowcount is not reliable for this
     across drivers; SQLite has RETURNING from 3.35).
     """
-    insert: Insert = _INSERT_IGNORING_CONFLICTS[dialect_of(executor)](table)
+    insert: Insert = INSERTS_IGNORING_CONFLICTS[dialect_of(executor)](table)
     return insert
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import insert
@@ -48,16 +49,33 @@ class Outbox:
         `partition_key` keeps messages in order per key (a saga uses its correlation id); it
         defaults to the message's correlation id.
         """
+        self._insert(self.row(message, destination, partition_key, deliver_at, headers))
+        return message.message_id
+
+    def row(
+        self,
+        message: Message,
+        destination: str | None = None,
+        partition_key: str | None = None,
+        deliver_at: datetime | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The `outbox_messages` row `add` would insert, checked the same way but not written:
+        for a writer that sends it in one statement with other rows (a new saga's, say); it
+        then calls `written` after the statement."""
         extra = dict(headers or {})
         tracing.inject(extra)
         envelope = encode(message, extra_headers=extra)
-        self.add_envelope(
+        return self._envelope_row(
             envelope,
             destination=_destination(message, destination),
             partition_key=partition_key if partition_key is not None else message.correlation_id,
             deliver_at=deliver_at,
         )
-        return message.message_id
+
+    def written(self) -> None:
+        """Tell listeners (the relay's wake-up) that rows from `row` went into this transaction."""
+        signals.mark_written(self._executor)
 
     def add_envelope(
         self,
@@ -73,6 +91,15 @@ class Outbox:
         Raises `MessageTooLarge` over the size limit (see `outbox.limits`), so the caller learns
         now, in its own transaction, what no relay or worker could deliver.
         """
+        self._insert(self._envelope_row(envelope, destination, partition_key, deliver_at))
+
+    def _envelope_row(
+        self,
+        envelope: Envelope,
+        destination: str,
+        partition_key: str | None,
+        deliver_at: datetime | None,
+    ) -> dict[str, Any]:
         check_size(
             envelope.payload,
             what=f"{envelope.type} message {envelope.headers.get(H_MESSAGE_ID)}",
@@ -81,20 +108,20 @@ class Outbox:
         available_at = (
             now if deliver_at is None else clock.ensure_aware(deliver_at, what="deliver_at")
         )
-        self._executor.execute(
-            _INSERT,
-            {
-                "message_id": envelope.message_id,
-                "type": envelope.type,
-                "destination": destination,
-                "partition_key": partition_key,
-                "payload": envelope.payload,
-                "headers": envelope.headers,
-                "available_at": available_at,
-                "attempts": 0,
-                "created_at": now,
-            },
-        )
+        return {
+            "message_id": envelope.message_id,
+            "type": envelope.type,
+            "destination": destination,
+            "partition_key": partition_key,
+            "payload": envelope.payload,
+            "headers": envelope.headers,
+            "available_at": available_at,
+            "attempts": 0,
+            "created_at": now,
+        }
+
+    def _insert(self, row: dict[str, Any]) -> None:
+        self._executor.execute(_INSERT, row)
         signals.mark_written(self._executor)
 
 

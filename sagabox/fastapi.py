@@ -31,6 +31,7 @@ except ImportError as exc:  # an optional extra: say which install line brings i
     ) from exc
 
 from sagabox.aio import AsyncApp
+from sagabox.aio_web import request_transaction, serving
 
 if TYPE_CHECKING:
     from sagabox.app import App
@@ -47,21 +48,22 @@ def lifespan(
 
     @asynccontextmanager
     async def run(api: FastAPI) -> AsyncIterator[None]:
-        setattr(api.state, _STATE, app.aio)
-        try:
+        async with serving(app) as face:
+            setattr(api.state, _STATE, face)
             if then is None:
                 yield
             else:
                 async with then(api):
                     yield
-        finally:
-            await app.aio.dispose()
 
     return run
 
 
-def sagas(request: Request) -> AsyncApp:
-    """The App's async face (`start`, `handle`, `dispatch`, `load`), as a dependency."""
+async def sagas(request: Request) -> AsyncApp:
+    """The App's async face (`start`, `handle`, `dispatch`, `load`), as a dependency.
+
+    `async def` although it never awaits: FastAPI runs a plain `def` dependency in its thread
+    pool, a thread hop on every request for a lookup."""
     found = getattr(request.app.state, _STATE, None)
     if not isinstance(found, AsyncApp):
         raise RuntimeError(
@@ -73,8 +75,8 @@ def sagas(request: Request) -> AsyncApp:
 
 async def transaction(app: Annotated[AsyncApp, Depends(sagas)]) -> AsyncIterator[AsyncSession]:
     """An `AsyncSession` in a transaction on the App's database, committed when the path
-    operation returns, rolled back if it raises."""
-    async with app.transaction() as session:
+    operation returns, rolled back if it raises (see `sagabox.aio_web.request_transaction`)."""
+    async with request_transaction(app) as session:
         yield session
 
 

@@ -22,9 +22,11 @@ and `Sagas` are `NamedDependency` annotations, as Litestar 2.23+ asks. Needs
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
 try:
+    from litestar import Litestar
     from litestar.config.app import AppConfig
     from litestar.di import NamedDependency, Provide
     from litestar.plugins import InitPluginProtocol
@@ -35,6 +37,7 @@ except ImportError as exc:  # an optional extra: say which install line brings i
     ) from exc
 
 from sagabox.aio import AsyncApp
+from sagabox.aio_web import request_transaction, serving
 
 if TYPE_CHECKING:
     from sagabox.app import App
@@ -57,18 +60,22 @@ class SagaboxPlugin(InitPluginProtocol):
         self.sagas_key = sagas_key
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        """Add the dependencies, the names handlers' annotations use, and the shutdown hook."""
+        """Add the dependencies, the names handlers' annotations use, and the lifespan that
+        closes the App's async engine."""
         app_config.dependencies[self.transaction_key] = Provide(self._transaction)
         app_config.dependencies[self.sagas_key] = Provide(self._sagas, sync_to_thread=False)
         app_config.signature_namespace.update(
             {"AsyncSession": AsyncSession, "AsyncApp": AsyncApp, "Transaction": Transaction}
             | {"Sagas": Sagas}
         )
-        app_config.on_shutdown.append(self.app.aio.dispose)
+        app_config.lifespan.append(self._serving)
         return app_config
 
+    def _serving(self, _api: Litestar) -> AbstractAsyncContextManager[AsyncApp]:
+        return serving(self.app)
+
     async def _transaction(self) -> AsyncIterator[AsyncSession]:
-        async with self.app.aio.transaction() as session:
+        async with request_transaction(self.app.aio) as session:
             yield session
 
     def _sagas(self) -> AsyncApp:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from uuid import UUID
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import Table, bindparam, delete
 from sqlalchemy.orm import Session
 
 from outbox import clock
@@ -31,7 +31,8 @@ from sagas.errors import (
     SagaNotFound,
     UnknownSagaType,
 )
-from sagas.timeouts import PendingTimeout, Timeout, fired_by, repetition, settle
+from sagas.tables import saga_journal
+from sagas.timeouts import PendingTimeout, Settlement, Timeout, fired_by, repetition, settle
 
 S = TypeVar("S", bound=Saga[Any])
 
@@ -288,19 +289,8 @@ class SagaRuntime:
             finished=saga.is_finished,
         )
         saga.timeouts = settlement.timeouts
-        if expected_version == 0:
-            saved = store.create(executor, saga)
-        else:
-            saved = store.save(executor, saga, expected_version=expected_version)
-        if not saved:
-            raise ConcurrencyConflict(
-                f"{cls.saga_type} {saga.correlation_id!r} (id {saga.id}, state {before!r}) was "
-                f"{'created' if expected_version == 0 else 'changed'} by another transaction "
-                f"while handling {message.type_name}; retry the message"
-            )
         outcome: Outcome = "transition" if fired else "unchanged" if fire else "ignored"
-        store.journal(
-            executor,
+        line = store.journal_line(
             cls,
             saga.correlation_id,
             message,
@@ -312,6 +302,23 @@ class SagaRuntime:
             definition_version=saga.definition_version,
         )
         outbox = Outbox(executor)
+        if expected_version == 0:
+            # A new saga has nothing pending to drop: its rows go in with it, in one statement
+            # where the database allows (see `store.create`).
+            rows = self._new_rows(saga, ctx, settlement, line, outbox)
+            saved = store.create(executor, saga, then=rows)
+        else:
+            saved = store.save(executor, saga, expected_version=expected_version)
+        if not saved:
+            raise ConcurrencyConflict(
+                f"{cls.saga_type} {saga.correlation_id!r} (id {saga.id}, state {before!r}) was "
+                f"{'created' if expected_version == 0 else 'changed'} by another transaction "
+                f"while handling {message.type_name}; retry the message"
+            )
+        if expected_version == 0:
+            outbox.written()
+            return _handled(saga, outcome, before)
+        store.write_journal_line(executor, line)
         for emitted in ctx.emitted:
             outbox.add(
                 emitted.message,
@@ -330,15 +337,28 @@ class SagaRuntime:
                 partition_key=saga.correlation_id,
                 deliver_at=call.due_at,
             )
-        return Handled(
-            cls.saga_type,
-            saga.id,
-            saga.correlation_id,
-            outcome,
-            before,
-            saga.state_name,
-            saga.version,
-        )
+        return _handled(saga, outcome, before)
+
+    def _new_rows(
+        self,
+        saga: Saga[Any],
+        ctx: SagaContext,
+        settlement: Settlement,
+        line: dict[str, Any],
+        outbox: Outbox,
+    ) -> list[tuple[Table, dict[str, Any]]]:
+        """What a new saga writes besides its row: its journal line, the messages it sent and
+        the timeouts it scheduled, as `_transition` writes them for an existing saga."""
+        assert not settlement.dropped, "a new saga has no pending timeouts to drop"
+        rows: list[tuple[Table, dict[str, Any]]] = [(saga_journal, line)]
+        for emitted in ctx.emitted:
+            row = outbox.row(emitted.message, emitted.destination, saga.correlation_id)
+            rows.append((outbox_messages, row))
+        for call in settlement.written:
+            endpoint = self._timeout_endpoint(type(saga))
+            row = outbox.row(call.message, endpoint, saga.correlation_id, call.due_at)
+            rows.append((outbox_messages, row))
+        return rows
 
     def _incarnation(self, cls: type[Saga[Any]], correlation_id: str, message: Message) -> UUID:
         return ids.incarnation(cls.saga_type, correlation_id, message.message_id, self._id_key)
@@ -364,6 +384,18 @@ def _new_saga(cls: type[S], correlation_id: str, incarnation: UUID) -> S:
         version=0,
         created_at=now,
         updated_at=now,
+    )
+
+
+def _handled(saga: Saga[Any], outcome: Outcome, before: str) -> Handled:
+    return Handled(
+        saga.saga_type,
+        saga.id,
+        saga.correlation_id,
+        outcome,
+        before,
+        saga.state_name,
+        saga.version,
     )
 
 

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any, TypeVar
 from uuid import UUID, uuid5
 
-from sqlalchemy import bindparam, insert, null, select, tuple_, update
+from sqlalchemy import (
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    cast,
+    insert,
+    null,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from outbox import clock
-from outbox.database import Executor, insert_ignoring_conflicts
+from outbox.database import INSERTS_IGNORING_CONFLICTS, Executor, dialect_of
 from outbox.messages import Message
 from sagas import evolution
 from sagas.batch import Key, SagaBatch, attach, current_batch
@@ -130,26 +145,86 @@ def _instance(saga_type: type[S], row: Any) -> S:
     return saga
 
 
-def create(executor: Executor, saga: Saga[Any]) -> bool:
-    """Insert a new saga row; False if another transaction created the same saga first."""
-    statement = (
-        insert_ignoring_conflicts(executor, saga_instances)
-        .values(
-            {
-                **_columns(saga),
-                "id": saga.id,
-                "incarnation": saga.incarnation,
-                "created_at": saga.created_at,
-            }
-        )
-        .returning(saga_instances.c.id)
-    )
-    created = executor.execute(statement).first() is not None
+def create(
+    executor: Executor, saga: Saga[Any], *, then: Sequence[tuple[Table, dict[str, Any]]] = ()
+) -> bool:
+    """Insert a new saga row; False if another transaction created the same saga first.
+
+    `then` are rows (its journal line, its outbox messages) written only if the saga row went
+    in: on PostgreSQL in the same statement, one round trip instead of one per row, which is
+    most of what starting a saga from a request costs; elsewhere one after the other.
+    """
+    row = {**_columns(saga), "id": saga.id, "incarnation": saga.incarnation}
+    row["created_at"] = saga.created_at
     batch = current_batch(executor)
+    dialect = dialect_of(executor)
+    if dialect == "postgresql" and batch is None and then:
+        parameters = {f"p0_{name}": value for name, value in row.items()}
+        for number, (_table, values) in enumerate(then, start=1):
+            parameters.update({f"p{number}_{name}": value for name, value in values.items()})
+        shape = tuple((table, tuple(values)) for table, values in then)
+        statement = _create_with(tuple(row), shape)
+        return executor.execute(statement, parameters).first() is not None
+    created = executor.execute(_CREATE[dialect], row).first() is not None
     if created and batch is not None:
         batch.instances[(saga.saga_type, saga.correlation_id)] = saga
         batch.writes += 1
+    if created:
+        for table, values in then:
+            if table is saga_journal:
+                write_journal_line(executor, values)
+            else:
+                executor.execute(_insert_into(table), values)
     return created
+
+
+# Dialect → the create statement, built once (its values are parameters).
+_CREATE = {
+    dialect: make(saga_instances).returning(saga_instances.c.id)
+    for dialect, make in INSERTS_IGNORING_CONFLICTS.items()
+}
+
+
+@functools.cache
+def _insert_into(table: Table) -> Insert:
+    return insert(table)
+
+
+@functools.lru_cache(maxsize=64)
+def _create_with(
+    columns: tuple[str, ...], then: tuple[tuple[Table, tuple[str, ...]], ...]
+) -> Select[Any]:
+    """PostgreSQL's one statement for `create(..., then=...)`, per shape of the rows: the saga
+    row's INSERT ... ON CONFLICT DO NOTHING in a CTE, and each further row inserted from it,
+    so none goes in when the saga row did not. Parameters are `p0_<column>` for the saga row,
+    `p<n>_<column>` for the n-th further row; each is cast to its column's type."""
+    created = (
+        pg_insert(saga_instances)
+        .values({name: _parameter(saga_instances, 0, name) for name in columns})
+        .on_conflict_do_nothing()
+        .returning(saga_instances.c.id)
+        .cte("created")
+    )
+    # One INSERT per table and set of columns, its rows in the order given: the sub-statements
+    # of a WITH run in no promised order, and the outbox's ids must follow the order in which
+    # the saga sent its messages (the relay ships a partition's rows in id order).
+    groups: dict[tuple[Table, tuple[str, ...]], list[Select[Any]]] = {}
+    for n, (table, names) in enumerate(then, start=1):
+        row = select(*(_parameter(table, n, name) for name in names)).select_from(created)
+        groups.setdefault((table, names), []).append(row)
+    after = [
+        insert(table)
+        .from_select(list(names), rows[0] if len(rows) == 1 else union_all(*rows))
+        .cte(f"then_{number}")
+        for number, ((table, names), rows) in enumerate(groups.items(), start=1)
+    ]
+    return select(created.c.id).add_cte(*after)
+
+
+def _parameter(table: Table, number: int, name: str) -> Any:
+    column = table.c[name]
+    # Cast: in INSERT ... SELECT PostgreSQL does not infer a parameter's type from the column.
+    return cast(bindparam(f"p{number}_{name}", type_=column.type), column.type)
 
 
 def save(executor: Executor, saga: Saga[Any], *, expected_version: int) -> bool:
@@ -235,7 +310,36 @@ def journal(
     `incarnation` is None when no saga instance exists for the message: retention removes
     those lines (`sagas.retention.prune_journal`); the others go with their saga.
     """
-    line = {
+    write_journal_line(
+        executor,
+        journal_line(
+            saga_type,
+            correlation_id,
+            message,
+            outcome,
+            from_state=from_state,
+            to_state=to_state,
+            version=version,
+            incarnation=incarnation,
+            definition_version=definition_version,
+        ),
+    )
+
+
+def journal_line(
+    saga_type: type[Saga[Any]],
+    correlation_id: str,
+    message: Message,
+    outcome: str,
+    *,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    version: int | None = None,
+    incarnation: UUID | None = None,
+    definition_version: int | None = None,
+) -> dict[str, Any]:
+    """The journal row `journal` writes, not yet written (for `create(..., then=...)`)."""
+    return {
         "saga_id": saga_type.id_for(correlation_id),
         "saga_type": saga_type.saga_type,
         "correlation_id": correlation_id,
@@ -249,6 +353,10 @@ def journal(
         "outcome": outcome,
         "at": clock.now(),
     }
+
+
+def write_journal_line(executor: Executor, line: dict[str, Any]) -> None:
+    """Write a line from `journal_line` (in a batch: at its commit)."""
     batch = current_batch(executor)
     if batch is not None:
         batch.journal.append(line)

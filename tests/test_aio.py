@@ -4,7 +4,9 @@ API refusing async sessions and `async def` callbacks loudly instead of losing t
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -14,15 +16,16 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from outbox import Event, HandlerContext, Inbox, Outbox, handles
+from outbox import Event, HandlerContext, Inbox, Outbox, clock, handles
 from outbox.aio import AsyncInbox, AsyncOutbox, make_async_engine
 from outbox.errors import AsyncSessionGiven
 from outbox.tables import inbox_messages, outbox_messages
 from sagabox import App
 from sagabox.aio import AsyncSagaRuntime
-from sagas import Saga, SagaContext, SagaDefinitionError, SagaRuntime, on
+from sagas import Saga, SagaContext, SagaDefinitionError, SagaRuntime, on, store
 from sagas.store import journal_of
-from sagas.tables import saga_instances
+from sagas.tables import saga_instances, saga_journal
+from sagas.timeouts import Timeout
 from tests.saga_fixtures import CreditChecked, LoanRequested, LoanSaga, RunCreditCheck
 
 pytestmark = pytest.mark.anyio
@@ -279,3 +282,72 @@ def test_an_async_saga_callback_is_refused_when_the_class_is_defined(
 def test_a_saga_of_sync_callbacks_is_still_accepted() -> None:
     """The check refuses coroutines only."""
     assert "aiotest.AsyncSaga" == _saga_with(after="fine", on_enter="fine").saga_type
+
+
+# --- a new saga's rows in one statement (PostgreSQL) or one after the other (SQLite) ----------
+
+
+class Reminder(Event, type="aiotest.Reminder"):
+    key: str
+
+
+class Nudge(Timeout, type="aiotest.Nudge"):
+    key: str
+
+
+class _Busy(Saga[_Data], name="aiotest.Busy"):
+    """Starts by sending a command, publishing an event and scheduling a reminder."""
+
+    states = ["new", "waiting", {"name": "done", "final": True}]
+    transitions = [on(Noticed, "new", "waiting", after="begin"), on(Nudge, "waiting", "done")]
+    correlation = {Noticed: "key", Nudge: "key"}
+
+    def begin(self, ctx: SagaContext, message: Noticed) -> None:
+        ctx.send(RunCreditCheck(loan_id=message.key, amount=Decimal(1)), to="credit")
+        ctx.publish(Reminder(key=message.key))
+        ctx.schedule("nudge", Nudge(key=message.key), after=timedelta(hours=1))
+
+
+async def _rows_of(engine: AsyncEngine) -> tuple[int, int, list[str]]:
+    sagas, journal = await _count(engine, saga_instances), await _count(engine, saga_journal)
+    async with engine.connect() as connection:  # one at a time: SQLite's BEGIN IMMEDIATE
+        destinations = await connection.execute(
+            select(outbox_messages.c.destination).order_by(outbox_messages.c.id)
+        )
+        return sagas, journal, list(destinations.scalars())
+
+
+async def test_a_start_writes_its_saga_journal_and_messages_together(
+    async_engine: AsyncEngine,
+) -> None:
+    """The saga row, its journal line and each message it sent, published or scheduled go in
+    with it, the messages in the order the saga emitted them (the relay ships a partition in
+    id order); a create that finds the saga already there writes none of them."""
+    runtime = AsyncSagaRuntime([_Busy], endpoint="busy")
+    async with AsyncSession(async_engine) as session, session.begin():
+        saga = await runtime.start(session, _Busy, Noticed(key="k-1"))
+    assert (1, 1, ["credit", "aiotest.Reminder", "busy"]) == await _rows_of(async_engine)
+    async with async_engine.connect() as connection:
+        due = (await connection.execute(select(outbox_messages.c.available_at))).scalars().all()
+        nudge = saga.timeouts["nudge"]
+    assert nudge.due_at in [clock.ensure_aware(d, what="due") for d in due]
+
+    # The race `start` loses when another transaction creates the saga between its read and
+    # its write: the rows given to go in with the saga row are not written either.
+    def create_again(sync: Session) -> bool:
+        again = _Busy(
+            correlation_id="k-1",
+            incarnation=uuid.uuid4(),
+            state="waiting",
+            data=_Data(),
+            version=1,
+            created_at=saga.created_at,
+            updated_at=saga.updated_at,
+        )
+        line = store.journal_line(_Busy, "k-1", Noticed(key="k-1"), "transition")
+        message = Outbox(sync).row(Reminder(key="k-1"))
+        return store.create(sync, again, then=[(saga_journal, line), (outbox_messages, message)])
+
+    async with AsyncSession(async_engine) as session, session.begin():
+        assert not await session.run_sync(create_again)
+    assert (1, 1, ["credit", "aiotest.Reminder", "busy"]) == await _rows_of(async_engine)
