@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import insert
@@ -29,9 +30,12 @@ class Outbox:
     type name unless a destination is given.
     """
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, *, into: list[dict[str, Any]] | None = None) -> None:
+        """`into`: collect the rows in this list instead of inserting each at once; the caller
+        then inserts them, in order, with one `write_rows` before its commit (a batch does)."""
         refuse_async(executor, "Outbox(session)", "await AsyncOutbox(session).add(message)")
         self._executor = executor
+        self._into = into
         dialect_of(executor)  # refuse an unsupported database now, not at commit time
 
     def add(
@@ -81,21 +85,29 @@ class Outbox:
         available_at = (
             now if deliver_at is None else clock.ensure_aware(deliver_at, what="deliver_at")
         )
-        self._executor.execute(
-            _INSERT,
-            {
-                "message_id": envelope.message_id,
-                "type": envelope.type,
-                "destination": destination,
-                "partition_key": partition_key,
-                "payload": envelope.payload,
-                "headers": envelope.headers,
-                "available_at": available_at,
-                "attempts": 0,
-                "created_at": now,
-            },
-        )
-        signals.mark_written(self._executor)
+        row = {
+            "message_id": envelope.message_id,
+            "type": envelope.type,
+            "destination": destination,
+            "partition_key": partition_key,
+            "payload": envelope.payload,
+            "headers": envelope.headers,
+            "available_at": available_at,
+            "attempts": 0,
+            "created_at": now,
+        }
+        if self._into is not None:
+            self._into.append(row)
+        else:
+            write_rows(self._executor, [row])
+
+
+def write_rows(executor: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows an `Outbox(executor, into=...)` collected, in their order, in one go (the
+    driver sends many rows as one batch): their ids, and so their delivery order, follow it."""
+    if rows:
+        executor.execute(_INSERT, dict(rows[0]) if len(rows) == 1 else list(rows))
+        signals.mark_written(executor)
 
 
 def _destination(message: Message, destination: str | None) -> str:

@@ -304,7 +304,9 @@ class SagaRuntime:
             incarnation=saga.incarnation,
             definition_version=saga.definition_version,
         )
-        outbox = Outbox(executor)
+        batch = current_batch(executor)
+        # In a batch the rows wait for its commit, to be inserted together (`sagas.batch`).
+        outbox = Outbox(executor, into=None if batch is None else batch.outbox)
         for emitted in ctx.emitted:
             outbox.add(
                 emitted.message,
@@ -315,6 +317,9 @@ class SagaRuntime:
             # A row already shipped would be found stale on arrival anyway; deleting the rest
             # keeps the outbox's timeout rows equal to the pending set.
             executor.execute(_DELETE_TIMEOUTS, {"b_message_ids": settlement.dropped})
+            if batch is not None:  # and those scheduled earlier in this batch, not yet written
+                dropped = set(settlement.dropped)
+                batch.outbox[:] = [r for r in batch.outbox if r["message_id"] not in dropped]
         for call in settlement.written:
             outbox.add(
                 call.message,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from outbox import clock
 from outbox.database import Executor, insert_ignoring_conflicts
 from outbox.messages import Message
+from outbox.writer import write_rows
 from sagas import evolution
 from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
@@ -201,7 +202,8 @@ def _journal_migration(executor: Executor, saga: Saga[Any]) -> None:
 
 
 def _write_back(session: Session, batch: SagaBatch) -> None:
-    """A batch's deferred writes: every changed saga in one statement, then its journal."""
+    """A batch's deferred writes: every changed saga in one statement, then its journal, then
+    the messages its sagas emitted."""
     if batch.changed:
         rows = [
             {**_columns(saga), "b_id": saga_id, "b_expected_version": batch.expected[saga_id]}
@@ -215,6 +217,7 @@ def _write_back(session: Session, batch: SagaBatch) -> None:
             )
     if batch.journal:
         session.execute(_JOURNAL, batch.journal)
+    write_rows(session, batch.outbox)
 
 
 def journal(
