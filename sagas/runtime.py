@@ -281,19 +281,8 @@ class SagaRuntime:
             finished=saga.is_finished,
         )
         saga.timeouts = settlement.timeouts
-        if expected_version == 0:
-            saved = store.create(executor, saga)
-        else:
-            saved = store.save(executor, saga, expected_version=expected_version)
-        if not saved:
-            raise ConcurrencyConflict(
-                f"{cls.saga_type} {saga.correlation_id!r} (id {saga.id}, state {before!r}) was "
-                f"{'created' if expected_version == 0 else 'changed'} by another transaction "
-                f"while handling {message.type_name}; retry the message"
-            )
         outcome: Outcome = "transition" if fired else "unchanged" if fire else "ignored"
-        store.journal(
-            executor,
+        line = store.journal_line(
             cls,
             saga.correlation_id,
             message,
@@ -305,8 +294,21 @@ class SagaRuntime:
             definition_version=saga.definition_version,
         )
         batch = current_batch(executor)
-        # In a batch the rows wait for its commit, to be inserted together (`sagas.batch`).
-        outbox = Outbox(executor, into=None if batch is None else batch.outbox)
+        # One statement for the update, the journal line and the messages where the database
+        # runs it (`sagas.step_sql`); in a batch the rows wait for its commit (`sagas.batch`).
+        at_once = expected_version != 0 and store.saves_step_at_once(executor, saga)
+        rows: list[dict[str, Any]] = []
+        if at_once:
+            outbox = Outbox(executor, into=rows)
+        else:
+            if expected_version == 0:
+                saved = store.create(executor, saga)
+            else:
+                saved = store.save(executor, saga, expected_version=expected_version)
+            if not saved:
+                raise _conflict(saga, before, message, created=expected_version == 0)
+            store.write_journal(executor, line)
+            outbox = Outbox(executor, into=None if batch is None else batch.outbox)
         for emitted in ctx.emitted:
             outbox.add(
                 emitted.message,
@@ -327,6 +329,10 @@ class SagaRuntime:
                 partition_key=saga.correlation_id,
                 deliver_at=call.due_at,
             )
+        if at_once and not store.save_step(
+            executor, saga, expected_version=expected_version, line=line, outbox_rows=rows
+        ):
+            raise _conflict(saga, before, message, created=False)
         return Handled(
             cls.saga_type,
             saga.id,
@@ -348,6 +354,14 @@ class SagaRuntime:
                 "the saga in a sagabox.App"
             )
         return self.endpoint
+
+
+def _conflict(saga: Saga[Any], before: str, message: Message, *, created: bool) -> Exception:
+    return ConcurrencyConflict(
+        f"{saga.saga_type} {saga.correlation_id!r} (id {saga.id}, state {before!r}) was "
+        f"{'created' if created else 'changed'} by another transaction while handling "
+        f"{message.type_name}; retry the message"
+    )
 
 
 def _new_saga(cls: type[S], correlation_id: str, incarnation: UUID) -> S:
