@@ -1,8 +1,9 @@
 """The benchmark's endpoint: one saga step per message, the shape pgbench measures in (a).
 
-Each `Step` loads a counter saga, moves it (an internal transition that bumps its data), saves it
-version-checked, journals it, and the worker records the message in the inbox: update a saga
-row, insert an outbox-shaped row (the journal), insert an inbox row.
+Each `Step` loads a counter saga, moves it (an internal transition that bumps its data and
+publishes a `Counted` event), saves it version-checked and journals it, and the worker records the
+message in the inbox: insert an inbox row, read and update a saga row, insert a journal line and an
+outbox row.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class Step(Event, type="bench.Step"):
     key: str
 
 
+class Counted(Event, type="bench.Counted"):
+    key: str
+    steps: int
+
+
 class Tally(BaseModel):
     steps: int = 0
 
@@ -36,6 +42,7 @@ class Counter(Saga[Tally], name="bench.Counter"):
 
     def count(self, ctx: SagaContext, step: Step) -> None:
         self.data.steps += 1
+        ctx.publish(Counted(key=step.key, steps=self.data.steps))
 
 
 app = App(

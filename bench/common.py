@@ -54,6 +54,8 @@ class Sizes:
     latency_seconds: float
     peer_jobs: int
     memory_rows: int
+    #: Alternating rounds of (a) and (b), whose medians the table reports.
+    rounds: int = 3
 
     @classmethod
     def full(cls) -> Sizes:
@@ -61,7 +63,7 @@ class Sizes:
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls(1, 2, 200, 2000, 1.0, 50, 0)
+        return cls(1, 2, 200, 2000, 1.0, 50, 0, rounds=1)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -30,9 +30,12 @@ class Outbox:
     type name unless a destination is given.
     """
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, executor: Executor, *, into: list[dict[str, Any]] | None = None) -> None:
+        """`into`: collect the rows in this list instead of inserting each at once; the caller
+        then inserts them, in order, with one `write_rows` before its commit (a batch does)."""
         refuse_async(executor, "Outbox(session)", "await AsyncOutbox(session).add(message)")
         self._executor = executor
+        self._into = into
         dialect_of(executor)  # refuse an unsupported database now, not at commit time
 
     def add(
@@ -121,8 +124,18 @@ class Outbox:
         }
 
     def _insert(self, row: dict[str, Any]) -> None:
-        self._executor.execute(_INSERT, row)
-        signals.mark_written(self._executor)
+        if self._into is not None:
+            self._into.append(row)  # a batch writes them all at its commit (`write_rows`)
+        else:
+            write_rows(self._executor, [row])
+
+
+def write_rows(executor: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows an `Outbox(executor, into=...)` collected, in their order, in one go (the
+    driver sends many rows as one batch): their ids, and so their delivery order, follow it."""
+    if rows:
+        executor.execute(_INSERT, dict(rows[0]) if len(rows) == 1 else list(rows))
+        signals.mark_written(executor)
 
 
 def _destination(message: Message, destination: str | None) -> str:

@@ -6,7 +6,8 @@ order (`FOR UPDATE` under `ORDER BY`), so two batches sharing sagas wait for eac
 of deadlocking, and no other transaction can change a locked row while the writes wait for the
 commit. Each deferred write still checks the version it expects, which is what guards SQLite
 (no row locks there). A saga touched by several messages of a batch is read once, and each
-message sees the changes of the one before, since all get the same instance.
+message sees the changes of the one before, since all get the same instance. The messages the
+sagas emit are held too and inserted together, in order, with the saga rows and the journal.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class SagaBatch:
     expected: dict[UUID, int] = field(default_factory=dict)
     changed: dict[UUID, Saga[Any]] = field(default_factory=dict)
     journal: list[dict[str, Any]] = field(default_factory=list)
+    #: Outbox rows the batch's sagas emitted, in order: inserted together after the journal.
+    outbox: list[dict[str, Any]] = field(default_factory=list)
     #: Saga writes deferred so far: a savepoint that rolls back after some spoils the batch.
     writes: int = 0
     #: Why the batch must not commit, once something made its instances untrustworthy.

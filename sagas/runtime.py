@@ -301,24 +301,27 @@ class SagaRuntime:
             incarnation=saga.incarnation,
             definition_version=saga.definition_version,
         )
-        outbox = Outbox(executor)
+        batch = current_batch(executor)
         if expected_version == 0:
             # A new saga has nothing pending to drop: its rows go in with it, in one statement
             # where the database allows (see `store.create`).
-            rows = self._new_rows(saga, ctx, settlement, line, outbox)
-            saved = store.create(executor, saga, then=rows)
-        else:
-            saved = store.save(executor, saga, expected_version=expected_version)
-        if not saved:
-            raise ConcurrencyConflict(
-                f"{cls.saga_type} {saga.correlation_id!r} (id {saga.id}, state {before!r}) was "
-                f"{'created' if expected_version == 0 else 'changed'} by another transaction "
-                f"while handling {message.type_name}; retry the message"
-            )
-        if expected_version == 0:
+            outbox = Outbox(executor)
+            rows_of_new = self._new_rows(saga, ctx, settlement, line, outbox)
+            if not store.create(executor, saga, then=rows_of_new):
+                raise _conflict(saga, before, message, created=True)
             outbox.written()
             return _handled(saga, outcome, before)
-        store.write_journal_line(executor, line)
+        # One statement for the update, the journal line and the messages where the database
+        # runs it (`sagas.step_sql`); in a batch the rows wait for its commit (`sagas.batch`).
+        at_once = store.saves_step_at_once(executor, saga)
+        rows: list[dict[str, Any]] = []
+        if at_once:
+            outbox = Outbox(executor, into=rows)
+        else:
+            if not store.save(executor, saga, expected_version=expected_version):
+                raise _conflict(saga, before, message, created=False)
+            store.write_journal_line(executor, line)
+            outbox = Outbox(executor, into=None if batch is None else batch.outbox)
         for emitted in ctx.emitted:
             outbox.add(
                 emitted.message,
@@ -330,6 +333,9 @@ class SagaRuntime:
             # A row already shipped would be found stale on arrival anyway; deleting the rest
             # keeps the outbox's timeout rows equal to the pending set.
             executor.execute(_DELETE_TIMEOUTS, {"b_message_ids": settlement.dropped})
+            if batch is not None:  # and those scheduled earlier in this batch, not yet written
+                dropped = set(settlement.dropped)
+                batch.outbox[:] = [r for r in batch.outbox if r["message_id"] not in dropped]
         for call in settlement.written:
             outbox.add(
                 call.message,
@@ -337,6 +343,10 @@ class SagaRuntime:
                 partition_key=saga.correlation_id,
                 deliver_at=call.due_at,
             )
+        if at_once and not store.save_step(
+            executor, saga, expected_version=expected_version, line=line, outbox_rows=rows
+        ):
+            raise _conflict(saga, before, message, created=False)
         return _handled(saga, outcome, before)
 
     def _new_rows(
@@ -347,12 +357,16 @@ class SagaRuntime:
         line: dict[str, Any],
         outbox: Outbox,
     ) -> list[tuple[Table, dict[str, Any]]]:
-        """What a new saga writes besides its row: its journal line, the messages it sent and
-        the timeouts it scheduled, as `_transition` writes them for an existing saga."""
+        """What a new saga writes besides its row: its journal line, the messages it sent (with
+        their return-address headers) and the timeouts it scheduled, as `_transition` writes
+        them for an existing saga."""
         assert not settlement.dropped, "a new saga has no pending timeouts to drop"
         rows: list[tuple[Table, dict[str, Any]]] = [(saga_journal, line)]
         for emitted in ctx.emitted:
-            row = outbox.row(emitted.message, emitted.destination, saga.correlation_id)
+            headers = requests.outgoing_headers(self.endpoint, saga, emitted)
+            row = outbox.row(
+                emitted.message, emitted.destination, saga.correlation_id, headers=headers
+            )
             rows.append((outbox_messages, row))
         for call in settlement.written:
             endpoint = self._timeout_endpoint(type(saga))
@@ -371,6 +385,14 @@ class SagaRuntime:
                 "the saga in a sagabox.App"
             )
         return self.endpoint
+
+
+def _conflict(saga: Saga[Any], before: str, message: Message, *, created: bool) -> Exception:
+    return ConcurrencyConflict(
+        f"{saga.saga_type} {saga.correlation_id!r} (id {saga.id}, state {before!r}) was "
+        f"{'created' if created else 'changed'} by another transaction while handling "
+        f"{message.type_name}; retry the message"
+    )
 
 
 def _new_saga(cls: type[S], correlation_id: str, incarnation: UUID) -> S:

@@ -23,10 +23,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from outbox import clock
+from outbox import clock, signals
 from outbox.database import INSERTS_IGNORING_CONFLICTS, Executor, dialect_of
 from outbox.messages import Message
-from sagas import evolution
+from outbox.tables import outbox_messages
+from outbox.writer import write_rows
+from sagas import evolution, step_sql
 from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaDefinitionError
@@ -173,6 +175,8 @@ def create(
         for table, values in then:
             if table is saga_journal:
                 write_journal_line(executor, values)
+            elif batch is not None and table is outbox_messages:
+                batch.outbox.append(values)  # written with the batch's other rows at its commit
             else:
                 executor.execute(_insert_into(table), values)
     return created
@@ -276,7 +280,8 @@ def _journal_migration(executor: Executor, saga: Saga[Any]) -> None:
 
 
 def _write_back(session: Session, batch: SagaBatch) -> None:
-    """A batch's deferred writes: every changed saga in one statement, then its journal."""
+    """A batch's deferred writes: every changed saga in one statement, then its journal, then
+    the messages its sagas emitted."""
     if batch.changed:
         rows = [
             {**_columns(saga), "b_id": saga_id, "b_expected_version": batch.expected[saga_id]}
@@ -290,6 +295,36 @@ def _write_back(session: Session, batch: SagaBatch) -> None:
             )
     if batch.journal:
         session.execute(_JOURNAL, batch.journal)
+    write_rows(session, batch.outbox)
+
+
+def journal_line(
+    saga_type: type[Saga[Any]],
+    correlation_id: str,
+    message: Message,
+    outcome: str,
+    *,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    version: int | None = None,
+    incarnation: UUID | None = None,
+    definition_version: int | None = None,
+) -> dict[str, Any]:
+    """The journal row saying what a message did to (or could not do to) a saga."""
+    return {
+        "saga_id": saga_type.id_for(correlation_id),
+        "saga_type": saga_type.saga_type,
+        "correlation_id": correlation_id,
+        "incarnation": incarnation,
+        "version": version,
+        "definition_version": definition_version,
+        "from_state": from_state,
+        "to_state": to_state,
+        "trigger": message.type_name,
+        "message_id": message.message_id,
+        "outcome": outcome,
+        "at": clock.now(),
+    }
 
 
 def journal(
@@ -310,59 +345,62 @@ def journal(
     `incarnation` is None when no saga instance exists for the message: retention removes
     those lines (`sagas.retention.prune_journal`); the others go with their saga.
     """
-    write_journal_line(
-        executor,
-        journal_line(
-            saga_type,
-            correlation_id,
-            message,
-            outcome,
-            from_state=from_state,
-            to_state=to_state,
-            version=version,
-            incarnation=incarnation,
-            definition_version=definition_version,
-        ),
+    line = journal_line(
+        saga_type,
+        correlation_id,
+        message,
+        outcome,
+        from_state=from_state,
+        to_state=to_state,
+        version=version,
+        incarnation=incarnation,
+        definition_version=definition_version,
     )
-
-
-def journal_line(
-    saga_type: type[Saga[Any]],
-    correlation_id: str,
-    message: Message,
-    outcome: str,
-    *,
-    from_state: str | None = None,
-    to_state: str | None = None,
-    version: int | None = None,
-    incarnation: UUID | None = None,
-    definition_version: int | None = None,
-) -> dict[str, Any]:
-    """The journal row `journal` writes, not yet written (for `create(..., then=...)`)."""
-    return {
-        "saga_id": saga_type.id_for(correlation_id),
-        "saga_type": saga_type.saga_type,
-        "correlation_id": correlation_id,
-        "incarnation": incarnation,
-        "version": version,
-        "definition_version": definition_version,
-        "from_state": from_state,
-        "to_state": to_state,
-        "trigger": message.type_name,
-        "message_id": message.message_id,
-        "outcome": outcome,
-        "at": clock.now(),
-    }
+    write_journal_line(executor, line)
 
 
 def write_journal_line(executor: Executor, line: dict[str, Any]) -> None:
-    """Write a line from `journal_line` (in a batch: at its commit)."""
+    """Insert a `journal_line` (in a batch: at its commit)."""
     batch = current_batch(executor)
     if batch is not None:
         batch.journal.append(line)
         batch.writes += 1
     else:
         executor.execute(_JOURNAL, line)
+
+
+def saves_step_at_once(executor: Executor, saga: Saga[Any]) -> bool:
+    """Whether `save_step` applies: PostgreSQL, outside a batch (whose writes wait for its
+    commit), for a row whose first save after an upgrade needs no migration line."""
+    return (
+        saga.migration is None and current_batch(executor) is None and step_sql.supported(executor)
+    )
+
+
+def save_step(
+    executor: Executor,
+    saga: Saga[Any],
+    *,
+    expected_version: int,
+    line: dict[str, Any],
+    outbox_rows: list[dict[str, Any]],
+) -> bool:
+    """`save`, the journal `line` and the `outbox_rows` (from `Outbox(..., into=...)`) in one
+    statement; False, with nothing written, if the row changed since it was loaded."""
+    columns = _columns(saga)
+    if not saga.timeouts:
+        columns["timeouts"] = None  # SQL NULL there too (see `_columns`)
+    saved = step_sql.save_step(
+        executor,
+        columns,
+        saga_id=saga.id,
+        expected_version=expected_version,
+        journal_line=line,
+        outbox_rows=outbox_rows,
+    )
+    if saved and outbox_rows:
+        signals.mark_written(executor)
+    return saved
 
 
 def journal_of(executor: Executor, saga_id: UUID) -> list[dict[str, Any]]:
