@@ -56,6 +56,9 @@ class Sizes:
     memory_rows: int
     #: Alternating rounds of (a) and (b), whose medians the table reports.
     rounds: int = 3
+    #: How many of (d)'s three cases to run: each costs its processes' start-up, many seconds
+    #: that tell nothing in the suite's tiny run.
+    latency_cases: int = 3
 
     @classmethod
     def full(cls) -> Sizes:
@@ -63,7 +66,7 @@ class Sizes:
 
     @classmethod
     def tiny(cls) -> Sizes:
-        return cls(1, 2, 200, 2000, 1.0, 50, 0, rounds=1)
+        return cls(1, 2, 100, 500, 0.5, 20, 0, rounds=1, latency_cases=1)
 
 
 @dataclass

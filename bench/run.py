@@ -71,7 +71,7 @@ def run(postgres: str, amqp: str, sizes: Sizes, results: Results) -> None:
     print("(d) commit → broker latency at half of (b)", flush=True)
     cases = [(rate / 2, True, "unbatched"), (rate / 2, False, "unbatched"),
              (max(rate, batched) / 2, True, "batched")]  # fmt: skip
-    for target, listen, which in cases:
+    for target, listen, which in cases[: sizes.latency_cases]:
         with scratch_database(postgres) as url, machine_busy() as busy:
             p50, p99, count = latency.commit_to_broker_ms(
                 url, amqp, rate=target, seconds=sizes.latency_seconds, listen=listen

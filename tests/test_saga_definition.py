@@ -45,9 +45,9 @@ def _drive(saga: LoanSaga) -> None:
 
 
 def test_thousands_of_instances_share_one_machine_that_keeps_none_of_them() -> None:
-    """Thousands of sagas driven through the class's one machine: the machine holds no instance, each
-    instance costs a small fraction of what a machine of its own would, and dropped instances
-    are freed."""
+    """Thousands of sagas driven through the class's one machine: the machine holds no instance,
+    each instance costs a small fraction of what a machine of its own would, and dropped
+    instances are freed."""
     machine = LoanSaga.machine
     gc.collect()
     tracemalloc.start()
