@@ -152,6 +152,18 @@ class Arm:
 
 
 @dataclass(frozen=True)
+class ArmNew:
+    """`after`, on a part that starts the saga in the waiting state: nothing entered that
+    state by a transition, so the deadline is scheduled here, when the saga is created."""
+
+    join: Join
+
+    def __call__(self, ctx: SagaContext, message: Message) -> None:
+        if ctx.saga.version == 0:  # not stored yet: this part created it
+            Arm(self.join)(ctx, message)
+
+
+@dataclass(frozen=True)
 class Forget:
     """`before`, when the saga enters the waiting state: a join waited again starts afresh."""
 
@@ -212,9 +224,13 @@ def _spelled_out(spec: Join) -> Iterator[dict[str, Any]]:
                 "prepare": [keep, *_listed(options.get("prepare"))],
                 "conditions": [complete, *_listed(options.get("conditions"))],
             }
-        # Not all in yet: stay, with the part kept.
-        yield {"trigger": part, "source": spec.source, "dest": None, "prepare": [keep],
-               "unless": [complete]}  # fmt: skip
+        # Not all in yet: stay, with the part kept (and the deadline armed, if it started
+        # the saga: a saga waiting in its initial state never entered it by a transition).
+        stay: dict[str, Any] = {"trigger": part, "source": spec.source, "dest": None,
+                                "prepare": [keep], "unless": [complete]}  # fmt: skip
+        if spec.within is not None:
+            stay["after"] = [ArmNew(spec)]
+        yield stay
     if spec.on_timeout is not None:
         yield {
             **spec.on_timeout.options,

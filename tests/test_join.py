@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from outbox.messages import Message
+from sagabox import App
 from sagabox.testing import SagaHarness
 from sagas import JoinTimedOut, Saga, SagaContext, SagaDefinitionError, branch, join, on
 from tests import join_app
@@ -110,6 +111,47 @@ def test_a_completed_join_cancels_its_deadline(harness: SagaHarness) -> None:
     assert "approved" == harness.state(Application, "C-6")
     assert JoinTimedOut.type_name not in {trigger for trigger, _ in _outcomes(harness, "C-6")}
     assert [] == harness.sent(JoinTimedOut)
+
+
+class StartedByAPart(Saga[BaseModel], name="jointest.StartedByAPart"):
+    """Waits in its initial state: the first part creates it, nothing enters it."""
+
+    states = ["waiting", {"name": "both", "final": True}, {"name": "expired", "final": True}]
+    transitions = [
+        join(
+            CreditScored,
+            IdentityVerified,
+            source="waiting",
+            into="both",
+            within=timedelta(days=1),
+            on_timeout="expired",
+        )
+    ]
+    correlation = {CreditScored: "case_id", IdentityVerified: "case_id"}
+
+
+def test_a_join_in_the_initial_state_arms_its_deadline_when_a_part_starts_it(
+    empty_database_url: str,
+) -> None:
+    """No transition enters the initial state, so the part that creates the saga schedules
+    the deadline; the next part does not move it, and it fires a day after the first."""
+    app = App("started", sagas=[StartedByAPart], inputs=[CreditScored, IdentityVerified])
+    with SagaHarness(app, database=empty_database_url) as h:
+        h.dispatch(CreditScored(case_id="P-1", good=True))
+        saga = h.saga(StartedByAPart, "P-1")
+        assert saga is not None
+        assert ["join/waiting"] == list(saga.timeouts)
+        h.dispatch(CreditScored(case_id="P-1", good=False))  # a duplicate: no new deadline
+        h.advance(HOUR)
+        h.dispatch(IdentityVerified(case_id="P-2", genuine=True))
+        h.dispatch(CreditScored(case_id="P-2", good=True))
+        h.advance(23 * HOUR)
+        assert ("expired", "both") == (
+            h.state(StartedByAPart, "P-1"),
+            h.state(StartedByAPart, "P-2"),
+        )
+        triggers = [line["trigger"] for line in h.journal(StartedByAPart, "P-2")]
+        assert JoinTimedOut.type_name not in triggers
 
 
 def test_the_join_with_real_services(empty_database_url: str) -> None:
