@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from kombu import Connection
@@ -14,11 +15,13 @@ from sqlalchemy.orm import Session
 
 from outbox import Outbox
 from outbox.faults import Faulted, write_fault
+from outbox.return_address import wire_headers
 from outbox.tables import dead_letters, outbox_messages
 from sagabox.testing import SagaHarness
 from tests.relay_helpers import wait_for
 from tests.request_app import (
     CHARGE_TIMEOUT,
+    SILENT,
     ChargeCard,
     ChargeWithoutWatching,
     CheckoutSaga,
@@ -94,6 +97,30 @@ def test_the_fault_commits_with_the_dead_letter_or_not_at_all(shop: SagaHarness)
         for broken in ({**headers, "sagabox-origin-saga-id": "x"}, {**headers, "sagabox-type": 1}):
             assert not write_fault(session, endpoint="payment", headers=broken, reason="r")
         assert [] == session.execute(select(outbox_messages)).all()
+
+
+def test_a_fault_after_the_request_timed_out_is_late_not_a_dead_letter(
+    shop: SagaHarness,
+) -> None:
+    """The receiver gives up after the saga stopped waiting: like a late reply, the fault is
+    journaled `late` and changes nothing, instead of failing until the saga's endpoint
+    dead-letters it."""
+    shop.dispatch(CheckoutStarted(order_id="O-1", amount=SILENT))
+    [request] = [s for s in shop.shipped if isinstance(s.message, ChargeCard)]
+    shop.advance(CHARGE_TIMEOUT)
+    assert "unanswered" == shop.state(CheckoutSaga, "O-1")
+    with shop.transaction() as session:
+        assert write_fault(
+            session, endpoint="payment", headers=wire_headers(request.message), reason="late"
+        )
+    shop.run_until_quiet()
+    shop.advance(timedelta(minutes=1))  # past any retry of a failing delivery
+    assert [] == shop.dead_letters()
+    saga = shop.saga(CheckoutSaga, "O-1")
+    assert saga is not None
+    assert ("unanswered", "") == (saga.state_name, saga.data.fault)
+    last = shop.journal(CheckoutSaga, "O-1")[-1]
+    assert (Faulted[ChargeCard].type_name, "late") == (last["trigger"], last["outcome"])
 
 
 def test_a_real_workers_dead_letter_reaches_the_saga(database_url: str, broker_url: str) -> None:
