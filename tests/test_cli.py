@@ -49,6 +49,30 @@ def test_a_mistyped_sqlite_path_is_refused_without_creating_a_file(
     assert not typo.exists()
 
 
+@pytest.mark.parametrize("creates", [False, True], ids=["dlq list", "db upgrade"])
+def test_a_sqlite_path_sqlite_cannot_open_is_refused_with_what_to_write(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    creates: bool,
+) -> None:
+    """SQLite expands no '~' and opens no folder: both passed the check (which expanded '~'
+    itself) and failed with "unable to open database file"."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    assert 0 == main(["db", "upgrade", "--db", f"sqlite:///{home / 'app.db'}"])
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    command = ["db", "upgrade"] if creates else ["dlq", "list"]
+    capsys.readouterr()
+    assert 1 == main([*command, "--db", "sqlite:///~/app.db"])
+    assert "SQLite does not expand '~'" in capsys.readouterr().err
+    assert 1 == main([*command, "--db", f"sqlite:///{home}"])
+    assert f"{home} is a folder, not a SQLite database file" in capsys.readouterr().err
+    assert [] == list(elsewhere.iterdir())
+
+
 def test_db_url_comes_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
