@@ -65,6 +65,13 @@ class RequestTimedOut(Timeout, Generic[C], abstract=True):
     def __class_getitem__(cls, item: Any) -> Any:
         if not (isinstance(item, type) and issubclass(item, Message)):
             return cls  # `X[Any]`, `X[T]` in an annotation: any of them
+        if not issubclass(item, Command):
+            # `ctx.request` sends commands only: a transition on this timeout never fires.
+            raise TypeError(
+                f"RequestTimedOut[{item.__name__}]: {item.__name__} is not a Command, and only "
+                "commands are requested (ctx.request); declare it for the command the saga "
+                "requests"
+            )
         return parametrised(cls, REQUEST_TIMED_OUT, item)
 
 

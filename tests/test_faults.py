@@ -4,6 +4,7 @@ SQLite and PostgreSQL, and with real workers and a relay on the in-process broke
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,10 +19,12 @@ from outbox.faults import Faulted, write_fault
 from outbox.return_address import wire_headers
 from outbox.tables import dead_letters, outbox_messages
 from sagabox.testing import SagaHarness
+from sagas import RequestTimedOut
 from tests.relay_helpers import wait_for
 from tests.request_app import (
     CHARGE_TIMEOUT,
     SILENT,
+    CardCharged,
     ChargeCard,
     ChargeWithoutWatching,
     CheckoutSaga,
@@ -155,3 +158,16 @@ def test_a_real_workers_dead_letter_reaches_the_saga(database_url: str, broker_u
                 worker.queue()(connection.channel()).delete()
         orders.engine.dispose()
         payment.engine.dispose()
+
+
+def test_faults_and_request_timeouts_of_what_never_answers_are_refused() -> None:
+    """Events are published, never answered, and only commands are requested: a transition on
+    `Faulted[AnEvent]` or `RequestTimedOut[AnEvent]` could never fire, so the subscription
+    itself is refused, naming what to declare instead."""
+    with pytest.raises(TypeError, match="CardCharged is an Event, and only commands fault"):
+        Faulted[CardCharged]
+    with pytest.raises(TypeError, match=re.escape("Faulted[ChargeCard] is not a Command")):
+        RequestTimedOut[Faulted[ChargeCard]]
+    with pytest.raises(TypeError, match="only commands are requested"):
+        RequestTimedOut[CardCharged]
+    assert ChargeCard is Faulted[ChargeCard].of
