@@ -123,7 +123,10 @@ class KeepPart:
     join: Join
 
     def __call__(self, ctx: SagaContext, message: Message) -> None:
-        parts = ledger(ctx.saga).parts.setdefault(self.join.name, {})
+        book = ledger(ctx.saga)
+        parts = book.parts.setdefault(self.join.name, {})
+        if len(book.parts) > 1:  # only then can `part` read the wrong join's (see `Ledger`)
+            book.latest = self.join.name
         # The message's own fields: its envelope (id, times, causation) is in the journal.
         body = message.model_dump(mode="json", exclude=set(Message.model_fields))
         parts.setdefault(message.type_name, body)
@@ -246,8 +249,11 @@ def joins_of(transitions: Sequence[Mapping[str, Any]]) -> list[Join]:
 
 
 def part(saga: Saga[Any], message_type: type[M]) -> M | None:
-    """The part of type `message_type` the saga's join kept, or None if none came yet."""
-    for parts in ledger(saga).parts.values():
+    """The part of type `message_type` the saga's join kept, or None if none came yet; of
+    several joins on that type, the one that kept a part last (the one the saga is in)."""
+    book = ledger(saga)
+    latest = book.parts.get(book.latest, {})
+    for parts in [latest, *book.parts.values()]:
         body = parts.get(message_type.type_name)
         if body is not None:
             return message_type.model_validate(body)

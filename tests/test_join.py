@@ -14,6 +14,7 @@ from kombu import Connection
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from outbox import Event
 from outbox.messages import Message
 from sagabox import App
 from sagabox.testing import SagaHarness
@@ -152,6 +153,50 @@ def test_a_join_in_the_initial_state_arms_its_deadline_when_a_part_starts_it(
         )
         triggers = [line["trigger"] for line in h.journal(StartedByAPart, "P-2")]
         assert JoinTimedOut.type_name not in triggers
+
+
+class Quote(Event, type="jointest.Quote"):
+    case_id: str
+    price: int
+
+
+class Stock(Event, type="jointest.Stock"):
+    case_id: str
+
+
+class Prices(BaseModel):
+    read: list[int] = []
+
+
+class TwoJoinsOnOneType(Saga[Prices], name="jointest.TwoJoinsOnOneType"):
+    """Joins a quote twice: with the stock, then again with the credit check."""
+
+    states = ["new", "first", "second", {"name": "done", "final": True}]
+    transitions = [
+        on(Applied, "new", "first"),
+        join(Quote, Stock, source="first", into=branch("second", after="read_quote")),
+        join(Quote, CreditScored, source="second", into=branch("done", after="read_quote")),
+    ]
+    correlation = {Applied: "case_id", Quote: "case_id", Stock: "case_id"}
+    correlation |= {CreditScored: "case_id"}
+
+    def read_quote(self, ctx: SagaContext, _part: object) -> None:
+        quote = self.part(Quote)
+        self.data.read.append(-1 if quote is None else quote.price)
+
+
+def test_of_two_joins_on_one_type_a_part_is_read_from_the_join_the_saga_is_in(
+    empty_database_url: str,
+) -> None:
+    """The second join's action read the first join's quote (kept in the data as well)."""
+    app = App("quotes", sagas=[TwoJoinsOnOneType], inputs=[Applied, Quote, Stock, CreditScored])
+    with SagaHarness(app, database=empty_database_url) as h:
+        h.dispatch(Applied(case_id="Q-1", name="Ada", score=700))
+        h.dispatch(Quote(case_id="Q-1", price=1), Stock(case_id="Q-1"))
+        h.dispatch(Quote(case_id="Q-1", price=2), CreditScored(case_id="Q-1", good=True))
+        saga = h.saga(TwoJoinsOnOneType, "Q-1")
+        assert saga is not None
+        assert ("done", [1, 2]) == (saga.state_name, saga.data.read)
 
 
 def test_the_join_with_real_services(empty_database_url: str) -> None:
