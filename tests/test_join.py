@@ -199,6 +199,48 @@ def test_of_two_joins_on_one_type_a_part_is_read_from_the_join_the_saga_is_in(
         assert ("done", [1, 2]) == (saga.state_name, saga.data.read)
 
 
+class Submitted(Event, type="jointest.Submitted"):
+    case_id: str
+
+
+class DraftFirst(Saga[BaseModel], name="jointest.DraftFirst"):
+    """Waits for the checks only once the draft is submitted; a check may come before."""
+
+    states = ["new", "draft", "checking", {"name": "done", "final": True}]
+    states += [{"name": "expired", "final": True}]
+    transitions = [
+        on(Applied, "new", "draft"),
+        on(Submitted, "draft", "checking"),
+        join(
+            CreditScored,
+            IdentityVerified,
+            source="checking",
+            into="done",
+            within=timedelta(days=1),
+            on_timeout="expired",
+        ),
+    ]
+    correlation = {Applied: "case_id", Submitted: "case_id", CreditScored: "case_id"}
+    correlation |= {IdentityVerified: "case_id"}
+
+
+def test_a_part_before_the_saga_waits_for_it_is_retried_not_dropped(
+    empty_database_url: str,
+) -> None:
+    """It was journaled `ignored` in `draft`, so the join never completed and expired; like
+    any early message it now fails, is retried, and counts once the saga is checking."""
+    app = App("drafts", sagas=[DraftFirst], inputs=[Applied, Submitted, CreditScored])
+    with SagaHarness(app, database=empty_database_url) as h:
+        h.dispatch(Applied(case_id="D-1", name="Ada", score=700))
+        h.dispatch(CreditScored(case_id="D-1", good=True))  # early
+        h.dispatch(Submitted(case_id="D-1"), IdentityVerified(case_id="D-1", genuine=True))
+        h.advance(HOUR)  # past the early part's retry delay
+        assert "done" == h.state(DraftFirst, "D-1")
+        outcomes = [(line["trigger"], line["outcome"]) for line in h.journal(DraftFirst, "D-1")]
+        assert (CreditScored.type_name, "transition") == outcomes[-1]
+        assert [] == h.dead_letters()
+
+
 def test_the_join_with_real_services(empty_database_url: str) -> None:
     """Both checks answered by their service; one that never answers runs into the deadline."""
     with SagaHarness(*join_app.apps(), database=empty_database_url) as h:
