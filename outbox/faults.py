@@ -68,6 +68,12 @@ class Faulted(Event, Generic[C], abstract=True):
     def __class_getitem__(cls, item: Any) -> Any:
         if not (isinstance(item, type) and issubclass(item, Message)):
             return cls  # `X[Any]`, `X[T]` in an annotation: any of them
+        if issubclass(item, Event):
+            # Events are published, never answered: a transition on their fault never fires.
+            raise TypeError(
+                f"Faulted[{item.__name__}]: {item.__name__} is an Event, and only commands "
+                "fault back to their sender; watch the fault of the command that leads to it"
+            )
         return parametrised(cls, FAULTED, item)
 
 

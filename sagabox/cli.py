@@ -60,6 +60,10 @@ def _run(argv: Sequence[str] | None) -> int:
         print(f"sagabox: error: {exc}", file=sys.stderr)
         return 1
     args = parser.parse_args(argv)
+    undecodable = _undecodable_argument(args)
+    if undecodable is not None:
+        print(f"sagabox: error: {undecodable}", file=sys.stderr)
+        return 1
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -88,6 +92,26 @@ def _run(argv: Sequence[str] | None) -> int:
         # Driver errors can quote the URL they failed on: never print its password.
         print(f"sagabox: error: {mask_secrets(one_line(exc))}", file=sys.stderr)
         return 1
+
+
+def _undecodable_argument(args: argparse.Namespace) -> str | None:
+    """What is wrong with the first argument that is not valid UTF-8, or None.
+
+    The shell hands over bytes; Python keeps undecodable ones as lone surrogates, which no
+    database driver can send: without this, the command fails with a codec's complaint.
+    """
+    for name, value in vars(args).items():
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = value.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+            return (
+                f"argument {name} ('{shown[:80]}') is not valid UTF-8 text: retype it, or "
+                "check the terminal's encoding (locale)"
+            )
+    return None
 
 
 def one_line(exc: BaseException) -> str:

@@ -139,14 +139,25 @@ def check_database_url(text: str, *, creates: bool = False) -> None:
             f"{URL_EXAMPLES}"
         ) from None
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        folder = Path(url.database).expanduser().resolve().parent
+        if url.database.startswith("~"):
+            # SQLite opens the path as written: "~" is a folder of that name, not home.
+            raise ValueError(
+                f"--db {shown}: SQLite does not expand '~' in a path: write it out in full "
+                "(sqlite:////home/you/app.db), or relative to the current folder"
+            )
+        folder = Path(url.database).resolve().parent
         if not folder.is_dir():
             raise ValueError(
                 f"--db {shown}: the folder {folder} does not exist (SQLite creates the file, "
                 "not its folder): create it, or fix the path (sqlite:///relative/app.db, "
                 "sqlite:////absolute/app.db)"
             )
-        path = Path(url.database).expanduser().resolve()
+        path = Path(url.database).resolve()
+        if path.is_dir():
+            raise ValueError(
+                f"--db {shown}: {path} is a folder, not a SQLite database file: name the file "
+                "in it (sqlite:///folder/app.db)"
+            )
         if not creates and not path.exists() and not url.database.startswith("file:"):
             raise ValueError(
                 f"--db {shown}: there is no SQLite database at {path}: fix the path, or create "

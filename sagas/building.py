@@ -124,10 +124,33 @@ def build(cls: type[Saga[Any]]) -> None:
         cls.message_types.setdefault(message.type_name, message)
     for waited in joins:
         # A part arriving again after its join completed is a duplicate: harmless, journaled.
+        # One arriving before the saga waits for it is early, as any message: it fails and is
+        # retried until the saga gets there, instead of being dropped.
+        after = _reachable(
+            cls, [b.dest for b in (*waited.into, *filter(None, [waited.on_timeout]))]
+        )
         for part in waited.parts:
             handled = cls.machine.events[part.type_name].transitions
-            idle = frozenset(s for s in cls.state_names if s not in handled)
+            idle = frozenset(s for s in after if s not in handled)
             cls._ignored[part.type_name] = cls._ignored.get(part.type_name, frozenset()) | idle
+
+
+def _reachable(cls: type[Saga[Any]], starts: list[str]) -> set[str]:
+    """The states `cls` can be in from any of `starts` on (those included)."""
+    edges: dict[str, set[str]] = {}
+    for event in cls.machine.events.values():
+        for source, candidates in event.transitions.items():
+            for candidate in candidates:
+                if candidate.dest is not None:
+                    edges.setdefault(source, set()).add(state_name(candidate.dest))
+    seen = {state_name(s) for s in starts}
+    todo = list(seen)
+    while todo:
+        for dest in edges.get(todo.pop(), ()):
+            if dest not in seen:
+                seen.add(dest)
+                todo.append(dest)
+    return seen
 
 
 def _check_states(

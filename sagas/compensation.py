@@ -15,11 +15,13 @@ The compensating command is built from the step's command: the fields they share
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from outbox.messages import Command, Message
+from outbox.sync_only import is_coroutine_callable
 from sagas.errors import SagaDefinitionError
 from sagas.ledger import SentStep, ledger
 
@@ -161,17 +163,40 @@ def _compensation(saga: Saga[Any], ctx: SagaContext, undo: Step, original: Comma
     return undo.compensate.model_validate(shared)
 
 
+def _check_build(cls: type[Saga[Any]], declared: Step) -> None:
+    """Refuse a `build=` that cannot make the compensation when the saga fails: a method that
+    is missing, `async def` (never awaited) or does not take `(ctx, sent_command)`."""
+    named = f"{cls.__name__}: step({declared.command.__name__}, build={declared.build!r})"
+    assert declared.build is not None
+    if not callable(getattr(cls, declared.build, None)):
+        raise SagaDefinitionError(f"{named} names no method of the saga")
+    if is_coroutine_callable(getattr(cls, declared.build)):
+        raise SagaDefinitionError(
+            f"{named} is `async def`, but it runs synchronously in the failing transition and "
+            "is never awaited: make it a plain `def` returning the compensating command"
+        )
+    raw = inspect.getattr_static(cls, declared.build)
+    func = raw.__func__ if isinstance(raw, staticmethod | classmethod) else raw
+    receivers = 0 if isinstance(raw, staticmethod) else 1
+    try:
+        inspect.signature(func).bind(*[None] * (receivers + 2))
+    except TypeError:
+        raise SagaDefinitionError(
+            f"{named}: the method takes (ctx, sent_command) and returns the compensating "
+            f"{declared.compensate.__name__}"
+        ) from None
+    except ValueError:
+        return  # no signature to read (a builtin): it is called all the same
+
+
 def declare(cls: type[Saga[Any]], transitions: list[dict[str, Any]]) -> None:
     """Check `cls.steps` and wire their tracking into `transitions` (in place)."""
     steps = tuple(cls.steps)
     for declared in steps:
         if not isinstance(declared, Step):
             raise SagaDefinitionError(f"{cls.__name__}.steps: use step(...), got {declared!r}")
-        if declared.build is not None and not callable(getattr(cls, declared.build, None)):
-            raise SagaDefinitionError(
-                f"{cls.__name__}: step({declared.command.__name__}, build={declared.build!r}) "
-                "names no method of the saga"
-            )
+        if declared.build is not None:
+            _check_build(cls, declared)
     names = [s.command.type_name for s in steps]
     if len(set(names)) != len(names):
         raise SagaDefinitionError(f"{cls.__name__}.steps: one step per command, got {names}")

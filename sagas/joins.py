@@ -123,7 +123,10 @@ class KeepPart:
     join: Join
 
     def __call__(self, ctx: SagaContext, message: Message) -> None:
-        parts = ledger(ctx.saga).parts.setdefault(self.join.name, {})
+        book = ledger(ctx.saga)
+        parts = book.parts.setdefault(self.join.name, {})
+        if len(book.parts) > 1:  # only then can `part` read the wrong join's (see `Ledger`)
+            book.latest = self.join.name
         # The message's own fields: its envelope (id, times, causation) is in the journal.
         body = message.model_dump(mode="json", exclude=set(Message.model_fields))
         parts.setdefault(message.type_name, body)
@@ -149,6 +152,18 @@ class Arm:
     def __call__(self, ctx: SagaContext, _message: Message) -> None:
         assert self.join.within is not None
         ctx.schedule(self.join.name, JoinTimedOut(), after=self.join.within)
+
+
+@dataclass(frozen=True)
+class ArmNew:
+    """`after`, on a part that starts the saga in the waiting state: nothing entered that
+    state by a transition, so the deadline is scheduled here, when the saga is created."""
+
+    join: Join
+
+    def __call__(self, ctx: SagaContext, message: Message) -> None:
+        if ctx.saga.version == 0:  # not stored yet: this part created it
+            Arm(self.join)(ctx, message)
 
 
 @dataclass(frozen=True)
@@ -212,9 +227,13 @@ def _spelled_out(spec: Join) -> Iterator[dict[str, Any]]:
                 "prepare": [keep, *_listed(options.get("prepare"))],
                 "conditions": [complete, *_listed(options.get("conditions"))],
             }
-        # Not all in yet: stay, with the part kept.
-        yield {"trigger": part, "source": spec.source, "dest": None, "prepare": [keep],
-               "unless": [complete]}  # fmt: skip
+        # Not all in yet: stay, with the part kept (and the deadline armed, if it started
+        # the saga: a saga waiting in its initial state never entered it by a transition).
+        stay: dict[str, Any] = {"trigger": part, "source": spec.source, "dest": None,
+                                "prepare": [keep], "unless": [complete]}  # fmt: skip
+        if spec.within is not None:
+            stay["after"] = [ArmNew(spec)]
+        yield stay
     if spec.on_timeout is not None:
         yield {
             **spec.on_timeout.options,
@@ -230,8 +249,11 @@ def joins_of(transitions: Sequence[Mapping[str, Any]]) -> list[Join]:
 
 
 def part(saga: Saga[Any], message_type: type[M]) -> M | None:
-    """The part of type `message_type` the saga's join kept, or None if none came yet."""
-    for parts in ledger(saga).parts.values():
+    """The part of type `message_type` the saga's join kept, or None if none came yet; of
+    several joins on that type, the one that kept a part last (the one the saga is in)."""
+    book = ledger(saga)
+    latest = book.parts.get(book.latest, {})
+    for parts in [latest, *book.parts.values()]:
         body = parts.get(message_type.type_name)
         if body is not None:
             return message_type.model_validate(body)

@@ -33,6 +33,10 @@ class Ledger(BaseModel):
 
     #: Join name -> message type name -> the first such message received (as JSON).
     parts: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    #: The join that last kept a part, once parts of two joins are kept: `Saga.part` reads its
+    #: parts first, so of two joins on one message type it reads the join the saga is in (or
+    #: just left); the JSON column keeps no key order to tell them apart by.
+    latest: str = ""
     #: Step command type name -> the last one sent.
     sent: dict[str, SentStep] = Field(default_factory=dict)
     #: Step command type names, in the order the steps were completed (and not compensated).

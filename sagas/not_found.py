@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from outbox.database import Executor
 from outbox.messages import Message
+from outbox.sync_only import is_coroutine_callable
 from sagas.errors import SagaDefinitionError
 
 if TYPE_CHECKING:
@@ -39,6 +40,14 @@ def check(cls: type[Saga[Any]]) -> None:
     if not callable(policy):
         raise SagaDefinitionError(
             f"{cls.__name__}.on_not_found must be a policy name or a function (session, message)"
+        )
+    if is_coroutine_callable(policy):
+        # Called in the message's transaction and never awaited: the coroutine would be
+        # dropped and the message journaled `not_found` as if it had run.
+        raise SagaDefinitionError(
+            f"{cls.__name__}.on_not_found is `async def`, but it runs synchronously in the "
+            "message's transaction and is never awaited: make it a plain `def` "
+            "(session, message) -> None"
         )
     try:
         inspect.signature(policy).bind(None, None)

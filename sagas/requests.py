@@ -7,8 +7,9 @@ after the request, so what the saga awaits is in its row, survives a crash and s
 instance and the request in its headers, so it reaches that instance with no correlation
 mapping. A reply while the request is pending cancels its timeout and fires the saga's
 transition for the reply; one arriving later (timed out, answered already, state left) is
-journaled `late` and never applied. A saga that declares a transition for `Faulted[Cmd]` asks
-the receivers of its `Cmd`s for their faults; a fault of a pending request cancels it too.
+journaled `late` and never applied, as is a fault the saga's state no longer expects. A saga
+that declares a transition for `Faulted[Cmd]` asks the receivers of its `Cmd`s for their
+faults; a fault of a pending request cancels it too.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ class RequestTimedOut(Timeout, Generic[C], abstract=True):
     def __class_getitem__(cls, item: Any) -> Any:
         if not (isinstance(item, type) and issubclass(item, Message)):
             return cls  # `X[Any]`, `X[T]` in an annotation: any of them
+        if not issubclass(item, Command):
+            # `ctx.request` sends commands only: a transition on this timeout never fires.
+            raise TypeError(
+                f"RequestTimedOut[{item.__name__}]: {item.__name__} is not a Command, and only "
+                "commands are requested (ctx.request); declare it for the command the saga "
+                "requests"
+            )
         return parametrised(cls, REQUEST_TIMED_OUT, item)
 
 
@@ -189,6 +197,11 @@ def deliver(
     if saga.ignores(message):
         return done("ignored")
     if not saga.allows(message):
+        if pending is None:
+            # A fault of a command the saga no longer waits for (its request timed out, or
+            # the saga left the state that awaited it): late, as a reply would be, instead of
+            # failing until it is dead-lettered at the saga's own endpoint.
+            return done("late")
         raise InvalidTransition(
             f"{cls.saga_type} {correlation_id!r} (id {saga.id}) is in state "
             f"{saga.state_name!r}, where the answer {message.type_name} is not allowed; declare "

@@ -49,6 +49,44 @@ def test_a_mistyped_sqlite_path_is_refused_without_creating_a_file(
     assert not typo.exists()
 
 
+@pytest.mark.parametrize("creates", [False, True], ids=["dlq list", "db upgrade"])
+def test_a_sqlite_path_sqlite_cannot_open_is_refused_with_what_to_write(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    creates: bool,
+) -> None:
+    """SQLite expands no '~' and opens no folder: both passed the check (which expanded '~'
+    itself) and failed with "unable to open database file"."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    assert 0 == main(["db", "upgrade", "--db", f"sqlite:///{home / 'app.db'}"])
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(elsewhere)
+    command = ["db", "upgrade"] if creates else ["dlq", "list"]
+    capsys.readouterr()
+    assert 1 == main([*command, "--db", "sqlite:///~/app.db"])
+    assert "SQLite does not expand '~'" in capsys.readouterr().err
+    assert 1 == main([*command, "--db", f"sqlite:///{home}"])
+    assert f"{home} is a folder, not a SQLite database file" in capsys.readouterr().err
+    assert [] == list(elsewhere.iterdir())
+
+
+def test_an_argument_that_is_not_utf8_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes the shell passes that are not UTF-8 arrive as lone surrogates; the driver's
+    "codec can't encode" said neither which argument nor what to do."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    assert 0 == main(["db", "upgrade", "--db", url])
+    capsys.readouterr()
+    assert 1 == main(["sagas", "show", "shop.Checkout", "O-\udcff", "--db", url])
+    error = capsys.readouterr().err
+    assert "error: argument correlation_id ('O-\\udcff') is not valid UTF-8 text" in error
+    assert "codec" not in error
+
+
 def test_db_url_comes_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -225,6 +225,48 @@ def test_a_build_method_that_does_not_exist_is_refused() -> None:
             transitions = [on(Failed, "new", "done", compensate=True)]
 
 
+class AsyncBuild(Saga[Nothing], abstract=True):
+    async def release_for(self, ctx: SagaContext, sent: Reserve) -> Release:
+        return Release(**sent.model_dump(include=set(Release.model_fields)))
+
+
+class NoCtxBuild(Saga[Nothing], abstract=True):
+    def release_for(self, sent: Reserve) -> Release:
+        return Release(**sent.model_dump(include=set(Release.model_fields)))
+
+
+class StaticBuild(Saga[Nothing], abstract=True):
+    @staticmethod
+    def release_for(ctx: SagaContext, sent: Reserve) -> Release:
+        return Release(**sent.model_dump(include=set(Release.model_fields)))
+
+
+@pytest.mark.parametrize(
+    ("base", "complaint"),
+    [(AsyncBuild, "is `async def`"), (NoCtxBuild, r"takes \(ctx, sent_command\)")],
+    ids=["async", "no-ctx"],
+)
+def test_a_build_method_that_cannot_run_is_refused_when_the_class_is_defined(
+    base: type[Saga[Nothing]], complaint: str
+) -> None:
+    """Otherwise it fails only when the saga fails, and the failure is never compensated."""
+    with pytest.raises(SagaDefinitionError, match=complaint):
+        # A parametrised base: mypy cannot follow a class statement on a variable.
+        class Broken(base, name=f"comptest.Broken{base.__name__}"):  # type: ignore[valid-type,misc,call-arg]
+            states = ["new", {"name": "done", "final": True}]
+            steps = [step(Reserve, compensate=Release, build="release_for")]
+            transitions = [on(Failed, "new", "done", compensate=True)]
+
+
+def test_a_static_build_method_is_accepted() -> None:
+    class Static(StaticBuild, name="comptest.Static"):
+        states = ["new", {"name": "done", "final": True}]
+        steps = [step(Reserve, compensate=Release, build="release_for")]
+        transitions = [on(Failed, "new", "done", compensate=True)]
+
+    assert "release_for" == Static.steps[0].build
+
+
 def test_the_diagram_draws_the_compensations_on_the_failing_edges() -> None:
     diagram = TripSaga.mermaid()
     assert (

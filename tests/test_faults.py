@@ -4,8 +4,10 @@ SQLite and PostgreSQL, and with real workers and a relay on the in-process broke
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from kombu import Connection
@@ -14,11 +16,15 @@ from sqlalchemy.orm import Session
 
 from outbox import Outbox
 from outbox.faults import Faulted, write_fault
+from outbox.return_address import wire_headers
 from outbox.tables import dead_letters, outbox_messages
 from sagabox.testing import SagaHarness
+from sagas import RequestTimedOut
 from tests.relay_helpers import wait_for
 from tests.request_app import (
     CHARGE_TIMEOUT,
+    SILENT,
+    CardCharged,
     ChargeCard,
     ChargeWithoutWatching,
     CheckoutSaga,
@@ -96,6 +102,30 @@ def test_the_fault_commits_with_the_dead_letter_or_not_at_all(shop: SagaHarness)
         assert [] == session.execute(select(outbox_messages)).all()
 
 
+def test_a_fault_after_the_request_timed_out_is_late_not_a_dead_letter(
+    shop: SagaHarness,
+) -> None:
+    """The receiver gives up after the saga stopped waiting: like a late reply, the fault is
+    journaled `late` and changes nothing, instead of failing until the saga's endpoint
+    dead-letters it."""
+    shop.dispatch(CheckoutStarted(order_id="O-1", amount=SILENT))
+    [request] = [s for s in shop.shipped if isinstance(s.message, ChargeCard)]
+    shop.advance(CHARGE_TIMEOUT)
+    assert "unanswered" == shop.state(CheckoutSaga, "O-1")
+    with shop.transaction() as session:
+        assert write_fault(
+            session, endpoint="payment", headers=wire_headers(request.message), reason="late"
+        )
+    shop.run_until_quiet()
+    shop.advance(timedelta(minutes=1))  # past any retry of a failing delivery
+    assert [] == shop.dead_letters()
+    saga = shop.saga(CheckoutSaga, "O-1")
+    assert saga is not None
+    assert ("unanswered", "") == (saga.state_name, saga.data.fault)
+    last = shop.journal(CheckoutSaga, "O-1")[-1]
+    assert (Faulted[ChargeCard].type_name, "late") == (last["trigger"], last["outcome"])
+
+
 def test_a_real_workers_dead_letter_reaches_the_saga(database_url: str, broker_url: str) -> None:
     """Two endpoints with their own workers and a relay on one broker (memory:// and RabbitMQ):
     payment dead-letters the charge, the fault travels back, the saga is cancelled."""
@@ -128,3 +158,16 @@ def test_a_real_workers_dead_letter_reaches_the_saga(database_url: str, broker_u
                 worker.queue()(connection.channel()).delete()
         orders.engine.dispose()
         payment.engine.dispose()
+
+
+def test_faults_and_request_timeouts_of_what_never_answers_are_refused() -> None:
+    """Events are published, never answered, and only commands are requested: a transition on
+    `Faulted[AnEvent]` or `RequestTimedOut[AnEvent]` could never fire, so the subscription
+    itself is refused, naming what to declare instead."""
+    with pytest.raises(TypeError, match="CardCharged is an Event, and only commands fault"):
+        Faulted[CardCharged]
+    with pytest.raises(TypeError, match=re.escape("Faulted[ChargeCard] is not a Command")):
+        RequestTimedOut[Faulted[ChargeCard]]
+    with pytest.raises(TypeError, match="only commands are requested"):
+        RequestTimedOut[CardCharged]
+    assert ChargeCard is Faulted[ChargeCard].of

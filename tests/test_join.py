@@ -14,7 +14,9 @@ from kombu import Connection
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from outbox import Event
 from outbox.messages import Message
+from sagabox import App
 from sagabox.testing import SagaHarness
 from sagas import JoinTimedOut, Saga, SagaContext, SagaDefinitionError, branch, join, on
 from tests import join_app
@@ -110,6 +112,133 @@ def test_a_completed_join_cancels_its_deadline(harness: SagaHarness) -> None:
     assert "approved" == harness.state(Application, "C-6")
     assert JoinTimedOut.type_name not in {trigger for trigger, _ in _outcomes(harness, "C-6")}
     assert [] == harness.sent(JoinTimedOut)
+
+
+class StartedByAPart(Saga[BaseModel], name="jointest.StartedByAPart"):
+    """Waits in its initial state: the first part creates it, nothing enters it."""
+
+    states = ["waiting", {"name": "both", "final": True}, {"name": "expired", "final": True}]
+    transitions = [
+        join(
+            CreditScored,
+            IdentityVerified,
+            source="waiting",
+            into="both",
+            within=timedelta(days=1),
+            on_timeout="expired",
+        )
+    ]
+    correlation = {CreditScored: "case_id", IdentityVerified: "case_id"}
+
+
+def test_a_join_in_the_initial_state_arms_its_deadline_when_a_part_starts_it(
+    empty_database_url: str,
+) -> None:
+    """No transition enters the initial state, so the part that creates the saga schedules
+    the deadline; the next part does not move it, and it fires a day after the first."""
+    app = App("started", sagas=[StartedByAPart], inputs=[CreditScored, IdentityVerified])
+    with SagaHarness(app, database=empty_database_url) as h:
+        h.dispatch(CreditScored(case_id="P-1", good=True))
+        saga = h.saga(StartedByAPart, "P-1")
+        assert saga is not None
+        assert ["join/waiting"] == list(saga.timeouts)
+        h.dispatch(CreditScored(case_id="P-1", good=False))  # a duplicate: no new deadline
+        h.advance(HOUR)
+        h.dispatch(IdentityVerified(case_id="P-2", genuine=True))
+        h.dispatch(CreditScored(case_id="P-2", good=True))
+        h.advance(23 * HOUR)
+        assert ("expired", "both") == (
+            h.state(StartedByAPart, "P-1"),
+            h.state(StartedByAPart, "P-2"),
+        )
+        triggers = [line["trigger"] for line in h.journal(StartedByAPart, "P-2")]
+        assert JoinTimedOut.type_name not in triggers
+
+
+class Quote(Event, type="jointest.Quote"):
+    case_id: str
+    price: int
+
+
+class Stock(Event, type="jointest.Stock"):
+    case_id: str
+
+
+class Prices(BaseModel):
+    read: list[int] = []
+
+
+class TwoJoinsOnOneType(Saga[Prices], name="jointest.TwoJoinsOnOneType"):
+    """Joins a quote twice: with the stock, then again with the credit check."""
+
+    states = ["new", "first", "second", {"name": "done", "final": True}]
+    transitions = [
+        on(Applied, "new", "first"),
+        join(Quote, Stock, source="first", into=branch("second", after="read_quote")),
+        join(Quote, CreditScored, source="second", into=branch("done", after="read_quote")),
+    ]
+    correlation = {Applied: "case_id", Quote: "case_id", Stock: "case_id"}
+    correlation |= {CreditScored: "case_id"}
+
+    def read_quote(self, ctx: SagaContext, _part: object) -> None:
+        quote = self.part(Quote)
+        self.data.read.append(-1 if quote is None else quote.price)
+
+
+def test_of_two_joins_on_one_type_a_part_is_read_from_the_join_the_saga_is_in(
+    empty_database_url: str,
+) -> None:
+    """The second join's action read the first join's quote (kept in the data as well)."""
+    app = App("quotes", sagas=[TwoJoinsOnOneType], inputs=[Applied, Quote, Stock, CreditScored])
+    with SagaHarness(app, database=empty_database_url) as h:
+        h.dispatch(Applied(case_id="Q-1", name="Ada", score=700))
+        h.dispatch(Quote(case_id="Q-1", price=1), Stock(case_id="Q-1"))
+        h.dispatch(Quote(case_id="Q-1", price=2), CreditScored(case_id="Q-1", good=True))
+        saga = h.saga(TwoJoinsOnOneType, "Q-1")
+        assert saga is not None
+        assert ("done", [1, 2]) == (saga.state_name, saga.data.read)
+
+
+class Submitted(Event, type="jointest.Submitted"):
+    case_id: str
+
+
+class DraftFirst(Saga[BaseModel], name="jointest.DraftFirst"):
+    """Waits for the checks only once the draft is submitted; a check may come before."""
+
+    states = ["new", "draft", "checking", {"name": "done", "final": True}]
+    states += [{"name": "expired", "final": True}]
+    transitions = [
+        on(Applied, "new", "draft"),
+        on(Submitted, "draft", "checking"),
+        join(
+            CreditScored,
+            IdentityVerified,
+            source="checking",
+            into="done",
+            within=timedelta(days=1),
+            on_timeout="expired",
+        ),
+    ]
+    correlation = {Applied: "case_id", Submitted: "case_id", CreditScored: "case_id"}
+    correlation |= {IdentityVerified: "case_id"}
+
+
+def test_a_part_before_the_saga_waits_for_it_is_retried_not_dropped(
+    empty_database_url: str,
+) -> None:
+    """It was journaled `ignored` in `draft`, so the join never completed and expired; like
+    any early message it now fails, is retried, and counts once the saga is checking."""
+    app = App("drafts", sagas=[DraftFirst], inputs=[Applied, Submitted, CreditScored])
+    with SagaHarness(app, database=empty_database_url) as h:
+        h.dispatch(Applied(case_id="D-1", name="Ada", score=700))
+        h.dispatch(CreditScored(case_id="D-1", good=True))  # early
+        h.dispatch(Submitted(case_id="D-1"), IdentityVerified(case_id="D-1", genuine=True))
+        h.advance(HOUR)  # past the early part's retry delay
+        assert "done" == h.state(DraftFirst, "D-1")
+        outcomes = [(line["trigger"], line["outcome"]) for line in h.journal(DraftFirst, "D-1")]
+        assert (CreditScored.type_name, "transition") == outcomes[-1]
+        assert [] == h.dead_letters()
 
 
 def test_the_join_with_real_services(empty_database_url: str) -> None:

@@ -36,6 +36,10 @@ def record_orphan(session: Any, message: Any) -> None:
         raise RuntimeError(f"cannot file orphan scan {message.parcel_id}")
 
 
+async def record_orphan_later(session: Any, message: Any) -> None:
+    """Never awaited by the runtime: refused when a saga names it."""
+
+
 class ParcelData(BaseModel):
     scans: int = 0
 
@@ -92,6 +96,7 @@ def test_a_raising_function_fails_like_a_handler(database_url: str) -> None:
     [
         ("drop", "use one of raise, dead_letter, ignore"),
         (lambda m: None, "takes (session, message)"),
+        (staticmethod(record_orphan_later), "is `async def`"),
     ],
 )
 def test_a_wrong_policy_is_refused_when_the_class_is_defined(policy: Any, complaint: str) -> None:
