@@ -159,7 +159,7 @@ def deliver(
     runtime: SagaRuntime, executor: Executor, cls: type[Saga[Any]], message: Message
 ) -> Handled:
     """Apply a reply or fault to the saga instance its headers name (see the module doc)."""
-    from sagas.runtime import Handled
+    from sagas.runtime import unchanged
 
     to = addressee(wire_headers(message))
     assert to is not None, "deliver() is only called for addressed messages"
@@ -174,18 +174,8 @@ def deliver(
 
     def done(outcome: Any) -> Handled:
         state = None if saga is None else saga.state_name
-        store.journal(
-            executor,
-            cls,
-            correlation_id,
-            message,
-            outcome,
-            from_state=state,
-            to_state=state,
-            incarnation=None if saga is None else saga.incarnation,
-            definition_version=None if saga is None else saga.definition_version,
-        )
-        return Handled(cls.saga_type, to.saga_id, correlation_id, outcome, state, state)
+        # to.saga_id is cls.id_for(correlation_id): checked above.
+        return unchanged(executor, cls, correlation_id, message, outcome, saga, state)
 
     if saga is None:
         return done("not_found")  # pruned, or never here: an answer starts nothing

@@ -208,20 +208,7 @@ class SagaRuntime:
         saga = store.load(executor, cls, correlation_id)
 
         def done(outcome: Outcome, state: str | None = None) -> Handled:
-            store.journal(
-                executor,
-                cls,
-                correlation_id,
-                message,
-                outcome,
-                from_state=state,
-                to_state=state,
-                incarnation=None if saga is None else saga.incarnation,
-                definition_version=None if saga is None else saga.definition_version,
-            )
-            return Handled(
-                cls.saga_type, cls.id_for(correlation_id), correlation_id, outcome, state, state
-            )
+            return unchanged(executor, cls, correlation_id, message, outcome, saga, state)
 
         if saga is None:
             if isinstance(message, Timeout):
@@ -407,6 +394,31 @@ def _new_saga(cls: type[S], correlation_id: str, incarnation: UUID) -> S:
         created_at=now,
         updated_at=now,
     )
+
+
+def unchanged(
+    executor: Executor,
+    cls: type[Saga[Any]],
+    correlation_id: str,
+    message: Message,
+    outcome: Outcome,
+    saga: Saga[Any] | None,
+    state: str | None,
+) -> Handled:
+    """Journal a message that changed no saga (not found, late, stale, ignored) and say so;
+    `saga` is the instance it was for, if there is one."""
+    store.journal(
+        executor,
+        cls,
+        correlation_id,
+        message,
+        outcome,
+        from_state=state,
+        to_state=state,
+        incarnation=None if saga is None else saga.incarnation,
+        definition_version=None if saga is None else saga.definition_version,
+    )
+    return Handled(cls.saga_type, cls.id_for(correlation_id), correlation_id, outcome, state, state)
 
 
 def _handled(saga: Saga[Any], outcome: Outcome, before: str) -> Handled:
