@@ -19,15 +19,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
-from sqlalchemy import delete
-
 from outbox.database import Executor
 from outbox.errors import MalformedEnvelope
 from outbox.faults import Faulted, fault_type_name
 from outbox.generic_messages import parametrised
 from outbox.messages import Command, Event, Message
 from outbox.return_address import addressee, sender_headers, wire_headers
-from outbox.tables import outbox_messages
 from sagas import store
 from sagas.errors import InvalidTransition, SagaDefinitionError, SagaError, UnknownSagaType
 from sagas.timeouts import Timeout
@@ -159,7 +156,7 @@ def deliver(
     runtime: SagaRuntime, executor: Executor, cls: type[Saga[Any]], message: Message
 ) -> Handled:
     """Apply a reply or fault to the saga instance its headers name (see the module doc)."""
-    from sagas.runtime import unchanged
+    from sagas.runtime import DELETE_TIMEOUTS, unchanged
 
     to = addressee(wire_headers(message))
     assert to is not None, "deliver() is only called for addressed messages"
@@ -200,5 +197,5 @@ def deliver(
     if pending is not None:
         # Answered: its timeout must not fire. A row already shipped is found stale.
         timeout_id = saga.timeouts.pop(pending).message_id
-        executor.execute(delete(outbox_messages).where(outbox_messages.c.message_id == timeout_id))
+        executor.execute(DELETE_TIMEOUTS, {"b_message_ids": [timeout_id]})
     return runtime._transition(executor, saga, message)  # as for any message

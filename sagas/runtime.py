@@ -39,8 +39,9 @@ S = TypeVar("S", bound=Saga[Any])
 #: Where `SagaRuntime` finds its per-deployment id key when none is passed.
 ID_KEY_ENV = "SAGABOX_ID_KEY"
 
-# Built once, like the store's statements: a transition that cancels a timeout runs it.
-_DELETE_TIMEOUTS = delete(outbox_messages).where(
+#: Drops timeouts' outbox rows by message id (cancelled, rescheduled, answered requests);
+#: built once, like the store's statements, since a transition that cancels a timeout runs it.
+DELETE_TIMEOUTS = delete(outbox_messages).where(
     outbox_messages.c.message_id.in_(bindparam("b_message_ids", expanding=True))
 )
 
@@ -319,7 +320,7 @@ class SagaRuntime:
         if settlement.dropped:
             # A row already shipped would be found stale on arrival anyway; deleting the rest
             # keeps the outbox's timeout rows equal to the pending set.
-            executor.execute(_DELETE_TIMEOUTS, {"b_message_ids": settlement.dropped})
+            executor.execute(DELETE_TIMEOUTS, {"b_message_ids": settlement.dropped})
             if batch is not None:  # and those scheduled earlier in this batch, not yet written
                 dropped = set(settlement.dropped)
                 batch.outbox[:] = [r for r in batch.outbox if r["message_id"] not in dropped]
