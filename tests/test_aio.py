@@ -281,6 +281,24 @@ def test_an_async_saga_callback_is_refused_when_the_class_is_defined(
         _saga_with(**callbacks)
 
 
+def test_an_async_data_upcaster_is_refused_when_registered() -> None:
+    """An `async def` upcaster used to be registered, then its coroutine stood in for the
+    stored data and failed at every load of an old row; now the decorator refuses it."""
+
+    class Evolved(Saga[_Data], name="aiotest.Evolved"):
+        version = 2
+        states = ["new", {"name": "done", "final": True}]
+        transitions = [on(Noticed, "new", "done")]
+        correlation = {Noticed: "key"}
+
+    async def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    with pytest.raises(SagaDefinitionError, match=r"data_upcaster\(from_version=1\): .*async def"):
+        Evolved.data_upcaster(from_version=1)(upcast)
+    assert {} == Evolved.data_upcasters
+
+
 def test_a_saga_of_sync_callbacks_is_still_accepted() -> None:
     """The check refuses coroutines only."""
     assert "aiotest.AsyncSaga" == _saga_with(after="fine", on_enter="fine").saga_type
