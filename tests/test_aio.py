@@ -295,7 +295,7 @@ def test_an_async_data_upcaster_is_refused_when_registered() -> None:
         return data
 
     with pytest.raises(SagaDefinitionError, match=r"data_upcaster\(from_version=1\): .*async def"):
-        Evolved.data_upcaster(from_version=1)(upcast)
+        Evolved.data_upcaster(from_version=1)(upcast)  # type: ignore[arg-type]
     assert {} == Evolved.data_upcasters
 
 
