@@ -10,6 +10,8 @@ Needs the asyncio extra: `pip install 'sagabox[asyncio]'`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
@@ -51,13 +53,34 @@ async def run_sync(
 
     A sync `Session` or `Connection` here is a mistake the other way round: it is refused with
     the sync API's name rather than failing on a missing `run_sync`.
+
+    A call, once begun, runs to its end even if the awaiting task is cancelled (a request
+    timing out, a client gone): the cancellation is re-raised when the call's statements are
+    done, so the caller's transaction rolls back on a connection at rest. Cancelled halfway,
+    a statement would be abandoned in the driver: on aiosqlite an `INSERT ... RETURNING` left
+    so keeps SQLite's write lock, and every other writer then fails with "database is locked".
     """
     if not is_async_executor(executor):
         raise AsyncSessionGiven(
             f"the async API got {type(executor).__name__}, a synchronous one: call the sync "
             "API (Outbox, Inbox, SagaRuntime, App.start) with it, or pass an AsyncSession"
         )
-    return await executor.run_sync(func, *args, **kwargs)
+    call = asyncio.ensure_future(executor.run_sync(func, *args, **kwargs))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await _run_to_its_end(call)
+        raise
+
+
+async def _run_to_its_end(call: asyncio.Future[Any]) -> None:
+    """Wait for `call` to finish however often the waiting task is cancelled meanwhile (anyio
+    cancels again at every await); its own outcome is dropped: the caller is cancelled."""
+    while not call.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([call])
+    if not call.cancelled():
+        call.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 class AsyncOutbox:

@@ -48,6 +48,14 @@ def lifespan(
 
     @asynccontextmanager
     async def run(api: FastAPI) -> AsyncIterator[None]:
+        served = getattr(api.state, _STATE, None)
+        if isinstance(served, AsyncApp) and served.app is not app:
+            # Replacing it would hand every `Sagas` dependency the second App, silently.
+            raise RuntimeError(
+                f"this FastAPI app already serves the sagabox App {served.app.name!r} to its "
+                f"dependencies; {app.name!r} cannot be served too: keep one lifespan, and use "
+                f"the other App's async face directly (await {app.name}.aio.start(session, ...))"
+            )
         async with serving(app) as face:
             setattr(api.state, _STATE, face)
             if then is None:

@@ -62,6 +62,17 @@ class SagaboxPlugin(InitPluginProtocol):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         """Add the dependencies, the names handlers' annotations use, and the lifespan that
         closes the App's async engine."""
+        for key, option in (
+            (self.transaction_key, "transaction_key"),
+            (self.sagas_key, "sagas_key"),
+        ):
+            if key in app_config.dependencies:
+                # Replacing it would hand every handler the last plugin's App, silently.
+                raise ValueError(
+                    f"SagaboxPlugin({self.app.name!r}): the dependency {key!r} is registered "
+                    f"already (another SagaboxPlugin?): give this one other names, e.g. "
+                    f"SagaboxPlugin(app, {option}={self.app.name + '_' + key!r})"
+                )
         app_config.dependencies[self.transaction_key] = Provide(self._transaction)
         app_config.dependencies[self.sagas_key] = Provide(self._sagas, sync_to_thread=False)
         app_config.signature_namespace.update(

@@ -23,8 +23,13 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
-from freezegun import freeze_time
-from freezegun.api import FrozenDateTimeFactory, StepTickTimeFactory, TickingDateTimeFactory
+try:
+    from freezegun import freeze_time
+    from freezegun.api import FrozenDateTimeFactory, StepTickTimeFactory, TickingDateTimeFactory
+except ImportError as exc:  # an optional extra: say which install line brings it
+    raise ImportError(
+        f"the saga test harness needs freezegun ({exc}): pip install 'sagabox[testing]'"
+    ) from exc
 from kombu import Connection, Queue, binding
 from kombu.transport import memory
 from sqlalchemy import MetaData, select, text

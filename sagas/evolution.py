@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from outbox.sync_only import is_coroutine_callable
 from sagas import ledger
 from sagas.errors import SagaDefinitionError
 
@@ -284,6 +285,14 @@ def upcaster_registration(
             raise SagaDefinitionError(
                 f"{cls.__name__}.data_upcaster(from_version={from_version}): it must be an "
                 f"older version than {cls.current_version}"
+            )
+        if is_coroutine_callable(upcaster):
+            # Its coroutine would stand in for the data and fail at every load, not here.
+            raise SagaDefinitionError(
+                f"{cls.__name__}.data_upcaster(from_version={from_version}): "
+                f"{getattr(upcaster, '__qualname__', repr(upcaster))} is `async def`, but "
+                "upcasters run synchronously while a saga row is loaded and are never awaited: "
+                "make it a plain `def` that takes the stored data and returns the new shape"
             )
         cls.data_upcasters[from_version] = upcaster
         return upcaster

@@ -3,6 +3,7 @@ API refusing async sessions and `async def` callbacks loudly instead of losing t
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -10,9 +11,10 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import anyio
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
@@ -279,6 +281,24 @@ def test_an_async_saga_callback_is_refused_when_the_class_is_defined(
         _saga_with(**callbacks)
 
 
+def test_an_async_data_upcaster_is_refused_when_registered() -> None:
+    """An `async def` upcaster used to be registered, then its coroutine stood in for the
+    stored data and failed at every load of an old row; now the decorator refuses it."""
+
+    class Evolved(Saga[_Data], name="aiotest.Evolved"):
+        version = 2
+        states = ["new", {"name": "done", "final": True}]
+        transitions = [on(Noticed, "new", "done")]
+        correlation = {Noticed: "key"}
+
+    async def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+    with pytest.raises(SagaDefinitionError, match=r"data_upcaster\(from_version=1\): .*async def"):
+        Evolved.data_upcaster(from_version=1)(upcast)  # type: ignore[arg-type]
+    assert {} == Evolved.data_upcasters
+
+
 def test_a_saga_of_sync_callbacks_is_still_accepted() -> None:
     """The check refuses coroutines only."""
     assert "aiotest.AsyncSaga" == _saga_with(after="fine", on_enter="fine").saga_type
@@ -351,3 +371,48 @@ async def test_a_start_writes_its_saga_journal_and_messages_together(
     async with AsyncSession(async_engine) as session, session.begin():
         assert not await session.run_sync(create_again)
     assert (1, 1, ["credit", "aiotest.Reminder", "busy"]) == await _rows_of(async_engine)
+
+
+# --- cancellation: a request cancelled inside a call rolls back on a connection at rest -------
+
+
+@pytest.mark.parametrize("how", ["task.cancel", "anyio-scope"])
+async def test_a_request_cancelled_inside_a_start_leaves_nothing_and_no_lock(
+    database_url: str, async_engine: AsyncEngine, how: str
+) -> None:
+    """A request cancelled (a timeout, a client gone) while `start` writes the saga row rolls
+    back whole, and the database stays writable: the call finishes its statements before the
+    cancellation goes on, where aiosqlite used to abandon the `INSERT ... RETURNING` mid-way,
+    keeping SQLite's write lock from every other writer."""
+    cancel: list[Callable[[], object]] = []
+
+    def cancel_at_the_saga_insert(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # PostgreSQL writes the saga's rows in one statement, SQLite one after the other.
+        if cancel and f"INSERT INTO {saga_instances.name}".upper() in statement.upper():
+            cancel.pop()()
+
+    async def request() -> None:
+        with anyio.CancelScope() as scope:
+            task = asyncio.current_task()
+            assert task is not None
+            cancel.append(scope.cancel if how == "anyio-scope" else task.cancel)
+            async with AsyncSession(async_engine) as session, session.begin():
+                await AsyncSagaRuntime([LoanSaga]).start(session, LoanSaga, _requested())
+        raise asyncio.CancelledError  # the scope swallowed its own cancellation
+
+    event.listen(async_engine.sync_engine, "before_cursor_execute", cancel_at_the_saga_insert)
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.ensure_future(request())
+    assert not cancel, "the cancellation was requested inside the start"
+    # Another writer, with a short lock wait, gets in at once.
+    sqlite = database_url.startswith("sqlite")
+    writer = create_engine(database_url, connect_args={"timeout": 2} if sqlite else {})
+    try:
+        with Session(writer) as session, session.begin():
+            Outbox(session).add(Noticed(key="after"))
+    finally:
+        writer.dispose()
+    assert (0, 1) == (
+        await _count(async_engine, saga_instances),
+        await _count(async_engine, outbox_messages),
+    )

@@ -6,8 +6,10 @@ relay ships, real workers advance the saga, and an HTTP endpoint reads its new s
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from kombu import Connection
@@ -21,6 +23,7 @@ from tests import aio_fastapi_app, aio_litestar_app
 from tests.aio_helpers import running, serving
 from tests.aio_service import business, credit_checks, loans, make_apps
 from tests.relay_helpers import wait_for
+from tests.saga_fixtures import LoanSaga
 
 FRAMEWORKS: dict[str, Callable[[App], Any]] = {
     "fastapi": aio_fastapi_app.make_api,
@@ -102,3 +105,49 @@ def test_a_request_starts_a_saga_that_the_relay_and_workers_advance(
                     worker.queue()(connection.channel()).delete()
         for app in (service, credit):
             app.engine.dispose()
+
+
+# --- two sagabox Apps in one web app: refused, not one silently standing in for the other -------
+
+
+def test_a_second_fastapi_lifespan_is_refused_rather_than_replacing_the_first(
+    tmp_path: Path,
+) -> None:
+    """Chaining `lifespan(loans, then=lifespan(offers))` used to hand every `Sagas` dependency
+    the offers App, which then started loan sagas as its own; now the server refuses to start."""
+    from fastapi import FastAPI
+
+    from sagabox.fastapi import lifespan
+
+    url = f"sqlite:///{tmp_path / 'two.db'}"
+    loans_app = App("loans", sagas=[LoanSaga], database=url)
+    offers_app = App("offers", sagas=[LoanSaga], database=url)
+    api = FastAPI(lifespan=lifespan(loans_app, then=lifespan(offers_app)))
+
+    async def start_up() -> None:
+        async with api.router.lifespan_context(api):
+            pass
+
+    with pytest.raises(RuntimeError, match=r"already serves the sagabox App 'loans'"):
+        anyio.run(start_up)
+
+
+def test_two_litestar_plugins_need_their_own_dependency_names() -> None:
+    """Two `SagaboxPlugin`s with the default names used to leave the last one's App behind
+    every handler's `sagas`; now the second is refused, and distinct names work."""
+    from litestar import Litestar
+
+    from sagabox.litestar import SagaboxPlugin
+
+    first, second = App("loans", sagas=[LoanSaga]), App("offers", sagas=[LoanSaga])
+    with pytest.raises(ValueError, match=r"'transaction' is registered already.*transaction_key"):
+        Litestar([], plugins=[SagaboxPlugin(first), SagaboxPlugin(second)], logging_config=None)
+    both = Litestar(
+        [],
+        plugins=[
+            SagaboxPlugin(first),
+            SagaboxPlugin(second, transaction_key="offers_tx", sagas_key="offers"),
+        ],
+        logging_config=None,
+    )
+    assert {"transaction", "sagas", "offers_tx", "offers"} <= set(both.dependencies)

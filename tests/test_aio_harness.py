@@ -4,6 +4,8 @@ async service's sagas as the sync harness drives a sync one."""
 from __future__ import annotations
 
 import asyncio
+import importlib
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -66,3 +68,17 @@ async def test_the_fixture_reads_like_the_sync_harness(
         assert [("offers.OfferMade", "transition")] == [
             (row["trigger"], row["outcome"]) for row in (await h.journal(OfferSaga, "O-1"))[:1]
         ]
+
+
+@pytest.mark.parametrize("module", ["sagabox.aio_testing", "sagabox.testing"])
+def test_the_harness_without_the_testing_extra_names_the_pip_line(
+    module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without freezegun, importing either harness used to fail with a bare
+    `No module named 'freezegun'`; it now says which install line brings it."""
+    monkeypatch.setitem(sys.modules, "freezegun", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "freezegun.api", None)
+    monkeypatch.delitem(sys.modules, "sagabox.aio_testing", raising=False)
+    monkeypatch.delitem(sys.modules, "sagabox.testing", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'sagabox\[testing\]'"):
+        importlib.import_module(module)
