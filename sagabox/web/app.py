@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -53,6 +55,14 @@ T = TypeVar("T")
 
 #: Letters listed under each dead-letter group (the group's actions reach all of them).
 LETTERS_PER_GROUP = 10
+#: The widest age a search takes and the furthest a timeout is moved: past it, date arithmetic
+#: (now - age, a repeating timeout's next time) leaves the range of a datetime.
+FURTHEST = timedelta(days=100 * 365)
+#: Dead-letter ids are 64-bit: a larger number from a URL or a form names no letter.
+MAX_ID = 2**63 - 1
+#: No saga field holds a NUL (PostgreSQL's text cannot), so a NUL in a query names nothing.
+NUL = "\x00"
+NUL_REFUSED = "a NUL character is in no type, state, id or reason: remove it and try again"
 
 
 class Dashboard:
@@ -136,7 +146,7 @@ class Dashboard:
                 "(sagabox web --actions, or create_app(..., actions=True))",
                 status_code=403,
             )
-        actor = self.authenticate(request) if self.authenticate is not None else None
+        actor = await self.actor(request)
         if actor is None:
             headers = {}
             if isinstance(self.authenticate, BasicAuth):
@@ -144,12 +154,24 @@ class Dashboard:
             return PlainTextResponse("authentication required", status_code=401, headers=headers)
         body = (await request.body()).decode("utf-8", "replace")
         form = {key: values[-1] for key, values in parse_qs(body).items()}
+        if any(NUL in value for value in form.values()):
+            return PlainTextResponse(NUL_REFUSED, status_code=400)
         if not csrf_ok(request, form.get(CSRF_FIELD)):
             return PlainTextResponse(
                 "the form's CSRF token is missing or wrong: reload the page and try again",
                 status_code=403,
             )
         return actor, form
+
+    async def actor(self, request: Request) -> str | None:
+        """Who the authentication check says is asking, or None: an async host-app check is
+        awaited (its coroutine object is no name), and an empty name is a refusal."""
+        if self.authenticate is None:
+            return None
+        actor: object = self.authenticate(request)
+        if inspect.isawaitable(actor):
+            actor = await actor
+        return actor if isinstance(actor, str) and actor else None
 
     def back(self, request: Request, route: str, message: str, **params: str) -> Response:
         url = request.url_for(route, **params).path
@@ -169,6 +191,8 @@ class Dashboard:
 
     async def search(self, request: Request) -> Response:
         params = request.query_params
+        if any(NUL in value for value in params.values()):
+            return PlainTextResponse(NUL_REFUSED, status_code=400)
         try:
             query = data.Search(
                 saga_type=params.get("type", "").strip(),
@@ -198,7 +222,9 @@ class Dashboard:
     async def instance(self, request: Request) -> Response:
         saga_type = request.path_params["saga_type"]
         correlation_id = request.path_params["correlation_id"]
-        detail = await self.read(lambda c: saga_detail(c, saga_type, correlation_id))
+        detail = None
+        if NUL not in saga_type + correlation_id:
+            detail = await self.read(lambda c: saga_detail(c, saga_type, correlation_id))
         if detail is None:
             return self.page(
                 request,
@@ -239,6 +265,9 @@ class Dashboard:
 
     async def dead_letter(self, request: Request) -> Response:
         letter_id = request.path_params["letter_id"]
+        if letter_id > MAX_ID:
+            what = f"no dead letter has id {letter_id}: ids are 64-bit numbers"
+            return self.page(request, "missing.html", what=what, status_code=404)
         try:
             letter = await self.read(lambda c: get_dead_letter(c, letter_id))
         except SagaboxError as exc:
@@ -286,6 +315,9 @@ class Dashboard:
             message = await run_in_threadpool(work)
         except (SagaError, ValueError) as exc:
             message = f"not done: {exc}"
+        if not saga_type or "/" in saga_type or not correlation_id:
+            # No instance page has that address (a forged form): the search page says why.
+            return self.back(request, "search", message)
         return self.back(
             request, "instance", message, saga_type=saga_type, correlation_id=correlation_id
         )
@@ -302,7 +334,7 @@ class Dashboard:
 
         def work() -> str:
             if form.get("id"):
-                ids = [int(form["id"])]
+                ids = [_letter_id(form["id"])]
             else:
                 type_name = form.get("type") or None
                 with self.engine.connect() as connection:
@@ -341,8 +373,9 @@ def create_app(
     """The dashboard on `engine`, as an ASGI app to mount (`Mount("/sagabox", app=...)`) or run.
 
     `apps` lets it draw the sagas' diagrams and the message flow. It is read-only unless
-    `actions` is true; then each action needs `authenticate(request)` to name who asks (the
-    host app's own check), by default HTTP basic from $SAGABOX_WEB_USER/$SAGABOX_WEB_PASSWORD.
+    `actions` is true; then each action needs `authenticate(request)` (or an async one) to
+    name who asks (the host app's own check), by default HTTP basic from $SAGABOX_WEB_USER and
+    $SAGABOX_WEB_PASSWORD.
     The overview's type x state counts are recounted in the background once older than
     `counts_max_age` (a full index scan at a million sagas); the page shows their age.
     """
@@ -396,23 +429,50 @@ def _minutes(text: str) -> timedelta | None:
     if not text:
         return None
     try:
-        return timedelta(minutes=float(text))
+        minutes = float(text)
     except ValueError:
-        raise ValueError(f"age {text!r} is not a number of minutes") from None
+        raise ValueError(f"age {text[:40]!r} is not a number of minutes") from None
+    if not 0 <= minutes <= FURTHEST.total_seconds() / 60:  # NaN too: it compares false
+        raise ValueError(
+            f"age {text[:40]!r} is out of range: give a number of minutes from 0 to "
+            f"{FURTHEST.total_seconds() / 60:.0f} (100 years)"
+        )
+    return timedelta(minutes=minutes)
 
 
 def _due(text: str) -> datetime:
     """A reschedule form's time: minutes from now ("+30"), or an ISO time (UTC if no zone)."""
     text = text.strip()
+    hint = "write +30 (minutes from now) or 2026-12-24T09:00"
+    now = clock.now()
     if text.startswith("+"):
-        return clock.now() + timedelta(minutes=float(text[1:]))
+        try:
+            minutes = float(text[1:])
+        except ValueError:
+            minutes = math.nan
+        if not math.isfinite(minutes):
+            raise ValueError(f"{text[:40]!r} is not a time: {hint}")
+        if abs(minutes) > FURTHEST.total_seconds() / 60:
+            raise ValueError(f"{text[:40]!r} is too far from now: move it by 100 years at most")
+        return now + timedelta(minutes=minutes)
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: write +30 (minutes from now) or 2026-12-24T09:00"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
+        raise ValueError(f"{text[:40]!r} is not a time: {hint}") from None
+    value = value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
+    if abs(value - now) > FURTHEST:
+        raise ValueError(f"{text[:40]!r} is too far from now: move it by 100 years at most")
+    return value
+
+
+def _letter_id(text: str) -> int:
+    try:
+        letter_id = int(text.strip())
+    except ValueError:
+        raise ValueError(f"dead letter id {text[:40]!r} is not a number") from None
+    if not 0 < letter_id <= MAX_ID:
+        raise ValueError(f"no dead letter has id {letter_id}: ids are 64-bit numbers above 0")
+    return letter_id
 
 
 def _when(value: datetime | None) -> str:

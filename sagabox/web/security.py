@@ -8,7 +8,7 @@ import binascii
 import hmac
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 
@@ -16,8 +16,9 @@ from starlette.requests import Request
 USER_ENV = "SAGABOX_WEB_USER"
 PASSWORD_ENV = "SAGABOX_WEB_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
-#: Returns who is asking (the actor written to the operator log), or None to refuse.
-Authenticate = Callable[[Request], "str | None"]
+#: Returns who is asking (the actor written to the operator log), or None to refuse; an async
+#: check (a host app's, awaiting its session store) is awaited.
+Authenticate = Callable[[Request], "str | Awaitable[str | None] | None"]
 
 CSRF_COOKIE = "sagabox_csrf"
 CSRF_FIELD = "csrf_token"
