@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib.resources import files
@@ -31,7 +30,7 @@ from outbox.dead_letter_groups import (
 from outbox.dead_letters import get_dead_letter
 from outbox.errors import SagaboxError
 from outbox.operator_log import recent_actions
-from sagabox.web import data
+from sagabox.web import data, forms
 from sagabox.web.counts import CountsCache
 from sagabox.web.diagram import reachable_from, svg
 from sagabox.web.security import (
@@ -55,14 +54,6 @@ T = TypeVar("T")
 
 #: Letters listed under each dead-letter group (the group's actions reach all of them).
 LETTERS_PER_GROUP = 10
-#: The widest age a search takes and the furthest a timeout is moved: past it, date arithmetic
-#: (now - age, a repeating timeout's next time) leaves the range of a datetime.
-FURTHEST = timedelta(days=100 * 365)
-#: Dead-letter ids are 64-bit: a larger number from a URL or a form names no letter.
-MAX_ID = 2**63 - 1
-#: No saga field holds a NUL (PostgreSQL's text cannot), so a NUL in a query names nothing.
-NUL = "\x00"
-NUL_REFUSED = "a NUL character is in no type, state, id or reason: remove it and try again"
 
 
 class Dashboard:
@@ -154,8 +145,8 @@ class Dashboard:
             return PlainTextResponse("authentication required", status_code=401, headers=headers)
         body = (await request.body()).decode("utf-8", "replace")
         form = {key: values[-1] for key, values in parse_qs(body).items()}
-        if any(NUL in value for value in form.values()):
-            return PlainTextResponse(NUL_REFUSED, status_code=400)
+        if any(forms.NUL in value for value in form.values()):
+            return PlainTextResponse(forms.NUL_REFUSED, status_code=400)
         if not csrf_ok(request, form.get(CSRF_FIELD)):
             return PlainTextResponse(
                 "the form's CSRF token is missing or wrong: reload the page and try again",
@@ -191,14 +182,14 @@ class Dashboard:
 
     async def search(self, request: Request) -> Response:
         params = request.query_params
-        if any(NUL in value for value in params.values()):
-            return PlainTextResponse(NUL_REFUSED, status_code=400)
+        if any(forms.NUL in value for value in params.values()):
+            return PlainTextResponse(forms.NUL_REFUSED, status_code=400)
         try:
             query = data.Search(
                 saga_type=params.get("type", "").strip(),
                 state=params.get("state", "").strip(),
                 prefix=params.get("id", "").strip(),
-                older_than=_minutes(params.get("older_than_minutes", "")),
+                older_than=forms.minutes(params.get("older_than_minutes", "")),
                 stuck_after=self.stuck_after if params.get("stuck") else None,
                 after=(params["after_type"], params["after_id"])
                 if "after_type" in params and "after_id" in params
@@ -223,7 +214,7 @@ class Dashboard:
         saga_type = request.path_params["saga_type"]
         correlation_id = request.path_params["correlation_id"]
         detail = None
-        if NUL not in saga_type + correlation_id:
+        if forms.NUL not in saga_type + correlation_id:
             detail = await self.read(lambda c: saga_detail(c, saga_type, correlation_id))
         if detail is None:
             return self.page(
@@ -265,7 +256,7 @@ class Dashboard:
 
     async def dead_letter(self, request: Request) -> Response:
         letter_id = request.path_params["letter_id"]
-        if letter_id > MAX_ID:
+        if letter_id > forms.MAX_ID:
             what = f"no dead letter has id {letter_id}: ids are 64-bit numbers"
             return self.page(request, "missing.html", what=what, status_code=404)
         try:
@@ -304,7 +295,7 @@ class Dashboard:
                     fire_timeout(connection, saga_type, correlation_id, name, actor=actor)
                     return f"timeout {name} is due now"
                 if action == "reschedule":
-                    due = _due(form.get("due", ""))
+                    due = forms.due_time(form.get("due", ""))
                     reschedule_timeout(
                         connection, saga_type, correlation_id, name, due, actor=actor
                     )
@@ -334,7 +325,7 @@ class Dashboard:
 
         def work() -> str:
             if form.get("id"):
-                ids = [_letter_id(form["id"])]
+                ids = [forms.letter_id(form["id"])]
             else:
                 type_name = form.get("type") or None
                 with self.engine.connect() as connection:
@@ -422,57 +413,6 @@ def create_app(
 def _path_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
     request: Request = context["request"]
     return request.url_for(name, **params).path
-
-
-def _minutes(text: str) -> timedelta | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        minutes = float(text)
-    except ValueError:
-        raise ValueError(f"age {text[:40]!r} is not a number of minutes") from None
-    if not 0 <= minutes <= FURTHEST.total_seconds() / 60:  # NaN too: it compares false
-        raise ValueError(
-            f"age {text[:40]!r} is out of range: give a number of minutes from 0 to "
-            f"{FURTHEST.total_seconds() / 60:.0f} (100 years)"
-        )
-    return timedelta(minutes=minutes)
-
-
-def _due(text: str) -> datetime:
-    """A reschedule form's time: minutes from now ("+30"), or an ISO time (UTC if no zone)."""
-    text = text.strip()
-    hint = "write +30 (minutes from now) or 2026-12-24T09:00"
-    now = clock.now()
-    if text.startswith("+"):
-        try:
-            minutes = float(text[1:])
-        except ValueError:
-            minutes = math.nan
-        if not math.isfinite(minutes):
-            raise ValueError(f"{text[:40]!r} is not a time: {hint}")
-        if abs(minutes) > FURTHEST.total_seconds() / 60:
-            raise ValueError(f"{text[:40]!r} is too far from now: move it by 100 years at most")
-        return now + timedelta(minutes=minutes)
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text[:40]!r} is not a time: {hint}") from None
-    value = value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
-    if abs(value - now) > FURTHEST:
-        raise ValueError(f"{text[:40]!r} is too far from now: move it by 100 years at most")
-    return value
-
-
-def _letter_id(text: str) -> int:
-    try:
-        letter_id = int(text.strip())
-    except ValueError:
-        raise ValueError(f"dead letter id {text[:40]!r} is not a number") from None
-    if not 0 < letter_id <= MAX_ID:
-        raise ValueError(f"no dead letter has id {letter_id}: ids are 64-bit numbers above 0")
-    return letter_id
 
 
 def _when(value: datetime | None) -> str:
