@@ -1,20 +1,27 @@
 """The dashboard under hostile input on every backend: ages, times, ids and NULs an attacker
 or a slip of the hand sends get a clear 400/404 or a "not done" message, never a 500, and
-change nothing; an async or empty-handed auth hook refuses rather than lets through."""
+change nothing; an async or empty-handed auth hook refuses rather than lets through; a letter
+replayed from two tabs at once is queued once."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
+from outbox.dead_letter_groups import replay_logged
+from outbox.dead_letters import DeadLetterNotFound
 from outbox.operator_log import recent_actions
+from outbox.tables import outbox_messages
 from sagabox.testing import SagaHarness
 from tests.offer_app import OfferSaga, make_app
+from tests.pg_helpers import InThread, wait_until_blocked
 from tests.web_helpers import PASSWORD, USER, dashboard, seed
 
 AUTH = (USER, PASSWORD)
@@ -153,3 +160,35 @@ def test_async_or_empty_auth_hook_refuses_and_an_async_name_is_the_actor(
         assert [("alice", "timeout.cancel")] == [
             (a.actor, a.action) for a in recent_actions(session)
         ]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_one_letter_replayed_from_two_tabs_at_once_is_queued_once(harness: SagaHarness) -> None:
+    """Two replays of one letter at once: the second waits for the first, then finds it gone;
+    the message is queued, logged and handled once."""
+    engine = harness.apps[0].engine
+    letter = next(d for d in harness.dead_letters() if "DatabaseDown" in d.reason)
+    with engine.connect() as first:
+        transaction = first.begin()
+        replay_logged(first, letter.id, actor="tab-1")
+        second = InThread(
+            engine, "replay-tab-2", lambda c: replay_logged(c, letter.id, actor="tab-2")
+        ).start()
+        wait_until_blocked(engine, "replay-tab-2")
+        transaction.commit()
+        second.join()
+    assert isinstance(second.error, DeadLetterNotFound)
+    with engine.connect() as connection:
+        queued = select(func.count()).where(outbox_messages.c.message_id == letter.message_id)
+        assert 1 == connection.scalar(queued)
+        assert [("tab-1", "dead_letter.replay")] == [
+            (a.actor, a.action) for a in recent_actions(connection)
+        ]
+    harness.run_until_quiet()
+    offer_id = json.loads(letter.body)["offer_id"]
+    accepted = [
+        row
+        for row in harness.journal(OfferSaga, offer_id)
+        if row["trigger"] == "offers.OfferAccepted"
+    ]
+    assert 1 == len(accepted)
