@@ -7,10 +7,11 @@ import math
 from datetime import datetime, timedelta
 
 from outbox import clock
+from sagas.timeout_admin import FURTHEST_MOVE
 
 #: The widest age a search takes and the furthest a timeout is moved: past it, date arithmetic
 #: (now - age, a repeating timeout's next time) leaves the range of a datetime.
-FURTHEST = timedelta(days=100 * 365)
+FURTHEST = FURTHEST_MOVE
 #: Dead-letter ids are 64-bit: a larger number from a URL or a form names no letter.
 MAX_ID = 2**63 - 1
 #: No saga field holds a NUL (PostgreSQL's text cannot), so a NUL in a query names nothing.
