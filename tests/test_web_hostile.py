@@ -5,6 +5,7 @@ replayed from two tabs at once is queued once."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from outbox.dead_letters import DeadLetterNotFound
 from outbox.operator_log import recent_actions
 from outbox.tables import outbox_messages
 from sagabox.testing import SagaHarness
-from tests.offer_app import OfferSaga, make_app
+from tests.offer_app import OfferMade, OfferSaga, make_app
 from tests.pg_helpers import InThread, wait_until_blocked
 from tests.web_helpers import PASSWORD, USER, dashboard, seed
 
@@ -192,3 +193,24 @@ def test_one_letter_replayed_from_two_tabs_at_once_is_queued_once(harness: SagaH
         if row["trigger"] == "offers.OfferAccepted"
     ]
     assert 1 == len(accepted)
+
+
+def test_links_to_ids_holding_url_characters_reach_that_saga(
+    harness: SagaHarness, client: TestClient
+) -> None:
+    """An id with `#`, `?`, `&` or spaces is quoted in its link and in an action's redirect,
+    so both reach that saga's page, not a truncated id's 404."""
+    ids = ["order#12", "a?b=1&c", "x y/z"]
+    harness.dispatch(*(OfferMade(offer_id=offer_id) for offer_id in ids))
+    listed = client.get("/sagas").text
+    for offer_id in ids:
+        href = re.search(r'<a href="([^"]+)">' + re.escape(html.escape(offer_id)) + "<", listed)
+        assert href is not None, offer_id
+        page = client.get(html.unescape(href[1]))
+        assert 200 == page.status_code
+        assert f'id="correlation-id">{html.escape(offer_id)}<' in page.text
+    form = _timeout_form(_token(client), action="fire", correlation_id="order#12")
+    done = client.post("/actions/timeout", data=form, auth=AUTH, follow_redirects=False)
+    page = client.get(done.headers["location"])
+    assert 'id="correlation-id">order#12<' in page.text
+    assert "timeout expire is due now" in page.text

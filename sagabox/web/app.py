@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, pass_context
 from sqlalchemy import Connection, Engine
@@ -165,7 +165,7 @@ class Dashboard:
         return actor if isinstance(actor, str) and actor else None
 
     def back(self, request: Request, route: str, message: str, **params: str) -> Response:
-        url = request.url_for(route, **params).path
+        url = _path(request, route, params)
         return RedirectResponse(f"{url}?{urlencode({'msg': message})}", status_code=303)
 
     # --- pages ------------------------------------------------------------------------------
@@ -412,7 +412,13 @@ def create_app(
 @pass_context
 def _path_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
     request: Request = context["request"]
-    return request.url_for(name, **params).path
+    return _path(request, name, params)
+
+
+def _path(request: Request, name: str, params: Mapping[str, Any]) -> str:
+    """The path of route `name`, each parameter percent-quoted: an id holding `#`, `?` or `%`
+    would otherwise end the path early or be read back as another id."""
+    return request.url_for(name, **{k: quote(str(v), safe="") for k, v in params.items()}).path
 
 
 def _when(value: datetime | None) -> str:
