@@ -20,7 +20,9 @@ from outbox.dead_letter_groups import replay_logged
 from outbox.dead_letters import DeadLetterNotFound
 from outbox.operator_log import recent_actions
 from outbox.tables import outbox_messages
+from sagabox.cli import main
 from sagabox.testing import SagaHarness
+from sagabox.web.security import BasicAuth
 from tests.offer_app import OfferMade, OfferSaga, make_app
 from tests.pg_helpers import InThread, wait_until_blocked
 from tests.web_helpers import PASSWORD, USER, dashboard, seed
@@ -214,3 +216,20 @@ def test_links_to_ids_holding_url_characters_reach_that_saga(
     page = client.get(done.headers["location"])
     assert 'id="correlation-id">order#12<' in page.text
     assert "timeout expire is due now" in page.text
+
+
+def test_basic_auth_takes_colons_in_the_password_and_refuses_them_in_the_user(
+    harness: SagaHarness, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The header splits at the first colon: a password with colons logs in, and a user with
+    one (who never could) stops `sagabox web --actions` at start with one line."""
+    with TestClient(dashboard(harness, authenticate=BasicAuth("ops", "a:b:c"))) as client:
+        form = _timeout_form(_token(client), action="fire")
+        assert 401 == client.post("/actions/timeout", data=form, auth=("ops", "a:b")).status_code
+        done = client.post("/actions/timeout", data=form, auth=("ops", "a:b:c"))
+        assert "timeout expire is due now" in done.text
+    monkeypatch.setenv("SAGABOX_WEB_USER", "ops:a")
+    monkeypatch.setenv("SAGABOX_WEB_PASSWORD", "b")
+    assert 1 == main(["web", "--db", harness.database, "--actions"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "holds a ':'" in line

@@ -33,6 +33,11 @@ class BasicAuth:
     def __init__(self, user: str, password: str) -> None:
         if not user or not password:
             raise ValueError("BasicAuth needs a user and a non-empty password")
+        if ":" in user:  # the header splits at the first colon: such a user could never log in
+            raise ValueError(
+                f"the basic-auth user {user!r} holds a ':', which HTTP basic cannot carry "
+                f"(${USER_ENV}): pick a user name without one (the password may have colons)"
+            )
         self._user = user.encode()
         self._password = password.encode()
 
