@@ -134,19 +134,31 @@ def replay_dead_letter(executor: Executor, dead_letter_id: int) -> UUID:
     """
     letter = get_dead_letter(executor, dead_letter_id)
     envelope = _replayable(letter)
+    # Deleted first: of two replays at once (two browser tabs) the second waits on the row's
+    # lock and then finds it gone, rather than queueing the message a second time.
+    _take(executor, dead_letter_id)
     Outbox(executor).add_envelope(
         envelope,
         destination=letter.endpoint,
         partition_key=envelope.headers.get(H_CORRELATION_ID),
     )
-    executor.execute(delete(t).where(t.c.id == dead_letter_id))
     return envelope.message_id
 
 
 def discard_dead_letter(executor: Executor, dead_letter_id: int) -> None:
     """Delete a dead letter for good."""
     get_dead_letter(executor, dead_letter_id)
-    executor.execute(delete(t).where(t.c.id == dead_letter_id))
+    _take(executor, dead_letter_id)
+
+
+def _take(executor: Executor, dead_letter_id: int) -> None:
+    """Delete the letter, or `DeadLetterNotFound` if another transaction just did."""
+    taken = executor.execute(delete(t).where(t.c.id == dead_letter_id).returning(t.c.id)).all()
+    if not taken:
+        raise DeadLetterNotFound(
+            f"dead letter {dead_letter_id} was replayed or discarded meanwhile (by another "
+            "operator or tab): nothing more to do; `sagabox dlq list` shows the ones left"
+        )
 
 
 def _replayable(letter: DeadLetter) -> Envelope:

@@ -89,7 +89,12 @@ def duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a duration: write e.g. 30s, 15m, 12h, 7d"
         )
-    return timedelta(**{_UNITS[match[2]]: float(match[1])})
+    try:
+        return timedelta(**{_UNITS[match[2]]: float(match[1])})
+    except OverflowError:  # argparse turns only ValueError/TypeError into a usage line
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is longer than a datetime can reach: write at most 999999999d"
+        ) from None
 
 
 def setup_logging(level: str) -> None:

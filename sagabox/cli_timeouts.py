@@ -21,6 +21,9 @@ from sagas.timeout_admin import (
     reschedule_timeout,
 )
 
+#: The most timeouts one `list` prints (a bigger number is a typo, and past 64 bits an error).
+MAX_LIMIT = 1_000_000
+
 
 def add_to(groups: Groups) -> None:
     """Register the timeouts subcommands."""
@@ -34,7 +37,7 @@ def add_to(groups: Groups) -> None:
     listing.add_argument("--type", dest="saga_type", help="only this saga type's")
     listing.add_argument("--id", dest="correlation_id", help="only this instance's")
     listing.add_argument("--due-within", type=duration, help="only those due within, e.g. 1h")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=_limit, default=100, help="at most this many (1 up)")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(handler=_list)
 
@@ -58,6 +61,18 @@ def add_to(groups: Groups) -> None:
             )
             when.add_argument("--in", dest="delay", type=duration, help="from now, e.g. 2h")
         action.set_defaults(handler=handler)
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value <= MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no limit: give a number from 1 to {MAX_LIMIT}"
+        )
+    return value
 
 
 def _timestamp(text: str) -> datetime:

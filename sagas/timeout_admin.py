@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, literal, null, select, update
@@ -27,6 +27,9 @@ from sagas.timeouts import PendingTimeout, next_due
 
 #: The journal's outcome for a line an operator's action wrote.
 OPERATOR_OUTCOME = "operator"
+#: The furthest a timeout is moved from now either way: a time past it is a typo, and near the
+#: ends of the calendar a repeating timeout's next time leaves the range of a datetime.
+FURTHEST_MOVE = timedelta(days=100 * 365)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def reschedule_timeout(
 ) -> TimeoutEntry:
     """Move timeout `name` to `due_at` (earlier or later); a repeating one's later deliveries
     follow from the new time. Returns the timeout as it is now pending."""
-    due_at = clock.ensure_aware(due_at, what="due_at")
+    due_at = _reachable(due_at)
     row, pending = _pending(executor, saga_type, correlation_id, name)
     o = outbox_messages.c
     # The relay deletes a row as it ships it, holding the row's lock meanwhile: an update that
@@ -156,6 +159,21 @@ def fire_timeout(
 ) -> TimeoutEntry:
     """Make timeout `name` due now: the relay ships it on its next pass."""
     return reschedule_timeout(executor, saga_type, correlation_id, name, clock.now(), actor=actor)
+
+
+def _reachable(due_at: datetime) -> datetime:
+    """`due_at` in UTC, or `ValueError` if it is over 100 years from now."""
+    far = ValueError(
+        f"{due_at.isoformat()} is more than 100 years from now: move a timeout within "
+        f"{FURTHEST_MOVE.days} days of the present"
+    )
+    try:
+        due_at = clock.ensure_aware(due_at, what="due_at")
+    except OverflowError:  # in UTC it falls off either end of the calendar
+        raise far from None
+    if abs(due_at - clock.now()) > FURTHEST_MOVE:
+        raise far
+    return due_at
 
 
 def _pending(

@@ -31,6 +31,8 @@ webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
+from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -222,7 +224,10 @@ def test_rescheduling_moves_the_timeout_and_the_saga_reacts_when_it_fires(
     assert after < before  # day 7 became half an hour from now
     system.settle()
     assert "offered" == system.state("O-1")  # not due yet
+    moved = driver.find_element(By.ID, "flash")
     _timeout_row(driver, "expire").find_element(By.CSS_SELECTOR, "button.fire").click()
+    # The old page has a flash too: read the new one only once the old page is gone.
+    WebDriverWait(driver, 10).until(staleness_of(moved))
     assert "due now" in driver.find_element(By.ID, "flash").text
     system.settle()
     assert "expired" == system.state("O-1")

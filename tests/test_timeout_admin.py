@@ -180,3 +180,49 @@ def test_cli_lists_reschedules_and_cancels(
         remaining = session.execute(select(outbox_messages.c.type)).all()
     assert [("i", "timeout.cancel"), ("i", "timeout.reschedule")] == actions
     assert [] == remaining
+
+
+@pytest.mark.parametrize(
+    "when", ["--at=9999-12-31T23:59:59+00:00", "--at=0001-01-01T00:00:00+14:00", "--in=36501d"]
+)
+def test_cli_refuses_a_time_over_a_century_away_in_one_line(
+    offers: SagaHarness, capsys: pytest.CaptureFixture[str], when: str
+) -> None:
+    """A repeating timeout moved to the calendar's ends would overflow on its next time: the
+    move is refused in one line, and the timeout keeps its time."""
+    saga = offers.saga(OfferSaga, "O-1")
+    assert saga is not None
+    before = saga.timeouts["remind"].due_at
+    db = offers.database
+    assert 1 == main(["timeouts", "reschedule", OFFER, "O-1", "remind", when, "--db", db])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "more than 100 years from now" in line
+    saga = offers.saga(OfferSaga, "O-1")
+    assert saga is not None
+    assert before == saga.timeouts["remind"].due_at
+    with offers.transaction() as session:
+        assert [] == recent_actions(session)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "--due-within", "99999999999d"],
+        ["list", "--limit", "-1"],
+        ["list", "--limit", "99999999999999999999"],
+        ["reschedule", OFFER, "O-1", "remind", "--in", "99999999999d"],
+    ],
+)
+def test_cli_bad_numbers_are_usage_errors(
+    offers: SagaHarness, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    """A duration past the calendar or a limit below 1 or past 64 bits: exit 2 with a usage
+    line naming the argument, no traceback, nothing changed."""
+    with pytest.raises(SystemExit) as exited:
+        main(["timeouts", *args, "--db", offers.database])
+    assert 2 == exited.value.code
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "error: argument --" in last
+    with offers.transaction() as session:
+        assert 2 == len(list_timeouts(session))
+        assert [] == recent_actions(session)

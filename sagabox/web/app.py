@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, pass_context
 from sqlalchemy import Connection, Engine
@@ -29,7 +30,7 @@ from outbox.dead_letter_groups import (
 from outbox.dead_letters import get_dead_letter
 from outbox.errors import SagaboxError
 from outbox.operator_log import recent_actions
-from sagabox.web import data
+from sagabox.web import data, forms
 from sagabox.web.counts import CountsCache
 from sagabox.web.diagram import reachable_from, svg
 from sagabox.web.security import (
@@ -136,7 +137,7 @@ class Dashboard:
                 "(sagabox web --actions, or create_app(..., actions=True))",
                 status_code=403,
             )
-        actor = self.authenticate(request) if self.authenticate is not None else None
+        actor = await self.actor(request)
         if actor is None:
             headers = {}
             if isinstance(self.authenticate, BasicAuth):
@@ -144,6 +145,8 @@ class Dashboard:
             return PlainTextResponse("authentication required", status_code=401, headers=headers)
         body = (await request.body()).decode("utf-8", "replace")
         form = {key: values[-1] for key, values in parse_qs(body).items()}
+        if any(forms.NUL in value for value in form.values()):
+            return PlainTextResponse(forms.NUL_REFUSED, status_code=400)
         if not csrf_ok(request, form.get(CSRF_FIELD)):
             return PlainTextResponse(
                 "the form's CSRF token is missing or wrong: reload the page and try again",
@@ -151,8 +154,18 @@ class Dashboard:
             )
         return actor, form
 
+    async def actor(self, request: Request) -> str | None:
+        """Who the authentication check says is asking, or None: an async host-app check is
+        awaited (its coroutine object is no name), and an empty name is a refusal."""
+        if self.authenticate is None:
+            return None
+        actor: object = self.authenticate(request)
+        if inspect.isawaitable(actor):
+            actor = await actor
+        return actor if isinstance(actor, str) and actor else None
+
     def back(self, request: Request, route: str, message: str, **params: str) -> Response:
-        url = request.url_for(route, **params).path
+        url = _path(request, route, params)
         return RedirectResponse(f"{url}?{urlencode({'msg': message})}", status_code=303)
 
     # --- pages ------------------------------------------------------------------------------
@@ -169,12 +182,14 @@ class Dashboard:
 
     async def search(self, request: Request) -> Response:
         params = request.query_params
+        if any(forms.NUL in value for value in params.values()):
+            return PlainTextResponse(forms.NUL_REFUSED, status_code=400)
         try:
             query = data.Search(
                 saga_type=params.get("type", "").strip(),
                 state=params.get("state", "").strip(),
                 prefix=params.get("id", "").strip(),
-                older_than=_minutes(params.get("older_than_minutes", "")),
+                older_than=forms.minutes(params.get("older_than_minutes", "")),
                 stuck_after=self.stuck_after if params.get("stuck") else None,
                 after=(params["after_type"], params["after_id"])
                 if "after_type" in params and "after_id" in params
@@ -198,7 +213,9 @@ class Dashboard:
     async def instance(self, request: Request) -> Response:
         saga_type = request.path_params["saga_type"]
         correlation_id = request.path_params["correlation_id"]
-        detail = await self.read(lambda c: saga_detail(c, saga_type, correlation_id))
+        detail = None
+        if forms.NUL not in saga_type + correlation_id:
+            detail = await self.read(lambda c: saga_detail(c, saga_type, correlation_id))
         if detail is None:
             return self.page(
                 request,
@@ -239,6 +256,9 @@ class Dashboard:
 
     async def dead_letter(self, request: Request) -> Response:
         letter_id = request.path_params["letter_id"]
+        if letter_id > forms.MAX_ID:
+            what = f"no dead letter has id {letter_id}: ids are 64-bit numbers"
+            return self.page(request, "missing.html", what=what, status_code=404)
         try:
             letter = await self.read(lambda c: get_dead_letter(c, letter_id))
         except SagaboxError as exc:
@@ -275,7 +295,7 @@ class Dashboard:
                     fire_timeout(connection, saga_type, correlation_id, name, actor=actor)
                     return f"timeout {name} is due now"
                 if action == "reschedule":
-                    due = _due(form.get("due", ""))
+                    due = forms.due_time(form.get("due", ""))
                     reschedule_timeout(
                         connection, saga_type, correlation_id, name, due, actor=actor
                     )
@@ -286,6 +306,9 @@ class Dashboard:
             message = await run_in_threadpool(work)
         except (SagaError, ValueError) as exc:
             message = f"not done: {exc}"
+        if not saga_type or "/" in saga_type or not correlation_id:
+            # No instance page has that address (a forged form): the search page says why.
+            return self.back(request, "search", message)
         return self.back(
             request, "instance", message, saga_type=saga_type, correlation_id=correlation_id
         )
@@ -302,7 +325,7 @@ class Dashboard:
 
         def work() -> str:
             if form.get("id"):
-                ids = [int(form["id"])]
+                ids = [forms.letter_id(form["id"])]
             else:
                 type_name = form.get("type") or None
                 with self.engine.connect() as connection:
@@ -341,8 +364,9 @@ def create_app(
     """The dashboard on `engine`, as an ASGI app to mount (`Mount("/sagabox", app=...)`) or run.
 
     `apps` lets it draw the sagas' diagrams and the message flow. It is read-only unless
-    `actions` is true; then each action needs `authenticate(request)` to name who asks (the
-    host app's own check), by default HTTP basic from $SAGABOX_WEB_USER/$SAGABOX_WEB_PASSWORD.
+    `actions` is true; then each action needs `authenticate(request)` (or an async one) to
+    name who asks (the host app's own check), by default HTTP basic from $SAGABOX_WEB_USER and
+    $SAGABOX_WEB_PASSWORD.
     The overview's type x state counts are recounted in the background once older than
     `counts_max_age` (a full index scan at a million sagas); the page shows their age.
     """
@@ -388,31 +412,13 @@ def create_app(
 @pass_context
 def _path_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
     request: Request = context["request"]
-    return request.url_for(name, **params).path
+    return _path(request, name, params)
 
 
-def _minutes(text: str) -> timedelta | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return timedelta(minutes=float(text))
-    except ValueError:
-        raise ValueError(f"age {text!r} is not a number of minutes") from None
-
-
-def _due(text: str) -> datetime:
-    """A reschedule form's time: minutes from now ("+30"), or an ISO time (UTC if no zone)."""
-    text = text.strip()
-    if text.startswith("+"):
-        return clock.now() + timedelta(minutes=float(text[1:]))
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time: write +30 (minutes from now) or 2026-12-24T09:00"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
+def _path(request: Request, name: str, params: Mapping[str, Any]) -> str:
+    """The path of route `name`, each parameter percent-quoted: an id holding `#`, `?` or `%`
+    would otherwise end the path early or be read back as another id."""
+    return request.url_for(name, **{k: quote(str(v), safe="") for k, v in params.items()}).path
 
 
 def _when(value: datetime | None) -> str:

@@ -8,7 +8,7 @@ import binascii
 import hmac
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.requests import Request
 
@@ -16,8 +16,9 @@ from starlette.requests import Request
 USER_ENV = "SAGABOX_WEB_USER"
 PASSWORD_ENV = "SAGABOX_WEB_PASSWORD"  # noqa: S105 - the name of a variable, not a password
 
-#: Returns who is asking (the actor written to the operator log), or None to refuse.
-Authenticate = Callable[[Request], "str | None"]
+#: Returns who is asking (the actor written to the operator log), or None to refuse; an async
+#: check (a host app's, awaiting its session store) is awaited.
+Authenticate = Callable[[Request], "str | Awaitable[str | None] | None"]
 
 CSRF_COOKIE = "sagabox_csrf"
 CSRF_FIELD = "csrf_token"
@@ -32,6 +33,11 @@ class BasicAuth:
     def __init__(self, user: str, password: str) -> None:
         if not user or not password:
             raise ValueError("BasicAuth needs a user and a non-empty password")
+        if ":" in user:  # the header splits at the first colon: such a user could never log in
+            raise ValueError(
+                f"the basic-auth user {user!r} holds a ':', which HTTP basic cannot carry "
+                f"(${USER_ENV}): pick a user name without one (the password may have colons)"
+            )
         self._user = user.encode()
         self._password = password.encode()
 
