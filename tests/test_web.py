@@ -82,6 +82,27 @@ def test_search_by_prefix_pages_with_a_keyset(harness: SagaHarness) -> None:
         assert "No saga matches" in stuck.text  # every offer waits for a live timeout
 
 
+def test_age_search_follows_its_next_page_links(harness: SagaHarness) -> None:
+    """55 offers made a minute apart, searched by age: oldest first, and the next page's link
+    carries the cursor row's creation time, so the second page starts right after the first."""
+    for n in range(55):
+        harness.clock.tick(timedelta(minutes=1))
+        harness.dispatch(OfferMade(offer_id=f"A-{n:02}"))
+    harness.clock.tick(timedelta(days=1))
+    with TestClient(dashboard(harness)) as client:
+        first = client.get("/sagas", params={"older_than_minutes": "60"})
+        ids = re.findall(r">(A-\d\d)</a>", first.text)
+        assert [f"A-{n:02}" for n in range(46)] == ids  # after the 4 seeded offers
+        link = re.search(r'id="next-page" href="([^"]+)"', first.text)
+        assert link is not None
+        assert "after_created=" in link[1]
+        second = client.get("/sagas" + link[1].replace("&amp;", "&"))
+        assert [f"A-{n:02}" for n in range(46, 55)] == re.findall(r">(A-\d\d)</a>", second.text)
+        assert "next-page" not in second.text
+        refused = client.get("/sagas", params={"older_than_minutes": "60", "after_created": "x"})
+        assert 400 == refused.status_code
+
+
 def test_search_prefix_escapes_like_wildcards(client: TestClient) -> None:
     """A `%` in the prefix is a literal character, not a wildcard."""
     assert "No saga matches" in client.get("/sagas", params={"id": "%"}).text

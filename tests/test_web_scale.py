@@ -185,3 +185,32 @@ def test_a_failed_recount_keeps_the_stale_count_and_says_so(
     assert ["recounting sagas by type and state failed"] == [r.message for r in caplog.records]
     assert first is cache.get()  # still the old count (and one more recount is tried)
     cache.recount.join(timeout=30)
+
+
+def test_age_search_pages_oldest_first_and_past_a_pruned_cursor(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """An age search lists the sagas created before the cutoff oldest first (ties in type and
+    id order), each once over pages of 2; a page whose cursor row was pruned meanwhile goes on
+    by the creation time its link carries."""
+    ages = {"d-oldest": 40, "c-older": 35, "a-old": 31, "b-old": 31, "e-young": 1}
+    start = clock.now()
+    for correlation_id, days in sorted(ages.items(), key=lambda item: -item[1]):
+        frozen_clock.move_to(start - timedelta(days=days))
+        _add(engine, ("t", correlation_id, "s"))
+    frozen_clock.move_to(start)
+    month = timedelta(days=30)
+    expected = [("t", "d-oldest"), ("t", "c-older"), ("t", "a-old"), ("t", "b-old")]
+    assert expected == _ids(engine, data.Search(older_than=month, limit=2))
+    with engine.connect() as connection:
+        first = data.search(connection, data.Search(older_than=month, limit=2))
+    assert ("t", "c-older") == first.next_after
+    assert start - timedelta(days=35) == first.next_created
+    with engine.begin() as connection:
+        connection.execute(
+            saga_instances.delete().where(saga_instances.c.correlation_id == "c-older")
+        )
+        after = data.Search(
+            older_than=month, after=first.next_after, after_created=first.next_created, limit=2
+        )
+        assert ["a-old", "b-old"] == [r.correlation_id for r in data.search(connection, after).rows]

@@ -179,6 +179,7 @@ class Dashboard:
                 after=(params["after_type"], params["after_id"])
                 if "after_type" in params and "after_id" in params
                 else None,
+                after_created=_created(params.get("after_created", "")),
             )
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
@@ -188,8 +189,11 @@ class Dashboard:
         types = sorted(self.sagas)
         next_url = None
         if page.next_after is not None:
-            kept = {k: v for k, v in params.items() if k not in ("after_type", "after_id")}
+            cursor = ("after_type", "after_id", "after_created")
+            kept = {k: v for k, v in params.items() if k not in cursor}
             after = {"after_type": page.next_after[0], "after_id": page.next_after[1]}
+            if page.next_created is not None:
+                after["after_created"] = page.next_created.isoformat()
             next_url = "?" + urlencode({**kept, **after})
         return self.page(
             request, "search.html", query=query, page=page, types=types, next_url=next_url
@@ -399,6 +403,19 @@ def _minutes(text: str) -> timedelta | None:
         return timedelta(minutes=float(text))
     except ValueError:
         raise ValueError(f"age {text!r} is not a number of minutes") from None
+
+
+def _created(text: str) -> datetime | None:
+    """An age search cursor's creation time, as the next page link writes it (ISO, UTC)."""
+    if not text.strip():
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"after_created {text!r} is not an ISO time: follow the page's next link"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
 
 
 def _due(text: str) -> datetime:

@@ -1,9 +1,10 @@
 """What the dashboard's pages show, read from the database: overview numbers and saga search.
 
 Search pages with a keyset on (saga type, correlation id), the unique index every saga table
-has, or on (correlation id, type) for an id prefix, so the thousandth page costs what the first
-does; the cursor is the last row shown. Nothing counts a big table whole on every page: the
-counts shown stop at a cap, and the type x state table comes from `counts.CountsCache`.
+has, on (correlation id, type) for an id prefix, or on (created at, type, id) for an age, oldest
+first, so the thousandth page costs what the first does; the cursor is the last row shown.
+Nothing counts a big table whole on every page: the counts shown stop at a cap, and the type x
+state table comes from `counts.CountsCache`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, collate, false, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, bindparam, collate, false, func, or_, select, tuple_
 
 from outbox import clock
 from outbox.database import Executor, dialect_of
@@ -133,7 +134,9 @@ def letters_by_group(
 
 @dataclass(frozen=True)
 class Search:
-    """A saga search: every field optional; `after` is the keyset cursor (type, id)."""
+    """A saga search: every field optional; `after` is the keyset cursor (type, id), and
+    `after_created` that row's creation time, which an age search pages by (looked up by the
+    cursor's key when not given)."""
 
     saga_type: str = ""
     state: str = ""
@@ -142,25 +145,29 @@ class Search:
     older_than: timedelta | None = None
     stuck_after: timedelta | None = None
     after: tuple[str, str] | None = None
+    after_created: datetime | None = None
     limit: int = 50
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page of search results and the cursor of the next (None: this is the last)."""
+    """One page of search results and the cursor of the next (None: this is the last), with
+    the cursor row's creation time for an age search."""
 
     rows: list[SagaSummary]
     next_after: tuple[str, str] | None
+    next_created: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def search(executor: Executor, query: Search) -> Page:
-    """The instances matching `query`, one page: in (type, correlation id) order, or in
-    (correlation id, type) order when searching by an id prefix, each order an index's."""
+    """The instances matching `query`, one page: in (type, correlation id) order, in
+    (correlation id, type) order when searching by an id prefix, or oldest first (created at,
+    type, id) when by age, each order an index's."""
     c = saga_instances.c
     now = clock.now()
     statement = select(
-        c.saga_type, c.correlation_id, c.state, c.version, c.updated_at, c.finished_at
+        c.saga_type, c.correlation_id, c.state, c.version, c.updated_at, c.finished_at, c.created_at
     ).limit(query.limit + 1)
     if query.prefix:
         # The prefix as a range in code point order (the "C" collation's on PostgreSQL):
@@ -179,6 +186,16 @@ def search(executor: Executor, query: Search) -> Page:
         if query.after is not None:
             statement = statement.where(
                 tuple_(ident, c.saga_type) > tuple_(query.after[1], query.after[0])
+            )
+    elif query.older_than is not None:
+        # "Created before the cutoff" is the start of the creation time index up to the cutoff:
+        # oldest first, every page a range from its cursor (in type order, a filter on the
+        # unique index, the first page read past every younger saga).
+        statement = statement.order_by(c.created_at, c.saga_type, c.correlation_id)
+        if query.after is not None:
+            statement = statement.where(
+                tuple_(c.created_at, c.saga_type, c.correlation_id)
+                > tuple_(_created_of(query.after, query.after_created), *query.after)
             )
     else:
         statement = statement.order_by(c.saga_type, c.correlation_id)
@@ -207,14 +224,29 @@ def search(executor: Executor, query: Search) -> Page:
             c.updated_at < cutoff,
             or_(c.timeouts.is_(None), c.next_timeout_at < cutoff),
         )
+    found = list(executor.execute(statement))
     rows = [
         SagaSummary(r.saga_type, r.correlation_id, r.state, r.version, r.updated_at, r.finished_at)
-        for r in executor.execute(statement)
+        for r in found[: query.limit]
     ]
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    last = rows[-1] if more and rows else None
-    return Page(rows, (last.saga_type, last.correlation_id) if last else None)
+    if len(found) <= query.limit or not rows:
+        return Page(rows, None)
+    last = found[query.limit - 1]
+    created = last.created_at if query.older_than is not None and not query.prefix else None
+    return Page(rows, (last.saga_type, last.correlation_id), created)
+
+
+def _created_of(after: tuple[str, str], created: datetime | None) -> ColumnElement[Any]:
+    """The age cursor's creation time: given (a pruned cursor row pages on), or else the
+    cursor row's, one probe of the unique key."""
+    if created is not None:
+        return bindparam("after_created", created, type_=UTCDateTime())
+    c = saga_instances.c
+    return (
+        select(c.created_at)
+        .where(c.saga_type == after[0], c.correlation_id == after[1])
+        .scalar_subquery()
+    )
 
 
 def _after_prefix(prefix: str) -> str | None:
