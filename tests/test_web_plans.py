@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Connection, Engine, event, text
 
 from sagabox.web import data
+from sagabox.web.counts import count_groups
 
 #: Sagas in the table: a few thousand, created a minute apart, the youngest with the lowest id,
 #: so in (type, id) order every saga younger than a cutoff comes before the older ones.
@@ -95,3 +96,32 @@ def test_age_search_pages_are_index_ranges_first_and_deep(engine: Engine) -> Non
         }
         assert 0 == sum(int(n.get("Rows Removed by Filter", 0)) for n in nodes)
         assert max(int(n["Actual Rows"]) for n in scans) <= 51
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_dead_letter_page_reads_only_the_letters_it_lists(engine: Engine) -> None:
+    """5,000 letters in 5 groups, two of 2,000: listing ten of each group is a range of the
+    (endpoint, type, id) index per group, not a window over every letter."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                """INSERT INTO sagabox_dead_letters (endpoint, message_id, type, headers, body,
+                reason, attempts, first_failed_at, last_failed_at)
+                SELECT 'q', gen_random_uuid(), (ARRAY['x.A', 'x.B'])[1 + g % 2], '{}'::jsonb,
+                '', CASE WHEN g % 5 = 0 THEN 'rare' ELSE 'common' END, 1, now(), now()
+                FROM generate_series(1, :n) AS g"""
+            ),
+            {"n": 5000},
+        )
+        connection.exec_driver_sql("ANALYZE sagabox_dead_letters")
+    with engine.connect() as connection:
+        groups = count_groups(connection).groups
+    assert [2000, 2000, 500, 500] == [g.count for g in groups]
+    with _captured(engine) as statements, engine.connect() as connection:
+        listed = data.letters_by_group(connection, per_group=10, groups=groups)
+        [nodes] = [_explained(connection, *captured) for captured in statements]
+    assert [10, 10, 10, 10] == [len(lines) for lines in listed.values()]
+    scans = [n for n in nodes if n.get("Relation Name") == "sagabox_dead_letters"]
+    assert {"ix_sagabox_dead_letters_endpoint_type_id"} == {n.get("Index Name") for n in scans}
+    # Each group's range stops at its tenth letter: the rare reason's reads skip common ones.
+    assert sum(int(n["Actual Rows"]) + int(n.get("Rows Removed by Filter", 0)) for n in scans) < 200

@@ -9,17 +9,29 @@ state table comes from `counts.CountsCache`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, collate, false, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    collate,
+    false,
+    func,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 
 from outbox import clock
 from outbox.database import Executor, dialect_of
 from outbox.dead_letter_groups import DeadLetterGroup, dead_letter_groups
 from outbox.tables import UTCDateTime, dead_letters, outbox_messages
-from sagabox.web.counts import TypeStateCounts, count_by_type_and_state
+from sagabox.web.counts import GroupCounts, TypeStateCounts, count_by_type_and_state, count_groups
 from sagas.queries import SagaSummary, stuck_sagas
 from sagas.tables import saga_instances
 from sagas.timeout_admin import TimeoutEntry, list_timeouts
@@ -58,6 +70,9 @@ class Overview:
     oldest_due_age: timedelta | None
     scheduled: Bounded
     dead_letters: list[DeadLetterGroup]
+    #: Letters in every group, and when they were counted (the groups can be cached).
+    dead_letters_total: int
+    dead_letters_counted_at: datetime
     stuck: list[SagaSummary]
     stuck_more: bool
     counts: TypeStateCounts
@@ -66,12 +81,17 @@ class Overview:
 
 
 def overview(
-    executor: Executor, *, stuck_after: timedelta, counts: TypeStateCounts | None = None
+    executor: Executor,
+    *,
+    stuck_after: timedelta,
+    counts: TypeStateCounts | None = None,
+    groups: GroupCounts | None = None,
 ) -> Overview:
     """Outbox backlog, dead letters, stuck sagas, type x state counts, timeouts due within 1h.
 
-    Every part reads a bounded number of index entries but the type x state counts: pass the
-    cached ones (`CountsCache`) to keep them off the page's time; by default they are counted.
+    Every part reads a bounded number of index entries but the type x state counts and the
+    dead-letter groups: pass the cached ones (`CountsCache`, `GroupsCache`) to keep them off
+    the page's time; by default they are counted.
     """
     now = clock.now()
     o = outbox_messages.c
@@ -80,6 +100,8 @@ def overview(
     ).scalar_one()
     stuck = stuck_sagas(executor, older_than=now - stuck_after, limit=LISTED + 1)
     soon = list_timeouts(executor, due_before=now + timedelta(hours=1), limit=LISTED + 1)
+    if groups is None:
+        groups = count_groups(executor, limit=LISTED)
     return Overview(
         now=now,
         backlog=bounded_count(
@@ -89,7 +111,9 @@ def overview(
         scheduled=bounded_count(
             executor, select(o.id).where(o.available_at > now).order_by(o.available_at)
         ),
-        dead_letters=dead_letter_groups(executor, limit=LISTED),
+        dead_letters=groups.groups[:LISTED],
+        dead_letters_total=groups.total,
+        dead_letters_counted_at=groups.counted_at,
         stuck=stuck[:LISTED],
         stuck_more=len(stuck) > LISTED,
         counts=counts if counts is not None else count_by_type_and_state(executor),
@@ -109,26 +133,36 @@ class LetterLine:
 
 
 def letters_by_group(
-    executor: Executor, *, per_group: int = 10
+    executor: Executor, *, per_group: int = 10, groups: Sequence[DeadLetterGroup] | None = None
 ) -> dict[tuple[str, str | None, str], list[LetterLine]]:
-    """The oldest `per_group` letters of every (endpoint, type, reason) group, in one statement
-    that reads only the columns listed (a letter's body and traceback can be large)."""
+    """The oldest `per_group` letters of each group in `groups` (by default every group), in
+    one statement that reads only the columns listed (a letter's body and traceback can be
+    large): one range of the (endpoint, type, id) index per group, however big the group."""
+    if groups is None:
+        groups = dead_letter_groups(executor)
+    if not groups:
+        return {}
     d = dead_letters.c
-    rank = (
-        func.row_number()
-        .over(partition_by=(d.endpoint, d.type, d.reason), order_by=d.id)
-        .label("rank")
-    )
-    ranked = select(
-        d.id, d.endpoint, d.type, d.reason, d.message_id, d.attempts, d.last_failed_at, rank
-    ).subquery()
-    r = ranked.c
+    columns = (d.id, d.endpoint, d.type, d.reason, d.message_id, d.attempts, d.last_failed_at)
+    parts = [
+        select(*columns)
+        .where(
+            d.endpoint == group.endpoint,
+            d.type.is_(None) if group.type is None else d.type == group.type,
+            d.reason == group.reason,
+        )
+        .order_by(d.id)
+        .limit(per_group)
+        .subquery()
+        for group in groups
+    ]
+    # Each group's LIMIT in a subquery of its own: SQLite allows none on a UNION's branch.
     found: dict[tuple[str, str | None, str], list[LetterLine]] = {}
-    for row in executor.execute(
-        select(ranked).where(r.rank <= per_group).order_by(r.endpoint, r.type, r.reason, r.id)
-    ):
+    for row in executor.execute(union_all(*(select(part) for part in parts))):
         line = LetterLine(row.id, row.message_id, row.attempts, row.last_failed_at)
         found.setdefault((row.endpoint, row.type, row.reason), []).append(line)
+    for lines in found.values():
+        lines.sort(key=lambda line: line.id)
     return found
 
 
