@@ -52,8 +52,8 @@ def count_by_type_and_state(executor: Executor) -> TypeStateCounts:
     return TypeStateCounts(dict(sorted(by_type.items())), sorted(states), counted_at)
 
 
-#: Dead letters up to which the groups are counted on every page: a few milliseconds.
-EXACT_LETTERS = 10_000
+#: Dead letters up to which the groups are counted on every page: a millisecond or two.
+EXACT_LETTERS = 1_000
 #: Groups a count keeps (the largest): past them the page says there are more.
 MAX_GROUPS = 500
 
