@@ -254,6 +254,9 @@ def main() -> None:
     parser.add_argument("--db", required=True, help="a PostgreSQL URL (its tables are emptied)")
     parser.add_argument("--sagas", type=int, default=1_000_000)
     parser.add_argument("--journal", type=int, default=10_000_000)
+    parser.add_argument(
+        "--dead", type=int, default=100_000, help="dead letters, in 30 groups (issue 20: 100k+)"
+    )
     parser.add_argument("--rounds", type=int, default=100, help="requests per page shape")
     parser.add_argument("--reuse", action="store_true", help="keep the rows already there")
     parser.add_argument("--out", type=Path, help="also append the table to this markdown file")
@@ -265,7 +268,7 @@ def main() -> None:
             vacuum(engine)
         else:
             started = time.perf_counter()
-            fill(engine, args.sagas, args.journal)
+            fill(engine, args.sagas, args.journal, dead=args.dead)
             print(
                 f"filled {args.sagas:,} sagas, {args.journal:,} journal lines "
                 f"in {time.perf_counter() - started:.0f} s",

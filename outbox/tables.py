@@ -132,6 +132,9 @@ dead_letters = Table(
     UniqueConstraint("endpoint", "message_id"),
     # Retention deletes the letters nobody looked at for longest first.
     Index(None, "last_failed_at"),
+    # A group's letters, oldest first (the dashboard lists a few, a group action takes them
+    # all): the reason is no key column, it can be 10,000 characters, past a b-tree entry.
+    Index(None, "endpoint", "type", "id"),
     comment="Messages an endpoint gave up on, with the reason; replay or discard them by CLI.",
 )
 

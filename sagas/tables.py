@@ -37,8 +37,9 @@ saga_instances = Table(
     # Search by state, with or without a type, in keyset order (type, correlation id).
     Index(None, "state", "saga_type", "correlation_id"),
     Index(None, "finished_at"),
-    # Search by age: set once, so it costs an index entry per saga, not per step.
-    Index(None, "created_at"),
+    # Search by age, oldest first, in keyset order: set once, so it costs an index entry per
+    # saga, not per step.
+    Index(None, "created_at", "saga_type", "correlation_id"),
     # Search by correlation id prefix, in id order: a range in code point order, which is the
     # "C" collation's on PostgreSQL (its default collation's order serves no prefix) and
     # SQLite's own. (`postgresql_ops` is where SQLAlchemy lets a column take a collation.)

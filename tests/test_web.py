@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from outbox.dead_letters import record_dead_letter
 from outbox.operator_log import recent_actions
 from sagabox.testing import DEFAULT_START, SagaHarness
 from sagabox.web import create_app
@@ -80,6 +81,27 @@ def test_search_by_prefix_pages_with_a_keyset(harness: SagaHarness) -> None:
         assert "next-page" not in first.text
         stuck = client.get("/sagas", params={"stuck": "1"})
         assert "No saga matches" in stuck.text  # every offer waits for a live timeout
+
+
+def test_age_search_follows_its_next_page_links(harness: SagaHarness) -> None:
+    """55 offers made a minute apart, searched by age: oldest first, and the next page's link
+    carries the cursor row's creation time, so the second page starts right after the first."""
+    for n in range(55):
+        harness.clock.tick(timedelta(minutes=1))
+        harness.dispatch(OfferMade(offer_id=f"A-{n:02}"))
+    harness.clock.tick(timedelta(days=1))
+    with TestClient(dashboard(harness)) as client:
+        first = client.get("/sagas", params={"older_than_minutes": "60"})
+        ids = re.findall(r">(A-\d\d)</a>", first.text)
+        assert [f"A-{n:02}" for n in range(46)] == ids  # after the 4 seeded offers
+        link = re.search(r'id="next-page" href="([^"]+)"', first.text)
+        assert link is not None
+        assert "after_created=" in link[1]
+        second = client.get("/sagas" + link[1].replace("&amp;", "&"))
+        assert [f"A-{n:02}" for n in range(46, 55)] == re.findall(r">(A-\d\d)</a>", second.text)
+        assert "next-page" not in second.text
+        refused = client.get("/sagas", params={"older_than_minutes": "60", "after_created": "x"})
+        assert 400 == refused.status_code
 
 
 def test_search_prefix_escapes_like_wildcards(client: TestClient) -> None:
@@ -165,6 +187,34 @@ def test_replaying_a_group_handles_each_message_once(
         ]
         assert 1 == len(accepted)
     assert [f"bad input {SCRIPT}"] == [letter.reason for letter in harness.dead_letters()]
+
+
+def test_dead_letter_groups_are_paged_largest_first(harness: SagaHarness) -> None:
+    """27 groups: the first page lists the 20 largest and links the next, which lists the
+    other 7; the count of letters is shown above them."""
+    with harness.transaction() as session:
+        for n in range(25):
+            for _ in range(1 + n % 3):
+                record_dead_letter(
+                    session,
+                    endpoint="e",
+                    body=b"{}",
+                    headers={},
+                    content_type=None,
+                    reason=f"cause {n:02}",
+                )
+    with TestClient(dashboard(harness)) as client:
+        first = client.get("/dead-letters")
+        assert 20 == first.text.count('<section class="group"')
+        assert "53 letters in 27 groups" in first.text  # 25 groups of 1-3 and the seeded 4
+        assert "cause 02" in first.text  # a group of 3
+        assert 'href="/dead-letters?page=2"' in first.text
+        second = client.get("/dead-letters", params={"page": "2"})
+        assert 7 == second.text.count('<section class="group"')
+        assert "cause 24" in second.text  # a group of 1
+        assert "cause 24" not in first.text
+        assert "next-groups" not in second.text
+        assert 400 == client.get("/dead-letters", params={"page": "two"}).status_code
 
 
 def test_action_without_credentials_is_refused(harness: SagaHarness, client: TestClient) -> None:

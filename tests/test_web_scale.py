@@ -5,6 +5,7 @@ counts recounted in the background."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from datetime import timedelta
 
@@ -16,8 +17,16 @@ from sqlalchemy.exc import OperationalError
 from outbox import clock
 from outbox.database import Executor
 from outbox.dead_letters import record_dead_letter
+from outbox.tables import dead_letters
 from sagabox.web import data
-from sagabox.web.counts import CountsCache, TypeStateCounts, count_by_type_and_state
+from sagabox.web.counts import (
+    CountsCache,
+    GroupCounts,
+    GroupsCache,
+    TypeStateCounts,
+    count_by_type_and_state,
+    count_groups,
+)
 from sagas.tables import saga_instances
 
 
@@ -185,3 +194,114 @@ def test_a_failed_recount_keeps_the_stale_count_and_says_so(
     assert ["recounting sagas by type and state failed"] == [r.message for r in caplog.records]
     assert first is cache.get()  # still the old count (and one more recount is tried)
     cache.recount.join(timeout=30)
+
+
+def test_age_search_pages_oldest_first_and_past_a_pruned_cursor(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """An age search lists the sagas created before the cutoff oldest first (ties in type and
+    id order), each once over pages of 2; a page whose cursor row was pruned meanwhile goes on
+    by the creation time its link carries."""
+    ages = {"d-oldest": 40, "c-older": 35, "a-old": 31, "b-old": 31, "e-young": 1}
+    start = clock.now()
+    for correlation_id, days in sorted(ages.items(), key=lambda item: -item[1]):
+        frozen_clock.move_to(start - timedelta(days=days))
+        _add(engine, ("t", correlation_id, "s"))
+    frozen_clock.move_to(start)
+    month = timedelta(days=30)
+    expected = [("t", "d-oldest"), ("t", "c-older"), ("t", "a-old"), ("t", "b-old")]
+    assert expected == _ids(engine, data.Search(older_than=month, limit=2))
+    with engine.connect() as connection:
+        first = data.search(connection, data.Search(older_than=month, limit=2))
+    assert ("t", "c-older") == first.next_after
+    assert start - timedelta(days=35) == first.next_created
+    with engine.begin() as connection:
+        connection.execute(
+            saga_instances.delete().where(saga_instances.c.correlation_id == "c-older")
+        )
+        after = data.Search(
+            older_than=month, after=first.next_after, after_created=first.next_created, limit=2
+        )
+        assert ["a-old", "b-old"] == [r.correlation_id for r in data.search(connection, after).rows]
+
+
+def _letters(engine: Engine, *reasons: str) -> None:
+    with engine.begin() as connection:
+        for n, reason in enumerate(reasons):
+            record_dead_letter(
+                connection,
+                endpoint="e",
+                body=f"{n}".encode(),
+                headers={},
+                content_type=None,
+                reason=reason,
+            )
+
+
+def test_dead_letter_groups_are_exact_while_few_and_cached_past_that(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """Up to `exact_letters` every page counts the groups afresh; past it a page shows the
+    cached count until it is `max_age` old, then one recount runs in the background; after an
+    action (`invalidate`) the next page counts again itself."""
+    _letters(engine, "a", "a")
+    cache = GroupsCache(engine, max_age=timedelta(seconds=10), exact_letters=3)
+    assert 2 == cache.get().total
+    _letters(engine, "b")
+    assert {"a": 2, "b": 1} == {g.reason: g.count for g in cache.get().groups}  # 3: still exact
+    _letters(engine, "b")
+    cached = cache.get()
+    assert 4 == cached.total  # counted afresh: the last count held 3
+    _letters(engine, "c")
+    frozen_clock.tick(timedelta(seconds=9))
+    assert cached is cache.get()  # 4 letters: cached
+    assert cache.recount is None
+    frozen_clock.tick(timedelta(seconds=1))
+    assert cached is cache.get()  # stale: shown while the recount runs
+    assert cache.recount is not None
+    cache.recount.join(timeout=30)
+    assert 5 == cache.get().total
+    _letters(engine, "c")
+    cache.invalidate()
+    assert {"a": 2, "b": 2, "c": 2} == {g.reason: g.count for g in cache.get().groups}
+
+
+def test_a_recount_begun_before_an_action_does_not_hide_its_effect(engine: Engine) -> None:
+    """A background recount that read the groups before an action finishes after it: the count
+    it took is dropped, and the next page counts the groups as the action left them."""
+    _letters(engine, "a", "a")
+    started, release = threading.Event(), threading.Event()
+
+    def slow(executor: Executor) -> GroupCounts:
+        counted = count_groups(executor)
+        started.set()
+        assert release.wait(timeout=30)
+        return counted
+
+    cache = GroupsCache(engine, exact_letters=0, count=slow)
+    release.set()
+    cache.get()  # the first count
+    release.clear()
+    started.clear()
+    recount = threading.Thread(target=cache._recount)
+    recount.start()
+    assert started.wait(timeout=30)
+    with engine.begin() as connection:
+        connection.execute(dead_letters.delete())
+    cache.invalidate()
+    release.set()
+    recount.join(timeout=30)
+    assert 0 == cache.get().total
+
+
+def test_letters_of_listed_groups_only_each_oldest_first(engine: Engine) -> None:
+    """Given the groups a page shows, only their letters are read, the oldest first, at most
+    `per_group` each; a group whose type is unknown (NULL) is found too."""
+    _letters(engine, "a", "b", "a", "c", "a")
+    with engine.connect() as connection:
+        groups = {g.reason: g for g in count_groups(connection).groups}
+        listed = data.letters_by_group(connection, per_group=2, groups=[groups["a"], groups["c"]])
+    assert {("e", None, "a"), ("e", None, "c")} == set(listed)
+    first, second = listed[("e", None, "a")]
+    assert first.id < second.id
+    assert 1 == len(listed[("e", None, "c")])

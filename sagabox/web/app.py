@@ -22,7 +22,6 @@ from starlette.templating import Jinja2Templates
 
 from outbox import clock
 from outbox.dead_letter_groups import (
-    dead_letter_groups,
     discard_logged,
     group_ids,
     replay_logged,
@@ -31,7 +30,7 @@ from outbox.dead_letters import get_dead_letter
 from outbox.errors import SagaboxError
 from outbox.operator_log import recent_actions
 from sagabox.web import data, forms
-from sagabox.web.counts import CountsCache
+from sagabox.web.counts import CountsCache, GroupsCache
 from sagabox.web.diagram import reachable_from, svg
 from sagabox.web.security import (
     CSRF_COOKIE,
@@ -54,6 +53,8 @@ T = TypeVar("T")
 
 #: Letters listed under each dead-letter group (the group's actions reach all of them).
 LETTERS_PER_GROUP = 10
+#: Dead-letter groups a page lists, the largest first; the next ones on the next page.
+GROUPS_PER_PAGE = 20
 
 
 class Dashboard:
@@ -72,6 +73,7 @@ class Dashboard:
     ) -> None:
         self.engine = engine
         self.counts = CountsCache(engine, max_age=counts_max_age)
+        self.groups = GroupsCache(engine)
         self.apps = list(apps)
         self.sagas: dict[str, type[Saga[Any]]] = {
             saga.saga_type: saga for app in self.apps for saga in app.runtime.sagas
@@ -172,8 +174,9 @@ class Dashboard:
 
     async def overview(self, request: Request, template: str = "overview.html") -> Response:
         counts = await run_in_threadpool(self.counts.get)
+        groups = await run_in_threadpool(self.groups.get)
         found = await self.read(
-            lambda c: data.overview(c, stuck_after=self.stuck_after, counts=counts)
+            lambda c: data.overview(c, stuck_after=self.stuck_after, counts=counts, groups=groups)
         )
         return self.page(request, template, overview=found)
 
@@ -194,6 +197,7 @@ class Dashboard:
                 after=(params["after_type"], params["after_id"])
                 if "after_type" in params and "after_id" in params
                 else None,
+                after_created=forms.created(params.get("after_created", "")),
             )
         except ValueError as exc:
             return PlainTextResponse(str(exc), status_code=400)
@@ -203,8 +207,11 @@ class Dashboard:
         types = sorted(self.sagas)
         next_url = None
         if page.next_after is not None:
-            kept = {k: v for k, v in params.items() if k not in ("after_type", "after_id")}
+            cursor = ("after_type", "after_id", "after_created")
+            kept = {k: v for k, v in params.items() if k not in cursor}
             after = {"after_type": page.next_after[0], "after_id": page.next_after[1]}
+            if page.next_created is not None:
+                after["after_created"] = page.next_created.isoformat()
             next_url = "?" + urlencode({**kept, **after})
         return self.page(
             request, "search.html", query=query, page=page, types=types, next_url=next_url
@@ -239,19 +246,30 @@ class Dashboard:
         )
 
     async def dead_letters(self, request: Request) -> Response:
-        def work(connection: Connection) -> tuple[Any, Any, Any]:
-            groups = dead_letter_groups(connection)
-            by_group = data.letters_by_group(connection, per_group=LETTERS_PER_GROUP)
-            return groups, by_group, recent_actions(connection, limit=20)
+        try:
+            number = max(1, int(request.query_params.get("page", "1")))
+        except ValueError:
+            return PlainTextResponse("page must be a number, 1 for the first", status_code=400)
+        counted = await run_in_threadpool(self.groups.get)
+        start = (number - 1) * GROUPS_PER_PAGE
+        groups = counted.groups[start : start + GROUPS_PER_PAGE]
 
-        groups, by_group, log = await self.read(work)
+        def work(connection: Connection) -> tuple[Any, Any]:
+            by_group = data.letters_by_group(connection, per_group=LETTERS_PER_GROUP, groups=groups)
+            return by_group, recent_actions(connection, limit=20)
+
+        by_group, log = await self.read(work)
         return self.page(
             request,
             "dead_letters.html",
+            counted=counted,
             groups=groups,
             by_group=by_group,
             log=log,
             per_group=LETTERS_PER_GROUP,
+            number=number,
+            next_page=number + 1 if start + GROUPS_PER_PAGE < len(counted.groups) else None,
+            now=clock.now(),
         )
 
     async def dead_letter(self, request: Request) -> Response:
@@ -341,6 +359,7 @@ class Dashboard:
                     done += 1
                 except SagaboxError as exc:
                     failed.append(f"{letter_id}: {exc}")
+            self.groups.invalidate()  # the page it redirects to shows the groups as they are now
             message = f"{operation}: {done} of {len(ids)} dead letters"
             return message + (f"; not done: {'; '.join(failed)}" if failed else "")
 

@@ -61,6 +61,20 @@ def due_time(text: str) -> datetime:
     return value
 
 
+def created(text: str) -> datetime | None:
+    """An age search cursor's creation time, as the next page link writes it (ISO, UTC)."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"after_created {text[:40]!r} is not an ISO time: follow the page's next link"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
+
+
 def letter_id(text: str) -> int:
     """A dead-letter form's id: a number a letter can have."""
     try:
