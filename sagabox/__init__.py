@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
-import logging
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+# First, before the imports below widen the window: in the `sagabox` command, a SIGTERM from
+# here on exits 0 instead of killing the process (-15) while it is still starting.
+from sagabox.cli_signals import install_in_the_command
 
-from sagabox.layout import check_siblings
+install_in_the_command()
+
+import importlib  # noqa: E402  (after the signal handlers, on purpose)
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
+
+from sagabox.layout import check_siblings  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -9,14 +9,17 @@ import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 from sqlalchemy.exc import ArgumentError
 
-from outbox.database import database_url
+from outbox.database import database_url, make_engine
 from outbox.urls import mask_secrets
 from sagabox.cli_signals import stop_signals
 from sagabox.settings import Settings, env_name, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 Groups: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -169,3 +172,12 @@ def check_database_url(text: str, *, creates: bool = False) -> None:
                 "the database with sagabox's tables (sagabox_outbox_messages and the rest) "
                 "using `sagabox db upgrade --db URL`"
             )
+
+
+def with_engine(args: argparse.Namespace, work: Callable[[Engine], int]) -> int:
+    """Run `work` on an engine for `--db`, disposed afterwards; return its exit code."""
+    engine = make_engine(args.db)
+    try:
+        return work(engine)
+    finally:
+        engine.dispose()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
 
 from outbox import clock
-from outbox.database import make_engine
 from outbox.dead_letters import (
     DeadLetter,
     discard_dead_letter,
@@ -20,7 +18,7 @@ from outbox.dead_letters import (
 )
 from outbox.inbox import prune_inbox
 from outbox.retention import prune_dead_letters
-from sagabox.cli_common import Groups, database_argument, duration
+from sagabox.cli_common import Groups, database_argument, duration, with_engine
 
 
 def add_to(groups: Groups) -> None:
@@ -72,14 +70,6 @@ def add_to(groups: Groups) -> None:
     prune.set_defaults(handler=_prune)
 
 
-def _with_engine(args: argparse.Namespace, work: Callable[[Engine], int]) -> int:
-    engine = make_engine(args.db)
-    try:
-        return work(engine)
-    finally:
-        engine.dispose()
-
-
 def _summary(letter: DeadLetter) -> dict[str, Any]:
     return {
         "id": letter.id,
@@ -110,7 +100,7 @@ def _list(args: argparse.Namespace) -> int:
             print("no dead letters")
         return 0
 
-    return _with_engine(args, work)
+    return with_engine(args, work)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -135,7 +125,7 @@ def _show(args: argparse.Namespace) -> int:
                     print(f"{key}: {value}")
         return 0
 
-    return _with_engine(args, work)
+    return with_engine(args, work)
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -147,7 +137,7 @@ def _replay(args: argparse.Namespace) -> int:
             print(f"dead letter {letter_id}: message {message_id} is back in the outbox")
         return 0
 
-    return _with_engine(args, work)
+    return with_engine(args, work)
 
 
 def _discard(args: argparse.Namespace) -> int:
@@ -158,7 +148,7 @@ def _discard(args: argparse.Namespace) -> int:
             print(f"dead letter {letter_id}: discarded")
         return 0
 
-    return _with_engine(args, work)
+    return with_engine(args, work)
 
 
 def _prune_dead_letters(args: argparse.Namespace) -> int:
@@ -176,7 +166,7 @@ def _prune_dead_letters(args: argparse.Namespace) -> int:
         print(f"dlq: pruned {total} dead letters last failed before {cutoff:%Y-%m-%d %H:%M:%S} UTC")
         return 0
 
-    return _with_engine(args, work)
+    return with_engine(args, work)
 
 
 def _prune(args: argparse.Namespace) -> int:
@@ -192,4 +182,4 @@ def _prune(args: argparse.Namespace) -> int:
         print(f"inbox: pruned {total} ids processed before {cutoff:%Y-%m-%d %H:%M:%S} UTC")
         return 0
 
-    return _with_engine(args, work)
+    return with_engine(args, work)

@@ -1,22 +1,28 @@
 """Stopping on SIGTERM or SIGINT from the first line of `sagabox`, before any start-up work.
 
-`main` installs the handlers before it imports the rest of sagabox (the half second in which a
-signal used to kill the process with -15). Until a daemon says how to stop it, a signal ends the
-process at once with exit code 0: nothing is in flight yet. Afterwards it calls the daemon's
-`stop`, which finishes or rolls back the work in flight, and `run` returns.
+In the `sagabox` command the handlers go in as the `sagabox` package starts to load
+(`install_in_the_command`), before it imports anything else; `main` installs them too, for a
+caller of `main` in its own process. Until then a signal kills the process with -15. Until a
+daemon says how to stop it, a signal ends the process at once with exit code 0: nothing is in
+flight yet. Afterwards it calls the daemon's `stop`, which finishes or rolls back the work in
+flight, and `run` returns. This module imports only what the handlers need.
 """
 
 from __future__ import annotations
 
-import logging
+import os
 import signal
+import sys
 import threading
-from collections.abc import Callable
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-log = logging.getLogger("sagabox")
+#: The module `python -m` runs as the command.
+COMMAND_MODULE = "sagabox.cli"
 
 
 class StopSignals:
@@ -53,6 +59,9 @@ class StopSignals:
         self._stop = None
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        import logging  # here: importing it up front would widen the window before `install`
+
+        log = logging.getLogger("sagabox")
         name = signal.Signals(signum).name
         if self._stop is None:
             log.info("received %s during start-up, exiting", name)
@@ -63,3 +72,21 @@ class StopSignals:
 
 #: The one instance `sagabox.cli.main` installs.
 stop_signals = StopSignals()
+
+
+def started_as_the_command() -> bool:
+    """Whether this process is the `sagabox` command: its script, or `python -m sagabox.cli`
+    (while `-m` imports the module's packages, `sys.argv[0]` is "-m" and the module's name is
+    in `sys.orig_argv`, just before the arguments)."""
+    argv = getattr(sys, "argv", [])
+    if argv[:1] == ["-m"]:
+        module = sys.orig_argv[len(sys.orig_argv) - len(argv)]
+        return module.removeprefix("-m") == COMMAND_MODULE
+    return bool(argv) and os.path.basename(argv[0]) == "sagabox"
+
+
+def install_in_the_command() -> None:
+    """Install the handlers if this process is the `sagabox` command; an application that
+    imports sagabox keeps its own."""
+    if started_as_the_command():
+        stop_signals.install()

@@ -10,9 +10,8 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine
 
 from outbox import clock
-from outbox.database import make_engine
 from outbox.operator_log import default_actor
-from sagabox.cli_common import Groups, database_argument, duration
+from sagabox.cli_common import Groups, database_argument, duration, with_engine
 from sagas.timeout_admin import (
     TimeoutEntry,
     cancel_timeout,
@@ -89,14 +88,6 @@ def _timestamp(text: str) -> datetime:
     return value
 
 
-def _with_engine(args: argparse.Namespace, work: Callable[[Engine], int]) -> int:
-    engine = make_engine(args.db)
-    try:
-        return work(engine)
-    finally:
-        engine.dispose()
-
-
 def _line(entry: TimeoutEntry) -> str:
     pending = entry.pending
     repeat = f", every {pending.every}" if pending.every else ""
@@ -124,7 +115,7 @@ def _list(args: argparse.Namespace) -> int:
             print("no pending timeouts")
         return 0
 
-    return _with_engine(args, work)
+    return with_engine(args, work)
 
 
 def _act(args: argparse.Namespace, verb: str, act: Callable[..., TimeoutEntry]) -> int:
@@ -136,7 +127,7 @@ def _act(args: argparse.Namespace, verb: str, act: Callable[..., TimeoutEntry]) 
         print(f"{verb}: {_line(entry)} (by {actor})")
         return 0
 
-    return _with_engine(args, work)
+    return with_engine(args, work)
 
 
 def _cancel(args: argparse.Namespace) -> int:

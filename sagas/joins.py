@@ -93,6 +93,13 @@ def join(
     for part in parts:
         if not (isinstance(part, type) and issubclass(part, Message) and part.type_name):
             raise SagaDefinitionError(f"join() parts must be message classes, got {part!r}")
+        if issubclass(part, JoinTimedOut):
+            # Only `within=` schedules it, and then it leaves by `on_timeout=`: as a part it
+            # would be waited for forever.
+            raise SagaDefinitionError(
+                "join(): JoinTimedOut is the join's own deadline, not a part: give the deadline "
+                "with within= and where it leads with on_timeout="
+            )
     branches = (
         (_branch(into),) if isinstance(into, str | Branch) else tuple(_branch(b) for b in into)
     )
@@ -197,6 +204,9 @@ def expand(cls: type[Saga[Any]], transitions: Sequence[Mapping[str, Any]]) -> li
             raise SagaDefinitionError(
                 f"{cls.__name__}: the join in {spec.source!r} must lead out of it"
             )
+    for transition in transitions:
+        if KEY not in transition:
+            _refuse_overlap(cls, transition, joins)
     expanded: list[dict[str, Any]] = []
     for transition in transitions:
         if KEY in transition:
@@ -212,6 +222,28 @@ def expand(cls: type[Saga[Any]], transitions: Sequence[Mapping[str, Any]]) -> li
         if spec.within is not None:
             transition["after"] = [*_listed(transition.get("after")), Arm(spec)]
     return expanded
+
+
+def _refuse_overlap(
+    cls: type[Saga[Any]], transition: Mapping[str, Any], joins: Sequence[Join]
+) -> None:
+    """Refuse an `on(...)` taking a join's part (or its deadline) in the state the join waits
+    in: `transitions` tries them in declared order, so one of the two would never run."""
+    from sagas.building import state_name  # it imports this module
+
+    trigger, sources = transition.get("trigger"), transition.get("source")
+    listed = sources if isinstance(sources, list | tuple) else [sources]
+    named = {"*" if s == "*" else state_name(s) for s in listed}
+    for spec in joins:
+        taken = [*spec.parts, *([JoinTimedOut] if spec.within is not None else [])]
+        if trigger in taken and ("*" in named or spec.source in named):
+            name = getattr(trigger, "__name__", repr(trigger))
+            raise SagaDefinitionError(
+                f"{cls.__name__}: on({name}, ...) and the join in {spec.source!r} both take "
+                f"{name} in {spec.source!r}, and only the one declared first would ever run: "
+                f"give the join that way out instead (into=[branch(dest, conditions=..., "
+                f"after=...), ...]), or give the on(...) a source the join does not wait in"
+            )
 
 
 def _spelled_out(spec: Join) -> Iterator[dict[str, Any]]:

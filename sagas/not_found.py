@@ -1,10 +1,10 @@
 """What a saga does with a message for an instance that does not exist: its `on_not_found`.
 
 "raise" (retry: the starting message may still be on its way), "dead_letter" (park it at once),
-"ignore" (journal it, drop it), or a function `(session, message) -> None` run in the message's
-transaction, as NServiceBus's saga-not-found handlers are: it may write business rows or send
-messages, and if it raises, the message fails as with any failing handler (retried, then
-dead-lettered).
+"ignore" (journal it, drop it), or a function `(session, message) -> None` (a `@classmethod` or
+`@staticmethod` taking them too) run in the message's transaction, as NServiceBus's
+saga-not-found handlers are: it may write business rows or send messages, and if it raises, the
+message fails as with any failing handler (retried, then dead-lettered).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ POLICIES = ("raise", "dead_letter", "ignore")
 def check(cls: type[Saga[Any]]) -> None:
     """Refuse an `on_not_found` that is neither a known policy nor a `(session, message)`
     function, when the class is defined."""
-    policy = cls.__dict__.get("on_not_found", cls.on_not_found)
-    if isinstance(policy, staticmethod):
-        policy = policy.__func__
+    # Read through the class, as the runtime calls it: a classmethod comes out bound to the
+    # saga class and a staticmethod as its function, both then called (session, message).
+    policy = cls.on_not_found
     if isinstance(policy, str):
         if policy not in POLICIES:
             raise SagaDefinitionError(

@@ -423,3 +423,46 @@ def test_an_async_action_in_a_join_branch_is_refused() -> None:
 
             async def decide(self, ctx: SagaContext, _part: object) -> None:
                 pass
+
+
+def test_the_join_deadline_cannot_be_a_part() -> None:
+    """`JoinTimedOut` is the join's own deadline, delivered by `within=`: listing it as a part
+    would wait for a timeout nobody schedules."""
+    with pytest.raises(SagaDefinitionError, match=r"within=.*on_timeout="):
+        join(CreditScored, JoinTimedOut, source="checking", into="done")
+
+
+@pytest.mark.parametrize(
+    ("source", "first"),
+    [("checking", "on"), ("checking", "join"), ("*", "on"), (["new", "checking"], "join")],
+)
+def test_on_and_join_on_one_type_in_one_state_are_refused(source: object, first: str) -> None:
+    """Both would take `CreditScored` in "checking", and only the one declared first would
+    ever run; whichever comes first, the class is refused with what to do."""
+    plain = on(CreditScored, source, "done", after="decide")
+    joined = join(CreditScored, IdentityVerified, source="checking", into="done")
+    with pytest.raises(SagaDefinitionError, match=r"CreditScored.*branch\("):
+
+        class Twice(Saga[Empty], name="jointest.Twice"):
+            states = ["new", "checking", {"name": "done", "final": True}]
+            transitions = [
+                on(Applied, "new", "checking"),
+                *([plain, joined] if first == "on" else [joined, plain]),
+            ]
+
+            def decide(self, ctx: SagaContext, _message: object) -> None:
+                pass
+
+
+def test_on_in_another_state_than_the_join_on_one_type_is_kept() -> None:
+    """A part handled by `on(...)` in a state the join does not wait in is no conflict."""
+
+    class Later(Saga[Empty], name="jointest.Later"):
+        states = ["new", "checking", "review", {"name": "done", "final": True}]
+        transitions = [
+            on(Applied, "new", "checking"),
+            join(CreditScored, IdentityVerified, source="checking", into="review"),
+            on(CreditScored, "review", "done"),
+        ]
+
+    assert {"checking", "review"} == set(Later.machine.events[CreditScored.type_name].transitions)

@@ -108,3 +108,64 @@ def test_a_wrong_policy_is_refused_when_the_class_is_defined(policy: Any, compla
             states = ["new", "underway"]
             transitions = [on(ParcelSent, "new", "underway")]
             on_not_found = policy
+
+
+@pytest.mark.parametrize("kind", ["classmethod", "staticmethod"])
+def test_a_classmethod_or_staticmethod_handler_is_accepted_and_runs(
+    tables: Engine, kind: str
+) -> None:
+    """Written in the class body with @classmethod or @staticmethod, it is called with
+    (session, message) in the message's transaction, as a plain function is."""
+    seen: list[str] = []
+
+    if kind == "classmethod":
+
+        class Tracked(Saga[ParcelData], name=f"nf.Tracked.{kind}"):
+            states = ["new", "underway"]
+            transitions = [
+                on(ParcelSent, "new", "underway"),
+                on(ParcelScanned, "underway", "underway"),
+            ]
+            correlation = {ParcelSent: "parcel_id", ParcelScanned: "parcel_id"}
+
+            # mypy reads the base's ClassVar as an attribute, not as a method to override.
+            @classmethod
+            def on_not_found(cls, session: Any, message: Any) -> None:  # type: ignore[override]
+                seen.append(f"{cls.__name__}:{message.parcel_id}")
+                record_orphan(session, message)
+
+    else:
+
+        class Tracked(Saga[ParcelData], name=f"nf.Tracked.{kind}"):  # type: ignore[no-redef]
+            states = ["new", "underway"]
+            transitions = [
+                on(ParcelSent, "new", "underway"),
+                on(ParcelScanned, "underway", "underway"),
+            ]
+            correlation = {ParcelSent: "parcel_id", ParcelScanned: "parcel_id"}
+
+            @staticmethod
+            def on_not_found(session: Any, message: Any) -> None:  # type: ignore[override]
+                seen.append(f"static:{message.parcel_id}")
+                record_orphan(session, message)
+
+    runtime = SagaRuntime([Tracked], endpoint="parcels")
+    with Session(tables) as session, session.begin():
+        [handled] = runtime.handle(session, ParcelScanned(parcel_id="P-9"))
+    assert "not_found" == handled.outcome
+    assert ["P-9"] == _orphans(tables)
+    expected = "Tracked:P-9" if kind == "classmethod" else "static:P-9"
+    assert [expected] == seen
+
+
+def test_a_classmethod_with_the_wrong_arguments_is_refused() -> None:
+    """A classmethod taking only (message) says what it must take."""
+    with pytest.raises(SagaDefinitionError, match=r"takes \(session, message\)"):
+
+        class Broken(Saga[ParcelData]):
+            states = ["new", "underway"]
+            transitions = [on(ParcelSent, "new", "underway")]
+
+            @classmethod
+            def on_not_found(cls, message: Any) -> None:
+                """One argument short."""

@@ -2,7 +2,8 @@
 the stock is gone; what happens after `OrderCompleted` is not its business.
 
 The refund is the charge's declared compensation (`steps`): when the stock is gone, every step
-completed so far is undone, here the one charge.
+completed so far is undone, here the one charge. `OrderSteps` holds the actions that v2
+(`saga_v2.py`) keeps as they are.
 
     new ─OrderPlaced─▶ charging ─PaymentCharged─▶ reserving ─InventoryReserved─▶ completed
                           │                                └─OutOfStock─▶ refunding ─▶ cancelled
@@ -12,6 +13,7 @@ completed so far is undone, here the one charge.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -37,15 +39,73 @@ RETRY_EVERY = HOUR / 6
 RETRIES = 3
 
 
-class OrderData(BaseModel):
+class OrderFields(BaseModel):
+    """What every version of the order saga keeps about its order."""
+
     customer: str = ""
     sku: str = ""
     quantity: int = 0
     amount: Decimal = Decimal(0)
+
+
+class OrderData(OrderFields):
     charge_attempts: int = 0
 
 
-class OrderSaga(Saga[OrderData], name="orders.Order"):
+D = TypeVar("D", bound=OrderFields)
+
+
+class OrderSteps(Saga[D], abstract=True):
+    """The actions every version of the order saga shares; each version counts its charges."""
+
+    def send_charge(self, ctx: SagaContext, _cause: object) -> None:
+        raise NotImplementedError
+
+    def charge(self, ctx: SagaContext, order: OrderPlaced) -> None:
+        self.data.customer, self.data.sku = order.customer, order.sku
+        self.data.quantity, self.data.amount = order.quantity, order.amount
+        self.send_charge(ctx, order)
+
+    def _send_charge(self, ctx: SagaContext) -> None:
+        ctx.send(
+            ChargePayment(
+                order_id=self.correlation_id, customer=self.data.customer, amount=self.data.amount
+            ),
+            to="payments",
+        )
+        ctx.schedule("charge-retry", ChargeOverdue(order_id=self.correlation_id), after=RETRY_EVERY)
+
+    def give_up(self, ctx: SagaContext, _due: ChargeOverdue) -> None:
+        self._cancel(ctx, "the payment service did not answer")
+
+    def declined(self, ctx: SagaContext, _answer: PaymentDeclined) -> None:
+        self._cancel(ctx, "payment declined")
+
+    def reserve(self, ctx: SagaContext, _answer: object) -> None:
+        ctx.send(
+            ReserveInventory(
+                order_id=self.correlation_id, sku=self.data.sku, quantity=self.data.quantity
+            ),
+            to="inventory",
+        )
+
+    def out_of_stock(self, ctx: SagaContext, _answer: PaymentRefunded) -> None:
+        self._cancel(ctx, f"{self.data.sku} is out of stock; the payment was refunded")
+
+    def complete(self, ctx: SagaContext, _answer: InventoryReserved) -> None:
+        ctx.publish(
+            OrderCompleted(
+                order_id=self.correlation_id, customer=self.data.customer, amount=self.data.amount
+            )
+        )
+
+    def _cancel(self, ctx: SagaContext, reason: str) -> None:
+        ctx.publish(
+            OrderCancelled(order_id=self.correlation_id, customer=self.data.customer, reason=reason)
+        )
+
+
+class OrderSaga(OrderSteps[OrderData], name="orders.Order"):
     """Orchestrates payment and inventory for one order."""
 
     states = [
@@ -83,50 +143,10 @@ class OrderSaga(Saga[OrderData], name="orders.Order"):
         )
     }
 
-    def charge(self, ctx: SagaContext, order: OrderPlaced) -> None:
-        self.data.customer, self.data.sku = order.customer, order.sku
-        self.data.quantity, self.data.amount = order.quantity, order.amount
-        self.send_charge(ctx, order)
-
     def send_charge(self, ctx: SagaContext, _cause: object) -> None:
         """(Re-)send the charge: the payment service charges each order once, however often."""
         self.data.charge_attempts += 1
-        ctx.send(
-            ChargePayment(
-                order_id=self.correlation_id, customer=self.data.customer, amount=self.data.amount
-            ),
-            to="payments",
-        )
-        ctx.schedule("charge-retry", ChargeOverdue(order_id=self.correlation_id), after=RETRY_EVERY)
+        self._send_charge(ctx)
 
     def may_retry(self, ctx: SagaContext, _due: ChargeOverdue) -> bool:
         return self.data.charge_attempts <= RETRIES
-
-    def give_up(self, ctx: SagaContext, _due: ChargeOverdue) -> None:
-        self._cancel(ctx, "the payment service did not answer")
-
-    def declined(self, ctx: SagaContext, _answer: PaymentDeclined) -> None:
-        self._cancel(ctx, "payment declined")
-
-    def reserve(self, ctx: SagaContext, _answer: PaymentCharged) -> None:
-        ctx.send(
-            ReserveInventory(
-                order_id=self.correlation_id, sku=self.data.sku, quantity=self.data.quantity
-            ),
-            to="inventory",
-        )
-
-    def out_of_stock(self, ctx: SagaContext, _answer: PaymentRefunded) -> None:
-        self._cancel(ctx, f"{self.data.sku} is out of stock; the payment was refunded")
-
-    def complete(self, ctx: SagaContext, _answer: InventoryReserved) -> None:
-        ctx.publish(
-            OrderCompleted(
-                order_id=self.correlation_id, customer=self.data.customer, amount=self.data.amount
-            )
-        )
-
-    def _cancel(self, ctx: SagaContext, reason: str) -> None:
-        ctx.publish(
-            OrderCancelled(order_id=self.correlation_id, customer=self.data.customer, reason=reason)
-        )

@@ -12,23 +12,19 @@ What changed since v1, and what happens to the orders already running:
 - `refunding` is removed: new orders cancel at once; v1 orders already refunding finish there
   (`removed = {"refunding": OLD_PATH}` keeps the state, and its marked transitions, for them).
 - The data field `charge_attempts` is renamed `charges_sent`: the data upcaster renames it.
+
+The actions that did not change are v1's (`OrderSteps`, in `saga.py`).
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel
-
-from sagas import OLD_PATH, Saga, SagaContext, on
+from sagas import OLD_PATH, SagaContext, on
 
 from .messages import (
     ChargeOverdue,
-    ChargePayment,
     InventoryReserved,
-    OrderCancelled,
-    OrderCompleted,
     OrderPlaced,
     OrderScreened,
     OutOfStock,
@@ -36,21 +32,16 @@ from .messages import (
     PaymentDeclined,
     PaymentRefunded,
     RefundPayment,
-    ReserveInventory,
     ScreenOrder,
 )
-from .saga import RETRIES, RETRY_EVERY
+from .saga import RETRIES, OrderFields, OrderSaga, OrderSteps
 
 
-class OrderDataV2(BaseModel):
-    customer: str = ""
-    sku: str = ""
-    quantity: int = 0
-    amount: Decimal = Decimal(0)
+class OrderDataV2(OrderFields):
     charges_sent: int = 0
 
 
-class OrderSagaV2(Saga[OrderDataV2], name="orders.Order"):
+class OrderSagaV2(OrderSteps[OrderDataV2], name="orders.Order"):
     """Orchestrates payment, screening and inventory for one order."""
 
     version = 2
@@ -79,43 +70,14 @@ class OrderSagaV2(Saga[OrderDataV2], name="orders.Order"):
         on(PaymentRefunded, "refunding", "cancelled", after="out_of_stock", versions=(1,)),
     ]
     ignore = {PaymentCharged: ["screening", "allocating", "refunding"]}
-    correlation = {
-        message: "order_id"
-        for message in (
-            OrderPlaced,
-            ChargeOverdue,
-            PaymentDeclined,
-            PaymentCharged,
-            OrderScreened,
-            InventoryReserved,
-            OutOfStock,
-            PaymentRefunded,
-        )
-    }
-
-    def charge(self, ctx: SagaContext, order: OrderPlaced) -> None:
-        self.data.customer, self.data.sku = order.customer, order.sku
-        self.data.quantity, self.data.amount = order.quantity, order.amount
-        self.send_charge(ctx, order)
+    correlation = {**OrderSaga.correlation, OrderScreened: "order_id"}
 
     def send_charge(self, ctx: SagaContext, _cause: object) -> None:
         self.data.charges_sent += 1
-        ctx.send(
-            ChargePayment(
-                order_id=self.correlation_id, customer=self.data.customer, amount=self.data.amount
-            ),
-            to="payments",
-        )
-        ctx.schedule("charge-retry", ChargeOverdue(order_id=self.correlation_id), after=RETRY_EVERY)
+        self._send_charge(ctx)
 
     def may_retry(self, ctx: SagaContext, _due: ChargeOverdue) -> bool:
         return self.data.charges_sent <= RETRIES
-
-    def give_up(self, ctx: SagaContext, _due: ChargeOverdue) -> None:
-        self._cancel(ctx, "the payment service did not answer")
-
-    def declined(self, ctx: SagaContext, _answer: PaymentDeclined) -> None:
-        self._cancel(ctx, "payment declined")
 
     def screen(self, ctx: SagaContext, _answer: PaymentCharged) -> None:
         ctx.send(
@@ -125,35 +87,12 @@ class OrderSagaV2(Saga[OrderDataV2], name="orders.Order"):
             to="risk",
         )
 
-    def reserve(self, ctx: SagaContext, _answer: object) -> None:
-        ctx.send(
-            ReserveInventory(
-                order_id=self.correlation_id, sku=self.data.sku, quantity=self.data.quantity
-            ),
-            to="inventory",
-        )
-
     def refund_and_cancel(self, ctx: SagaContext, _answer: OutOfStock) -> None:
         self.refund(ctx, _answer)
         self._cancel(ctx, f"{self.data.sku} is out of stock; the payment is being refunded")
 
     def refund(self, ctx: SagaContext, _answer: OutOfStock) -> None:
         ctx.send(RefundPayment(order_id=self.correlation_id), to="payments")
-
-    def out_of_stock(self, ctx: SagaContext, _answer: PaymentRefunded) -> None:
-        self._cancel(ctx, f"{self.data.sku} is out of stock; the payment was refunded")
-
-    def complete(self, ctx: SagaContext, _answer: InventoryReserved) -> None:
-        ctx.publish(
-            OrderCompleted(
-                order_id=self.correlation_id, customer=self.data.customer, amount=self.data.amount
-            )
-        )
-
-    def _cancel(self, ctx: SagaContext, reason: str) -> None:
-        ctx.publish(
-            OrderCancelled(order_id=self.correlation_id, customer=self.data.customer, reason=reason)
-        )
 
 
 @OrderSagaV2.data_upcaster(from_version=1)
