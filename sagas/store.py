@@ -113,6 +113,12 @@ def _load_in_batch(
     return saga
 
 
+def from_row(saga_type: type[S], row: Any) -> S:
+    """The instance a row of `saga_instances` holds (read by a statement of another module,
+    such as `sagas.inbox_load`), as `load` would return it."""
+    return _instance(saga_type, row)
+
+
 def _instance(saga_type: type[S], row: Any) -> S:
     """The instance a row holds, as the current definition sees it (see `sagas.evolution`)."""
     data_version = row["data_version"]
