@@ -349,6 +349,7 @@ class SagaRuntime:
             version=saga.version,
             incarnation=saga.incarnation,
             definition_version=saga.definition_version,
+            saga_id=saga.id,
         )
         batch = current_batch(executor)
         if expected_version == 0:

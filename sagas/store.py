@@ -315,10 +315,12 @@ def journal_line(
     version: int | None = None,
     incarnation: UUID | None = None,
     definition_version: int | None = None,
+    saga_id: UUID | None = None,
 ) -> dict[str, Any]:
-    """The journal row saying what a message did to (or could not do to) a saga."""
+    """The journal row saying what a message did to (or could not do to) a saga; `saga_id`
+    when the caller has it (a loaded saga), saving the hash that derives it."""
     return {
-        "saga_id": saga_type.id_for(correlation_id),
+        "saga_id": saga_id or saga_type.id_for(correlation_id),
         "saga_type": saga_type.saga_type,
         "correlation_id": correlation_id,
         "incarnation": incarnation,
