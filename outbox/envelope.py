@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -46,9 +47,10 @@ class Envelope:
     payload: str
     headers: dict[str, str] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def message_id(self) -> UUID:
-        """The message id carried in the headers."""
+        """The message id carried in the headers (parsed once: the worker asks for it at every
+        step of a message's handling)."""
         return _uuid(self.headers, H_MESSAGE_ID)
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Insert, delete, select, tuple_
@@ -43,15 +44,22 @@ class Inbox:
         self._consumer = consumer
         self._insert = _recording_insert(executor)
 
+    @property
+    def consumer(self) -> str:
+        """Whose inbox this is: the endpoint or handler name its rows carry."""
+        return self._consumer
+
+    def row(self, message_id: UUID) -> dict[str, Any]:
+        """The row `record` inserts for `message_id`, for a statement that records it while it
+        does something else (a saga runtime reads the saga row in the same round trip)."""
+        return {"consumer": self._consumer, "message_id": message_id, "processed_at": clock.now()}
+
     def record(self, message_id: UUID) -> bool:
         """Record `message_id`; return True if it is new, False if it was already processed.
 
         Call it first in the handler's transaction and skip the work when it returns False.
         """
-        inserted = self._executor.execute(
-            self._insert,
-            {"consumer": self._consumer, "message_id": message_id, "processed_at": clock.now()},
-        ).first()
+        inserted = self._executor.execute(self._insert, self.row(message_id)).first()
         return inserted is not None
 
     def record_many(self, message_ids: Iterable[UUID]) -> set[UUID]:

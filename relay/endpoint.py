@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from sqlalchemy.orm import Session
 
+from outbox.inbox import Inbox
 from outbox.messages import Message
 from outbox.registry import MessageRegistry
 
@@ -49,6 +50,21 @@ class Endpoint(Protocol):
     def begin_batch(self, session: Session, messages: Sequence[Message]) -> None:
         """Get ready to dispatch `messages` one after the other in `session`'s transaction
         (a saga runtime locks and reads their rows at once, and defers their writes)."""
+        ...
+
+
+@runtime_checkable
+class RecordingEndpoint(Protocol):
+    """An endpoint that records a message in the inbox itself, as it dispatches it.
+
+    Optional: a worker calls `dispatch_new` instead of `Inbox.record` then `dispatch` on an
+    endpoint that has it, so that the endpoint can send the inbox insert together with its own
+    first read (the saga runtime does, on PostgreSQL).
+    """
+
+    def dispatch_new(self, session: Session, message: Message, inbox: Inbox) -> bool:
+        """Record `message.message_id` in `inbox` and, if it is new, dispatch `message` in
+        `session`'s transaction; False (nothing dispatched) if it was recorded before."""
         ...
 
 

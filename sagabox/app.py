@@ -26,6 +26,7 @@ from outbox.handlers import (
     handler_name,
     refuse_coroutine_handler,
 )
+from outbox.inbox import Inbox
 from outbox.messages import Event, Message
 from outbox.registry import MessageRegistry, default_registry
 from outbox.sync_only import refuse_async
@@ -187,8 +188,26 @@ class App:
     def dispatch(self, session: Session, message: Message) -> None:
         """Deliver `message` to the sagas, then the plain handlers, in `session`'s transaction."""
         refuse_async(session, "App.dispatch", "await app.aio.dispatch(session, message)")
+        self._dispatch(session, message, None)
+
+    def dispatch_new(self, session: Session, message: Message, inbox: Inbox) -> bool:
+        """Record `message` in `inbox` and, if it is new, `dispatch` it; False for a duplicate.
+
+        The worker's unbatched path: the runtime records it with its first saga read, in one
+        statement where the database allows (`SagaRuntime.handle_new`).
+        """
+        refuse_async(session, "App.dispatch_new", "await app.aio.dispatch(session, message)")
+        return self._dispatch(session, message, inbox)
+
+    def _dispatch(self, session: Session, message: Message, inbox: Inbox | None) -> bool:
         try:
-            handled = self.runtime.handle(session, message)
+            if inbox is None:
+                handled = self.runtime.handle(session, message)
+            else:
+                recorded = self.runtime.handle_new(session, message, inbox)
+                if recorded is None:
+                    return False
+                handled = recorded
         except SagaNotFound as exc:
             if exc.policy == "dead_letter":
                 raise Unrecoverable(str(exc)) from exc
@@ -208,6 +227,7 @@ class App:
                 lambda _session: metrics.sagas_handled(handled, message),
                 once=True,
             )
+        return True
 
     # --- processes ------------------------------------------------------------------------------
 

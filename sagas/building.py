@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from transitions import Machine, State
 
 from outbox.messages import Message
-from sagas import compensation, evolution, not_found
+from sagas import compensation, evolution, not_found, transition_table
 from sagas import joins as join_decl
 from sagas.declared import refuse_coroutines
 from sagas.errors import SagaDefinitionError
@@ -103,6 +103,7 @@ def build(cls: type[Saga[Any]]) -> None:
     except (ValueError, KeyError, TypeError) as exc:
         raise SagaDefinitionError(f"{cls.__name__}: {exc}") from exc
 
+    cls._transition_table = transition_table.build(cls.machine)
     cls.final_states = frozenset(
         name for name in cls.state_names if getattr(cls.machine.get_state(name), "final", False)
     )

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from transitions import Machine
 
 from outbox.messages import Message
-from sagas import correlation, evolution
+from sagas import correlation, evolution, transition_table
 from sagas.building import build, default_correlator
 from sagas.building import state_name as state_name
 from sagas.compensation import Step
@@ -105,6 +105,7 @@ class Saga(Generic[DataT]):
 
     # Built once per class from the declarations above.
     machine: ClassVar[Machine]
+    _transition_table: ClassVar[transition_table.Table]
     joins: ClassVar[tuple[Join, ...]]
     data_type: ClassVar[type[BaseModel]]
     message_types: ClassVar[dict[str, type[Message]]]
@@ -261,8 +262,17 @@ class Saga(Generic[DataT]):
         return self.state_name in self._ignored.get(message.type_name, ())
 
     def fire(self, ctx: SagaContext, message: Message) -> bool:
-        """Run the transition for `message`; False when its guards refused every branch."""
-        return bool(self.machine.events[message.type_name].trigger(self, ctx, message))
+        """Run the transition for `message`; False when its guards refused every branch.
+
+        Through the class's precomputed table where it has the transition (the worker's hot
+        path, `sagas.transition_table`), through the machine otherwise.
+        """
+        fired = transition_table.fire(
+            self._transition_table, self.machine, self, self.state_name, ctx, message
+        )
+        if fired is None:
+            fired = self.machine.events[message.type_name].trigger(self, ctx, message)
+        return bool(fired)
 
     def _state_value(self, name: str) -> Any:
         # Enum machines keep the member on the model; loaded rows hold the member's name.

@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 
 from outbox import clock
 from outbox.database import Executor
+from outbox.inbox import Inbox
 from outbox.messages import Message
 from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 from outbox.writer import Outbox
-from sagas import ids, not_found, requests, store
+from sagas import ids, inbox_load, not_found, requests, store
 from sagas.batch import current_batch
 from sagas.context import SagaContext
 from sagas.definition import Saga
@@ -134,6 +135,48 @@ class SagaRuntime:
             return [self._handle_one(executor, addressed, message, addressed=True)]
         return [self._handle_one(executor, saga, message) for saga in self._targets(message)]
 
+    def handle_new(self, session: Session, message: Message, inbox: Inbox) -> list[Handled] | None:
+        """Record `message` in `inbox` and, if it is new, `handle` it; None if it was recorded
+        before (a duplicate: nothing changes).
+
+        Where the database can (`sagas.inbox_load`), the inbox insert and the read of the first
+        saga row the message is for go in one statement: one round trip less per message for
+        an unbatched worker. Anything that makes the saga row unknown before the inbox check
+        (a reply addressed to one saga, a correlation that fails, a batch) takes the plain
+        path: the inbox first, then `handle`, which then fails as it always did.
+        """
+        refuse_async(session, "SagaRuntime.handle_new", "await AsyncSagaRuntime(...).handle(...)")
+        first = self._first_read(session, message)
+        if first is None:
+            if not inbox.record(message.message_id):
+                return None
+            return self.handle(session, message)
+        cls, correlation_id, rest = first
+        new, row = inbox_load.record_and_load(
+            session, inbox, message.message_id, cls.saga_type, correlation_id
+        )
+        if not new:
+            return None
+        handled = [self._handle_one(session, cls, message, preloaded=(correlation_id, row))]
+        return handled + [self._handle_one(session, saga, message) for saga in rest]
+
+    def _first_read(
+        self, session: Session, message: Message
+    ) -> tuple[type[Saga[Any]], str, list[type[Saga[Any]]]] | None:
+        """The saga class and correlation id `handle` reads first, and the classes after it;
+        None when they cannot be known before the inbox check, or a batch reads them."""
+        if current_batch(session) is not None or not inbox_load.supported(session):
+            return None
+        try:
+            if requests.addressed_saga(self, message) is not None:
+                return None
+            targets = self._targets(message)
+            if not targets:
+                return None
+            return targets[0], targets[0].correlate(message, session), targets[1:]
+        except Exception:  # `handle` raises it again, after the inbox check
+            return None
+
     def _targets(self, message: Message) -> list[type[Saga[Any]]]:
         sagas = self.interested_in(message)
         if isinstance(message, Timeout):
@@ -189,12 +232,18 @@ class SagaRuntime:
         return store.load(executor, cls, correlation_id)  # type: ignore[return-value]
 
     def _handle_one(
-        self, executor: Executor, cls: type[Saga[Any]], message: Message, *, addressed: bool = False
+        self,
+        executor: Executor,
+        cls: type[Saga[Any]],
+        message: Message,
+        *,
+        addressed: bool = False,
+        preloaded: tuple[str, Any] | None = None,
     ) -> Handled:
         try:
             if addressed:
                 return requests.deliver(self, executor, cls, message)
-            return self._handle_saga(executor, cls, message)
+            return self._handle_saga(executor, cls, message, preloaded)
         except BaseException as exc:
             batch = current_batch(executor)
             if batch is not None:
@@ -204,9 +253,21 @@ class SagaRuntime:
                 batch.spoil(f"{type(exc).__name__} while {handled}")
             raise
 
-    def _handle_saga(self, executor: Executor, cls: type[Saga[Any]], message: Message) -> Handled:
-        correlation_id = cls.correlate(message, _session(executor))
-        saga = store.load(executor, cls, correlation_id)
+    def _handle_saga(
+        self,
+        executor: Executor,
+        cls: type[Saga[Any]],
+        message: Message,
+        preloaded: tuple[str, Any] | None = None,
+    ) -> Handled:
+        """Advance (or create) the `cls` saga `message` is for; `preloaded` is its correlation
+        id and row (None: no such saga) when `handle_new` read them with the inbox insert."""
+        if preloaded is None:
+            correlation_id = cls.correlate(message, _session(executor))
+            saga = store.load(executor, cls, correlation_id)
+        else:
+            correlation_id, row = preloaded
+            saga = None if row is None else store.from_row(cls, row)
 
         def done(outcome: Outcome, state: str | None = None) -> Handled:
             return unchanged(executor, cls, correlation_id, message, outcome, saga, state)
@@ -288,6 +349,7 @@ class SagaRuntime:
             version=saga.version,
             incarnation=saga.incarnation,
             definition_version=saga.definition_version,
+            saga_id=saga.id,
         )
         batch = current_batch(executor)
         if expected_version == 0:

@@ -113,6 +113,12 @@ def _load_in_batch(
     return saga
 
 
+def from_row(saga_type: type[S], row: Any) -> S:
+    """The instance a row of `saga_instances` holds (read by a statement of another module,
+    such as `sagas.inbox_load`), as `load` would return it."""
+    return _instance(saga_type, row)
+
+
 def _instance(saga_type: type[S], row: Any) -> S:
     """The instance a row holds, as the current definition sees it (see `sagas.evolution`)."""
     data_version = row["data_version"]
@@ -309,10 +315,12 @@ def journal_line(
     version: int | None = None,
     incarnation: UUID | None = None,
     definition_version: int | None = None,
+    saga_id: UUID | None = None,
 ) -> dict[str, Any]:
-    """The journal row saying what a message did to (or could not do to) a saga."""
+    """The journal row saying what a message did to (or could not do to) a saga; `saga_id`
+    when the caller has it (a loaded saga), saving the hash that derives it."""
     return {
-        "saga_id": saga_type.id_for(correlation_id),
+        "saga_id": saga_id or saga_type.id_for(correlation_id),
         "saga_type": saga_type.saga_type,
         "correlation_id": correlation_id,
         "incarnation": incarnation,
