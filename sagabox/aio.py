@@ -26,7 +26,7 @@ from outbox.aio import (
 from outbox.messages import Message
 from sagas.aio import AsyncSagaRuntime
 from sagas.definition import Saga
-from sagas.runtime import Handled
+from sagas.outcomes import Handled
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker

@@ -26,7 +26,7 @@ from outbox.messages import Message
 from outbox.tables import outbox_messages
 from outbox.urls import mask_secrets
 from relay.observe import Observer
-from sagas.runtime import Handled
+from sagas.outcomes import Handled
 from sagas.timeouts import Timeout
 
 log = logging.getLogger("sagabox.metrics")

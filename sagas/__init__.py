@@ -25,9 +25,10 @@ from sagas.errors import (
 )
 from sagas.evolution import EVERYWHERE, OLD_PATH
 from sagas.joins import Branch, JoinTimedOut, branch, join
+from sagas.outcomes import Handled
 from sagas.requests import Misaddressed, RequestTimedOut
 from sagas.retention import prune_finished, prune_journal
-from sagas.runtime import Handled, SagaRuntime
+from sagas.runtime import SagaRuntime
 from sagas.timeouts import PendingTimeout, Timeout
 
 __all__ = [

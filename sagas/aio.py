@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from outbox.aio import run_sync
 from outbox.messages import Message
 from sagas.definition import Saga
-from sagas.runtime import Handled, SagaRuntime
+from sagas.outcomes import Handled
+from sagas.runtime import SagaRuntime
 
 if TYPE_CHECKING:
     from outbox.aio import AsyncExecutor

@@ -11,7 +11,7 @@ second waits for the first, as with the plain insert). SQLite keeps the two stat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,7 +20,16 @@ from sqlalchemy.engine import RowMapping
 from outbox.database import Executor, dialect_of
 from outbox.inbox import Inbox
 from outbox.tables import inbox_messages
+from sagas import requests
+from sagas.batch import current_batch
 from sagas.tables import saga_instances
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from outbox.messages import Message
+    from sagas.definition import Saga
+    from sagas.runtime import SagaRuntime
 
 #: The column that says whether the inbox row went in (1) or was there already (0).
 RECORDED = "sagabox_recorded"
@@ -74,3 +83,21 @@ def record_and_load(
     if not row[RECORDED]:
         return False, None
     return True, None if row["id"] is None else row
+
+
+def first_read(
+    runtime: SagaRuntime, session: Session, message: Message
+) -> tuple[type[Saga[Any]], str, list[type[Saga[Any]]]] | None:
+    """The saga class and correlation id `runtime.handle` reads first, and the classes after
+    it; None when they cannot be known before the inbox check, or a batch reads them."""
+    if current_batch(session) is not None or not supported(session):
+        return None
+    try:
+        if requests.addressed_saga(runtime, message) is not None:
+            return None
+        targets = runtime.targets(message)
+        if not targets:
+            return None
+        return targets[0], targets[0].correlate(message, session), targets[1:]
+    except Exception:  # `handle` raises it again, after the inbox check
+        return None

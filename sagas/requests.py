@@ -32,7 +32,8 @@ from sagas.timeouts import Timeout
 if TYPE_CHECKING:
     from sagas.context import Emitted, SagaContext
     from sagas.definition import Saga
-    from sagas.runtime import Handled, SagaRuntime
+    from sagas.outcomes import Handled
+    from sagas.runtime import SagaRuntime
 
 C = TypeVar("C", bound=Message)
 
@@ -156,7 +157,8 @@ def deliver(
     runtime: SagaRuntime, executor: Executor, cls: type[Saga[Any]], message: Message
 ) -> Handled:
     """Apply a reply or fault to the saga instance its headers name (see the module doc)."""
-    from sagas.runtime import DELETE_TIMEOUTS, unchanged
+    from sagas.outcomes import unchanged
+    from sagas.runtime import DELETE_TIMEOUTS
 
     to = addressee(wire_headers(message))
     assert to is not None, "deliver() is only called for addressed messages"

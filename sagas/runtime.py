@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from sqlalchemy import Table, bindparam, delete
@@ -24,7 +23,6 @@ from sagas.batch import current_batch
 from sagas.context import SagaContext
 from sagas.definition import Saga
 from sagas.errors import (
-    ConcurrencyConflict,
     InvalidTransition,
     MissingCorrelation,
     SagaAlreadyStarted,
@@ -32,6 +30,7 @@ from sagas.errors import (
     SagaNotFound,
     UnknownSagaType,
 )
+from sagas.outcomes import Handled, Outcome, conflict, handled, unchanged
 from sagas.tables import saga_journal
 from sagas.timeouts import PendingTimeout, Settlement, Timeout, fired_by, repetition, settle
 
@@ -45,22 +44,6 @@ ID_KEY_ENV = "SAGABOX_ID_KEY"
 DELETE_TIMEOUTS = delete(outbox_messages).where(
     outbox_messages.c.message_id.in_(bindparam("b_message_ids", expanding=True))
 )
-
-#: What a message did to one saga; also the journal's `outcome` column.
-Outcome = Literal["transition", "unchanged", "ignored", "late", "not_found", "stale"]
-
-
-@dataclass(frozen=True)
-class Handled:
-    """The result of one message for one saga type."""
-
-    saga_type: str
-    saga_id: UUID
-    correlation_id: str
-    outcome: Outcome
-    from_state: str | None = None
-    to_state: str | None = None
-    version: int | None = None
 
 
 class SagaRuntime:
@@ -133,7 +116,7 @@ class SagaRuntime:
         addressed = requests.addressed_saga(self, message)  # a reply or a fault: to one saga
         if addressed is not None:
             return [self._handle_one(executor, addressed, message, addressed=True)]
-        return [self._handle_one(executor, saga, message) for saga in self._targets(message)]
+        return [self._handle_one(executor, saga, message) for saga in self.targets(message)]
 
     def handle_new(self, session: Session, message: Message, inbox: Inbox) -> list[Handled] | None:
         """Record `message` in `inbox` and, if it is new, `handle` it; None if it was recorded
@@ -146,7 +129,7 @@ class SagaRuntime:
         path: the inbox first, then `handle`, which then fails as it always did.
         """
         refuse_async(session, "SagaRuntime.handle_new", "await AsyncSagaRuntime(...).handle(...)")
-        first = self._first_read(session, message)
+        first = inbox_load.first_read(self, session, message)
         if first is None:
             if not inbox.record(message.message_id):
                 return None
@@ -160,24 +143,8 @@ class SagaRuntime:
         handled = [self._handle_one(session, cls, message, preloaded=(correlation_id, row))]
         return handled + [self._handle_one(session, saga, message) for saga in rest]
 
-    def _first_read(
-        self, session: Session, message: Message
-    ) -> tuple[type[Saga[Any]], str, list[type[Saga[Any]]]] | None:
-        """The saga class and correlation id `handle` reads first, and the classes after it;
-        None when they cannot be known before the inbox check, or a batch reads them."""
-        if current_batch(session) is not None or not inbox_load.supported(session):
-            return None
-        try:
-            if requests.addressed_saga(self, message) is not None:
-                return None
-            targets = self._targets(message)
-            if not targets:
-                return None
-            return targets[0], targets[0].correlate(message, session), targets[1:]
-        except Exception:  # `handle` raises it again, after the inbox check
-            return None
-
-    def _targets(self, message: Message) -> list[type[Saga[Any]]]:
+    def targets(self, message: Message) -> list[type[Saga[Any]]]:
+        """The saga types `message` goes to, in the order `handle` reads them."""
         sagas = self.interested_in(message)
         if isinstance(message, Timeout):
             # A timeout goes back only to the saga type that scheduled it.
@@ -193,7 +160,7 @@ class SagaRuntime:
         # message of the batch wrote, so these keys only serve to lock and read ahead.
         keys: list[tuple[str, str]] = []
         for message in messages:
-            for cls in self._targets(message):
+            for cls in self.targets(message):
                 try:
                     keys.append((cls.saga_type, cls.correlate(message, session)))
                 except MissingCorrelation:
@@ -358,9 +325,9 @@ class SagaRuntime:
             outbox = Outbox(executor)
             rows_of_new = self._new_rows(saga, ctx, settlement, line, outbox)
             if not store.create(executor, saga, then=rows_of_new):
-                raise _conflict(saga, before, message, created=True)
+                raise conflict(saga, before, message, created=True)
             outbox.written()
-            return _handled(saga, outcome, before)
+            return handled(saga, outcome, before)
         # One statement for the update, the journal line and the messages where the database
         # runs it (`sagas.step_sql`); in a batch the rows wait for its commit (`sagas.batch`).
         at_once = store.saves_step_at_once(executor, saga)
@@ -369,7 +336,7 @@ class SagaRuntime:
             outbox = Outbox(executor, into=rows)
         else:
             if not store.save(executor, saga, expected_version=expected_version):
-                raise _conflict(saga, before, message, created=False)
+                raise conflict(saga, before, message, created=False)
             store.write_journal_line(executor, line)
             outbox = Outbox(executor, into=None if batch is None else batch.outbox)
         for emitted in ctx.emitted:
@@ -396,8 +363,8 @@ class SagaRuntime:
         if at_once and not store.save_step(
             executor, saga, expected_version=expected_version, line=line, outbox_rows=rows
         ):
-            raise _conflict(saga, before, message, created=False)
-        return _handled(saga, outcome, before)
+            raise conflict(saga, before, message, created=False)
+        return handled(saga, outcome, before)
 
     def _new_rows(
         self,
@@ -437,14 +404,6 @@ class SagaRuntime:
         return self.endpoint
 
 
-def _conflict(saga: Saga[Any], before: str, message: Message, *, created: bool) -> Exception:
-    return ConcurrencyConflict(
-        f"{saga.saga_type} {saga.correlation_id!r} (id {saga.id}, state {before!r}) was "
-        f"{'created' if created else 'changed'} by another transaction while handling "
-        f"{message.type_name}; retry the message"
-    )
-
-
 def _new_saga(cls: type[S], correlation_id: str, incarnation: UUID) -> S:
     """A saga not yet stored, in its initial state with default data (version 0)."""
     now = clock.now()
@@ -456,43 +415,6 @@ def _new_saga(cls: type[S], correlation_id: str, incarnation: UUID) -> S:
         version=0,
         created_at=now,
         updated_at=now,
-    )
-
-
-def unchanged(
-    executor: Executor,
-    cls: type[Saga[Any]],
-    correlation_id: str,
-    message: Message,
-    outcome: Outcome,
-    saga: Saga[Any] | None,
-    state: str | None,
-) -> Handled:
-    """Journal a message that changed no saga (not found, late, stale, ignored) and say so;
-    `saga` is the instance it was for, if there is one."""
-    store.journal(
-        executor,
-        cls,
-        correlation_id,
-        message,
-        outcome,
-        from_state=state,
-        to_state=state,
-        incarnation=None if saga is None else saga.incarnation,
-        definition_version=None if saga is None else saga.definition_version,
-    )
-    return Handled(cls.saga_type, cls.id_for(correlation_id), correlation_id, outcome, state, state)
-
-
-def _handled(saga: Saga[Any], outcome: Outcome, before: str) -> Handled:
-    return Handled(
-        saga.saga_type,
-        saga.id,
-        saga.correlation_id,
-        outcome,
-        before,
-        saga.state_name,
-        saga.version,
     )
 
 
