@@ -2,48 +2,39 @@
 
 from __future__ import annotations
 
-import inspect
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Sequence
+from datetime import timedelta
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qs, quote, urlencode
+from urllib.parse import urlencode
 
-from jinja2 import Environment, PackageLoader, pass_context
+from jinja2 import Environment, PackageLoader
 from sqlalchemy import Connection, Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from outbox import clock
-from outbox.dead_letter_groups import (
-    discard_logged,
-    group_ids,
-    replay_logged,
-)
 from outbox.dead_letters import get_dead_letter
 from outbox.errors import SagaboxError
 from outbox.operator_log import recent_actions
-from sagabox.web import data, forms
+from sagabox.web import data, forms, rendering
+from sagabox.web.actions import DashboardActions
 from sagabox.web.counts import CountsCache, GroupsCache
 from sagabox.web.diagram import reachable_from, svg
 from sagabox.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
     Authenticate,
-    BasicAuth,
     basic_auth_from_env,
-    csrf_ok,
     new_csrf_token,
 )
-from sagas.errors import SagaError
 from sagas.queries import saga_detail
-from sagas.timeout_admin import cancel_timeout, fire_timeout, reschedule_timeout
 
 if TYPE_CHECKING:
     from sagabox.app import App
@@ -57,7 +48,7 @@ LETTERS_PER_GROUP = 10
 GROUPS_PER_PAGE = 20
 
 
-class Dashboard:
+class Dashboard(DashboardActions):
     """The pages and actions, bound to one engine and the apps whose sagas it knows."""
 
     def __init__(
@@ -83,12 +74,12 @@ class Dashboard:
         self.stuck_after = stuck_after
         self.refresh_seconds = refresh_seconds
         environment = Environment(loader=PackageLoader("sagabox.web", "templates"), autoescape=True)
-        environment.filters["when"] = _when
-        environment.filters["age"] = _age
+        environment.filters["when"] = rendering.when
+        environment.filters["age"] = rendering.age
         environment.filters["pretty"] = lambda value: json.dumps(value, indent=2, default=str)
         self.templates = Jinja2Templates(env=environment)
         # Links as paths (with the mount prefix), not absolute URLs: right behind any proxy.
-        environment.globals["url_for"] = _path_for
+        environment.globals["url_for"] = rendering.path_for
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -130,45 +121,6 @@ class Dashboard:
         )
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
-
-    async def action_form(self, request: Request) -> tuple[str, dict[str, str]] | Response:
-        """The actor and the form of an allowed action, or the response refusing it."""
-        if not self.actions:
-            return PlainTextResponse(
-                "this dashboard is read-only: start it with actions enabled "
-                "(sagabox web --actions, or create_app(..., actions=True))",
-                status_code=403,
-            )
-        actor = await self.actor(request)
-        if actor is None:
-            headers = {}
-            if isinstance(self.authenticate, BasicAuth):
-                headers["WWW-Authenticate"] = BasicAuth.challenge
-            return PlainTextResponse("authentication required", status_code=401, headers=headers)
-        body = (await request.body()).decode("utf-8", "replace")
-        form = {key: values[-1] for key, values in parse_qs(body).items()}
-        if any(forms.NUL in value for value in form.values()):
-            return PlainTextResponse(forms.NUL_REFUSED, status_code=400)
-        if not csrf_ok(request, form.get(CSRF_FIELD)):
-            return PlainTextResponse(
-                "the form's CSRF token is missing or wrong: reload the page and try again",
-                status_code=403,
-            )
-        return actor, form
-
-    async def actor(self, request: Request) -> str | None:
-        """Who the authentication check says is asking, or None: an async host-app check is
-        awaited (its coroutine object is no name), and an empty name is a refusal."""
-        if self.authenticate is None:
-            return None
-        actor: object = self.authenticate(request)
-        if inspect.isawaitable(actor):
-            actor = await actor
-        return actor if isinstance(actor, str) and actor else None
-
-    def back(self, request: Request, route: str, message: str, **params: str) -> Response:
-        url = _path(request, route, params)
-        return RedirectResponse(f"{url}?{urlencode({'msg': message})}", status_code=303)
 
     # --- pages ------------------------------------------------------------------------------
 
@@ -294,81 +246,6 @@ class Dashboard:
             request, "graph.html", mermaid=graph.mermaid(flow), problems=graph.check(flow)
         )
 
-    # --- actions ----------------------------------------------------------------------------
-
-    async def timeout_action(self, request: Request) -> Response:
-        allowed = await self.action_form(request)
-        if isinstance(allowed, Response):
-            return allowed
-        actor, form = allowed
-        saga_type, correlation_id = form.get("saga_type", ""), form.get("correlation_id", "")
-        name, action = form.get("name", ""), form.get("action", "")
-
-        def work() -> str:
-            with self.engine.begin() as connection:
-                if action == "cancel":
-                    cancel_timeout(connection, saga_type, correlation_id, name, actor=actor)
-                    return f"timeout {name} cancelled"
-                if action == "fire":
-                    fire_timeout(connection, saga_type, correlation_id, name, actor=actor)
-                    return f"timeout {name} is due now"
-                if action == "reschedule":
-                    due = forms.due_time(form.get("due", ""))
-                    reschedule_timeout(
-                        connection, saga_type, correlation_id, name, due, actor=actor
-                    )
-                    return f"timeout {name} moved to {due:%Y-%m-%d %H:%M:%S} UTC"
-                raise ValueError(f"unknown timeout action {action!r}: cancel, reschedule or fire")
-
-        try:
-            message = await run_in_threadpool(work)
-        except (SagaError, ValueError) as exc:
-            message = f"not done: {exc}"
-        if not saga_type or "/" in saga_type or not correlation_id:
-            # No instance page has that address (a forged form): the search page says why.
-            return self.back(request, "search", message)
-        return self.back(
-            request, "instance", message, saga_type=saga_type, correlation_id=correlation_id
-        )
-
-    async def dead_letter_action(self, request: Request) -> Response:
-        allowed = await self.action_form(request)
-        if isinstance(allowed, Response):
-            return allowed
-        actor, form = allowed
-        operation = form.get("op", "")
-        if operation not in ("replay", "discard"):
-            return PlainTextResponse("op must be replay or discard", status_code=400)
-        act = replay_logged if operation == "replay" else discard_logged
-
-        def work() -> str:
-            if form.get("id"):
-                ids = [forms.letter_id(form["id"])]
-            else:
-                type_name = form.get("type") or None
-                with self.engine.connect() as connection:
-                    ids = group_ids(
-                        connection, form.get("endpoint", ""), type_name, form.get("reason", "")
-                    )
-            done, failed = 0, []
-            for letter_id in ids:
-                # One transaction per letter: one that cannot be replayed holds up no other.
-                try:
-                    with self.engine.begin() as connection:
-                        act(connection, letter_id, actor=actor)
-                    done += 1
-                except SagaboxError as exc:
-                    failed.append(f"{letter_id}: {exc}")
-            self.groups.invalidate()  # the page it redirects to shows the groups as they are now
-            message = f"{operation}: {done} of {len(ids)} dead letters"
-            return message + (f"; not done: {'; '.join(failed)}" if failed else "")
-
-        try:
-            message = await run_in_threadpool(work)
-        except ValueError as exc:
-            message = f"not done: {exc}"
-        return self.back(request, "dead_letters", message)
-
 
 def create_app(
     engine: Engine,
@@ -426,32 +303,3 @@ def create_app(
     app = Starlette(routes=routes)
     app.state.dashboard = board
     return app
-
-
-@pass_context
-def _path_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
-    request: Request = context["request"]
-    return _path(request, name, params)
-
-
-def _path(request: Request, name: str, params: Mapping[str, Any]) -> str:
-    """The path of route `name`, each parameter percent-quoted: an id holding `#`, `?` or `%`
-    would otherwise end the path early or be read back as another id."""
-    return request.url_for(name, **{k: quote(str(v), safe="") for k, v in params.items()}).path
-
-
-def _when(value: datetime | None) -> str:
-    return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
-
-
-def _age(value: timedelta | None) -> str:
-    if value is None:
-        return "-"
-    seconds = int(value.total_seconds())
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
