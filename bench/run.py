@@ -243,10 +243,11 @@ def limit_and_steps(
 def notify_cost(postgres: str, results: Results) -> None:
     """(h) What the outbox's NOTIFY trigger costs the business transactions that write."""
     print("(h) the NOTIFY trigger's cost", flush=True)
-    on, off, _ = notify_overhead.measure(postgres, threads=4, steps=400, rounds=3)
+    # Seven alternating rounds, medians: runs of three read anywhere from 0.86 to 1.02 here.
+    on, off, _ = notify_overhead.measure(postgres, threads=4, steps=300, rounds=7)
     results.add(
         "(h) saga steps writing an outbox row, 4 threads, with the NOTIFY trigger", on,
-        "steps/s", off, "the same with the trigger disabled", "≈ 1.0",
+        "steps/s", off, "the same with the trigger disabled (7 alternating rounds)", "≥ 0.95",
     )  # fmt: skip
 
 
