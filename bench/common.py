@@ -59,13 +59,19 @@ class Sizes:
     #: How many of (d)'s three cases to run: each costs its processes' start-up, many seconds
     #: that tell nothing in the suite's tiny run.
     latency_cases: int = 3
+    #: (m): three-step workflows per side per round (0 skips the section, with a note), and
+    #: how many are in flight at once on each side.
+    workflows: int = 0
+    in_flight: int = 16
 
     @classmethod
     def full(cls) -> Sizes:
-        return cls(10, 2, 5000, 100_000, 10.0, 5000, 1_000_000)
+        return cls(10, 2, 5000, 100_000, 10.0, 5000, 1_000_000, workflows=2000)
 
     @classmethod
     def tiny(cls) -> Sizes:
+        # No (m) here: DBOS's launch and sagabox's three processes per side cost tens of
+        # seconds at any size; tests/test_bench_workflows.py runs sagabox's side on its own.
         return cls(1, 2, 100, 500, 0.5, 20, 0, rounds=1, latency_cases=1)
 
 

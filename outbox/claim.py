@@ -153,25 +153,30 @@ def _claim_sqlite(connection: Connection, now: datetime, limit: int) -> list[Out
 def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
     # The soonest due rows no other relay holds, in id order; the row locks last until this
     # relay commits. The partition check below keeps each key in id order all the same.
-    rows = _claim_locked(connection, _due(now, limit, soonest_first=True), now)
-    if rows:
+    locked, rows = _claim_locked(connection, _due(now, limit, soonest_first=True), now)
+    if rows or not locked:
+        # Nothing due that no other relay holds: the id-ordered claim would find nothing
+        # either, and an idle relay makes this claim after every batch, before it sleeps.
         return rows
     # Each row locked was held up by an older due row of its key outside the batch (a batch
     # of newer rows due before older ones, after an outage): claim in id order, which cannot
     # be held up by its own batch, so the relay always moves on.
-    return _claim_locked(connection, _due(now, limit), now)
+    return _claim_locked(connection, _due(now, limit), now)[1]
 
 
-def _claim_locked(connection: Connection, query: Select[Any], now: datetime) -> list[OutboxRow]:
-    """Lock the rows `query` finds (skipping rows other relays hold), and keep those this relay
-    may publish without reordering their partition key, in id order."""
+def _claim_locked(
+    connection: Connection, query: Select[Any], now: datetime
+) -> tuple[int, list[OutboxRow]]:
+    """Lock the rows `query` finds (skipping rows other relays hold); return how many it
+    locked, and those this relay may publish without reordering their partition key, in id
+    order."""
     rows = sorted(
         _rows(connection.execute(query.with_for_update(skip_locked=True)).all()),
         key=lambda row: row.id,
     )
     keys = sorted({row.partition_key for row in rows if row.partition_key is not None})
     if not keys:
-        return rows
+        return len(rows), rows
     # A due row of the same partition that is older than ours and not ours is held by another
     # relay (or was skipped by ours): publishing past it would reorder the partition, so stop
     # just before it. Rows another relay already shipped are deleted, hence not seen here; this
@@ -187,7 +192,7 @@ def _claim_locked(connection: Connection, query: Select[Any], now: datetime) -> 
             },
         ).all()
     )
-    return [
+    return len(rows), [
         row
         for row in rows
         if row.partition_key is None or row.id < first_foreign.get(row.partition_key, row.id + 1)
