@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, insert, literal, null, select, update
 from outbox import clock
 from outbox.database import Executor, dialect_of
 from outbox.operator_log import record_action
+from outbox.sync_only import refuse_async_call
 from outbox.tables import outbox_messages
 from sagas.errors import ConcurrencyConflict, TimeoutAlreadySent, TimeoutNotPending
 from sagas.tables import saga_instances, saga_journal
@@ -60,6 +61,7 @@ def list_timeouts(
     limit: int = 100,
 ) -> list[TimeoutEntry]:
     """Pending timeouts, soonest first: of one saga type or instance, or due before a time."""
+    refuse_async_call(executor, "list_timeouts")
     c = saga_instances.c
     query = (
         select(c.saga_type, c.correlation_id, c.timeouts)
@@ -89,6 +91,7 @@ def cancel_timeout(
 ) -> TimeoutEntry:
     """Stop the saga waiting for timeout `name`; its message is deleted, or found stale if it
     was already on its way. Returns what was cancelled."""
+    refuse_async_call(executor, "cancel_timeout")
     row, pending = _pending(executor, saga_type, correlation_id, name)
     executor.execute(
         delete(outbox_messages).where(outbox_messages.c.message_id == pending.message_id)
@@ -111,6 +114,7 @@ def reschedule_timeout(
 ) -> TimeoutEntry:
     """Move timeout `name` to `due_at` (earlier or later); a repeating one's later deliveries
     follow from the new time. Returns the timeout as it is now pending."""
+    refuse_async_call(executor, "reschedule_timeout")
     due_at = clock.ensure_aware(due_at, what="due_at")
     row, pending = _pending(executor, saga_type, correlation_id, name)
     o = outbox_messages.c
@@ -155,6 +159,7 @@ def fire_timeout(
     executor: Executor, saga_type: str, correlation_id: str, name: str, *, actor: str
 ) -> TimeoutEntry:
     """Make timeout `name` due now: the relay ships it on its next pass."""
+    refuse_async_call(executor, "fire_timeout")
     return reschedule_timeout(executor, saga_type, correlation_id, name, clock.now(), actor=actor)
 
 
