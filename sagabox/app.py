@@ -34,12 +34,7 @@ from relay.daemon import Relay
 from relay.worker import RetryPolicy, Unrecoverable, Worker
 from sagabox.settings import load_settings
 from sagas.definition import Saga
-from sagas.errors import (
-    ConcurrencyConflict,
-    InvalidCorrelationId,
-    SagaNotFound,
-    UnknownSagaType,
-)
+from sagas.errors import ConcurrencyConflict, InvalidCorrelationId, SagaNotFound, UnknownSagaType
 from sagas.requests import Misaddressed
 from sagas.runtime import SagaRuntime
 
