@@ -14,6 +14,7 @@ from sqlalchemy import Select, func, select
 from outbox.database import Executor
 from outbox.dead_letters import discard_dead_letter, get_dead_letter, replay_dead_letter
 from outbox.operator_log import record_action
+from outbox.sync_only import refuse_async_call
 from outbox.tables import UTCDateTime
 from outbox.tables import dead_letters as t
 
@@ -32,6 +33,7 @@ class DeadLetterGroup:
 
 def dead_letter_groups(executor: Executor, *, limit: int = 200) -> list[DeadLetterGroup]:
     """The groups, the largest first."""
+    refuse_async_call(executor, "dead_letter_groups")
     count = func.count().label("count")
     query = (
         select(
@@ -63,6 +65,7 @@ def group_ids(
     executor: Executor, endpoint: str, type_name: str | None, reason: str, *, limit: int = 10_000
 ) -> list[int]:
     """The ids of one group's letters, oldest first."""
+    refuse_async_call(executor, "group_ids")
     query: Select[tuple[int]] = (
         select(t.c.id)
         .where(t.c.endpoint == endpoint, t.c.reason == reason)
@@ -75,6 +78,7 @@ def group_ids(
 
 def replay_logged(executor: Executor, dead_letter_id: int, *, actor: str) -> None:
     """Replay one dead letter (`replay_dead_letter`) and log who did it, in one transaction."""
+    refuse_async_call(executor, "replay_logged")
     letter = get_dead_letter(executor, dead_letter_id)
     message_id = replay_dead_letter(executor, dead_letter_id)
     record_action(
@@ -88,6 +92,7 @@ def replay_logged(executor: Executor, dead_letter_id: int, *, actor: str) -> Non
 
 def discard_logged(executor: Executor, dead_letter_id: int, *, actor: str) -> None:
     """Discard one dead letter for good and log who did it, in one transaction."""
+    refuse_async_call(executor, "discard_logged")
     letter = get_dead_letter(executor, dead_letter_id)
     discard_dead_letter(executor, dead_letter_id)
     record_action(

@@ -19,6 +19,7 @@ from outbox import clock
 from outbox.database import Executor, insert_ignoring_conflicts
 from outbox.envelope import CONTENT_TYPE, H_CORRELATION_ID, H_MESSAGE_ID, H_TYPE, Envelope
 from outbox.errors import OutboxError
+from outbox.sync_only import refuse_async_call
 from outbox.tables import dead_letters as t
 from outbox.urls import mask_secrets
 from outbox.writer import Outbox
@@ -111,6 +112,7 @@ def list_dead_letters(
     executor: Executor, *, endpoint: str | None = None, limit: int = 100
 ) -> list[DeadLetter]:
     """The oldest dead letters first, optionally of one endpoint."""
+    refuse_async_call(executor, "list_dead_letters")
     query = select(t).order_by(t.c.id).limit(limit)
     if endpoint is not None:
         query = query.where(t.c.endpoint == endpoint)
@@ -119,6 +121,7 @@ def list_dead_letters(
 
 def get_dead_letter(executor: Executor, dead_letter_id: int) -> DeadLetter:
     """One dead letter by id, or `DeadLetterNotFound`."""
+    refuse_async_call(executor, "get_dead_letter")
     row = executor.execute(select(t).where(t.c.id == dead_letter_id)).first()
     if row is None:
         raise DeadLetterNotFound(
@@ -132,6 +135,7 @@ def replay_dead_letter(executor: Executor, dead_letter_id: int) -> UUID:
 
     The message keeps its id, so an endpoint that did process it after all skips it again.
     """
+    refuse_async_call(executor, "replay_dead_letter")
     letter = get_dead_letter(executor, dead_letter_id)
     envelope = _replayable(letter)
     # Deleted first: of two replays at once (two browser tabs) the second waits on the row's
@@ -147,6 +151,7 @@ def replay_dead_letter(executor: Executor, dead_letter_id: int) -> UUID:
 
 def discard_dead_letter(executor: Executor, dead_letter_id: int) -> None:
     """Delete a dead letter for good."""
+    refuse_async_call(executor, "discard_dead_letter")
     get_dead_letter(executor, dead_letter_id)
     _take(executor, dead_letter_id)
 

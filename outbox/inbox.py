@@ -12,7 +12,7 @@ from sqlalchemy import Insert, delete, select, tuple_
 
 from outbox import clock
 from outbox.database import Executor, dialect_of, insert_ignoring_conflicts
-from outbox.sync_only import refuse_async
+from outbox.sync_only import refuse_async, refuse_async_call
 from outbox.tables import inbox_messages
 
 # One statement per dialect, built once: a worker records every message it handles, and
@@ -95,6 +95,7 @@ def prune_inbox(
     Call it repeatedly, each call in its own short transaction, until it returns 0: small
     batches keep locks short on a busy table. Keep rows longer than any redelivery can take.
     """
+    refuse_async_call(executor, "prune_inbox")
     cutoff = clock.cutoff(older_than)
     oldest = (
         select(inbox_messages.c.consumer, inbox_messages.c.message_id)

@@ -11,6 +11,7 @@ from sqlalchemy import insert, select
 
 from outbox import clock
 from outbox.database import Executor
+from outbox.sync_only import refuse_async_call
 from outbox.tables import operator_actions
 
 _RECORD = insert(operator_actions)
@@ -56,6 +57,7 @@ def record_action(
 
 def recent_actions(executor: Executor, *, limit: int = 50) -> list[OperatorAction]:
     """The latest actions first."""
+    refuse_async_call(executor, "recent_actions")
     rows = executor.execute(
         select(operator_actions).order_by(operator_actions.c.id.desc()).limit(limit)
     )

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Table, delete, select, tuple_
 
 from outbox import clock
 from outbox.database import Executor, dialect_of
+from outbox.sync_only import refuse_async_call
 from outbox.tables import dead_letters
 
 
@@ -64,6 +65,7 @@ def prune_dead_letters(
     Policy: a dead letter waits for a person (replay or discard); past the retention nobody
     will, and its bytes only cost space. Keep it longer than your team's on-call rotation.
     """
+    refuse_async_call(executor, "prune_dead_letters")
     cutoff = clock.cutoff(older_than)
     key = ("id",)
     keys = oldest_keys(

@@ -51,3 +51,14 @@ def is_coroutine_callable(func: Any) -> bool:
     return not inspect.isfunction(func) and (
         inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
     )
+
+
+def refuse_async_call(executor: object, function: str) -> None:
+    """Raise `AsyncSessionGiven` if `executor` is async and `function` (a sync admin or query
+    function with no async twin) was given it: it names the `run_sync` call to make instead."""
+    if is_async_executor(executor):
+        raise AsyncSessionGiven(
+            f"{function}() got {type(executor).__name__}, but it is synchronous and has no async "
+            f"form: call it on the sync session inside run_sync, e.g. "
+            f"`await session.run_sync(lambda s: {function}(s, ...))`"
+        )

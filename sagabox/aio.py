@@ -58,6 +58,7 @@ class AsyncApp:
 
     async def start(self, executor: AsyncExecutor, saga_type: type[S], message: Message) -> S:
         """Start a saga from a request handler, in the caller's transaction."""
+        self.app.check_runs(saga_type)
         return await self.runtime.start(executor, saga_type, message)
 
     async def handle(self, executor: AsyncExecutor, message: Message) -> list[Handled]:

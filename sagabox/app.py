@@ -35,7 +35,7 @@ from relay.daemon import Relay
 from relay.worker import RetryPolicy, Unrecoverable, Worker
 from sagabox.settings import load_settings
 from sagas.definition import Saga
-from sagas.errors import ConcurrencyConflict, InvalidCorrelationId, SagaNotFound
+from sagas.errors import ConcurrencyConflict, InvalidCorrelationId, SagaNotFound, UnknownSagaType
 from sagas.requests import Misaddressed
 from sagas.runtime import SagaRuntime
 
@@ -249,7 +249,18 @@ class App:
     def start(self, session: Session, saga_type: type[S], message: Message) -> S:
         """Start a saga from a request handler, in the caller's transaction."""
         refuse_async(session, "App.start", "await app.aio.start(session, SagaType, message)")
+        self.check_runs(saga_type)
         return self.runtime.start(session, saga_type, message)
+
+    def check_runs(self, saga_type: type[Saga[Any]]) -> None:
+        """Raise `UnknownSagaType` unless this App runs `saga_type`: a saga started elsewhere would
+        wait for messages that this App's worker never routes to it."""
+        if saga_type not in self.runtime.sagas:
+            known = ", ".join(sorted(saga.__qualname__ for saga in self.runtime.sagas)) or "none"
+            raise UnknownSagaType(
+                f"App {self.name!r} does not run {saga_type.__qualname__} (its sagas: {known}): "
+                f"pass it in App({self.name!r}, sagas=[...]), or start it on the App that runs it"
+            )
 
     def _handled_type_names(self) -> set[str]:
         return set(self._handlers) | self.runtime.message_type_names()

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import Select, bindparam, func, or_, select
 
 from outbox.database import Executor
+from outbox.sync_only import refuse_async_call
 from sagas import store
 from sagas.definition import Saga
 from sagas.errors import SagaDefinitionError
@@ -45,6 +46,7 @@ class InstancePlan:
 
 def occupied(executor: Executor, saga_type: type[Saga[Any]]) -> dict[tuple[int, str], int]:
     """How many live (unfinished) instances of `saga_type` there are per (version, state)."""
+    refuse_async_call(executor, "occupied")
     c = saga_instances.c
     rows = executor.execute(
         select(c.definition_version, c.state, func.count())
@@ -75,6 +77,7 @@ def _candidates(saga_type: type[Saga[Any]]) -> Select[Any]:
 def plans(executor: Executor, saga_type: type[Saga[Any]]) -> list[InstancePlan]:
     """The live instances of `saga_type` the current definition changes or cannot load, in
     correlation id order, each with its plan: exactly what `migrate_all` would go through."""
+    refuse_async_call(executor, "plans")
     found: list[InstancePlan] = []
     after: str | None = ""
     while after is not None:
@@ -131,6 +134,7 @@ def migrate_batch(
 ) -> tuple[list[InstancePlan], str | None]:
     """Migrate the next `limit` candidates after `after` in the caller's transaction (journaled);
     return what was done or refused, and where the next batch starts (None: no more)."""
+    refuse_async_call(executor, "migrate_batch")
     batch, last = _scan(executor, saga_type, after, limit)
     done = []
     for item in batch:

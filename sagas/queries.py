@@ -14,6 +14,7 @@ from sqlalchemy import Select, or_, select
 
 from outbox import clock
 from outbox.database import Executor
+from outbox.sync_only import refuse_async_call
 from outbox.tables import outbox_messages
 from sagas.store import journal_of
 from sagas.tables import saga_instances
@@ -132,6 +133,7 @@ def list_sagas(
     limit: int = 100,
 ) -> list[SagaSummary]:
     """Saga instances, most recently changed first, optionally of one type or in one state."""
+    refuse_async_call(executor, "list_sagas")
     query = _base().order_by(saga_instances.c.updated_at.desc()).limit(limit)
     if saga_type is not None:
         query = query.where(saga_instances.c.saga_type == saga_type)
@@ -144,6 +146,7 @@ def stuck_sagas(executor: Executor, *, older_than: datetime, limit: int = 100) -
     """Unfinished instances with no transition since `older_than` and no timeout that can still
     move them on: none pending, or the earliest one overdue since before `older_than` (its
     message was lost or dead-lettered: a person would call that saga stuck too)."""
+    refuse_async_call(executor, "stuck_sagas")
     cutoff = clock.ensure_aware(older_than, what="older_than")
     c = saga_instances.c
     query = (
@@ -161,6 +164,7 @@ def stuck_sagas(executor: Executor, *, older_than: datetime, limit: int = 100) -
 
 def saga_detail(executor: Executor, saga_type: str, correlation_id: str) -> SagaDetail | None:
     """The instance with its data, journal, pending timeouts and unshipped outbox rows."""
+    refuse_async_call(executor, "saga_detail")
     row = executor.execute(
         select(saga_instances).where(
             saga_instances.c.saga_type == saga_type,

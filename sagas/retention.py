@@ -22,6 +22,7 @@ from sqlalchemy import and_, delete
 from outbox import clock
 from outbox.database import Executor
 from outbox.retention import delete_keys, oldest_keys
+from outbox.sync_only import refuse_async_call
 from sagas.tables import saga_instances, saga_journal
 
 
@@ -35,6 +36,7 @@ def prune_finished(
     any message can be late. Call it repeatedly, each call in its own transaction, until it
     returns 0.
     """
+    refuse_async_call(executor, "prune_finished")
     cutoff = clock.cutoff(older_than)
     keys = oldest_keys(
         executor,
@@ -56,6 +58,7 @@ def prune_journal(
     """Delete up to `batch_size` journal lines older than `older_than` that belong to no saga
     instance (messages for sagas that did not exist); return how many went. `older_than` is
     an aware datetime or an age (a timedelta back from now)."""
+    refuse_async_call(executor, "prune_journal")
     cutoff = clock.cutoff(older_than)
     keys = oldest_keys(
         executor,

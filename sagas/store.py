@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from outbox import clock, signals
 from outbox.database import INSERTS_IGNORING_CONFLICTS, Executor, dialect_of
 from outbox.messages import Message
+from outbox.sync_only import refuse_async, refuse_async_call
 from outbox.tables import outbox_messages
 from outbox.writer import write_rows
 from sagas import evolution, step_sql
@@ -70,6 +71,7 @@ _JOURNAL = insert(saga_journal)
 
 def load(executor: Executor, saga_type: type[S], correlation_id: str) -> S | None:
     """The saga instance of `saga_type` for `correlation_id`, finished or not, or None."""
+    refuse_async(executor, "store.load", "await app.aio.load(session, SagaType, id)")
     batch = current_batch(executor)
     if batch is not None:
         return _load_in_batch(executor, batch, saga_type, correlation_id)
@@ -413,6 +415,7 @@ def save_step(
 
 def journal_of(executor: Executor, saga_id: UUID) -> list[dict[str, Any]]:
     """A saga's journal, oldest first."""
+    refuse_async_call(executor, "journal_of")
     rows = executor.execute(
         select(saga_journal).where(saga_journal.c.saga_id == saga_id).order_by(saga_journal.c.id)
     )

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, insert, literal, null, select, update
 from outbox import clock
 from outbox.database import Executor, dialect_of
 from outbox.operator_log import record_action
+from outbox.sync_only import refuse_async_call
 from outbox.tables import outbox_messages
 from sagas.errors import ConcurrencyConflict, TimeoutAlreadySent, TimeoutNotPending
 from sagas.tables import saga_instances, saga_journal
@@ -63,6 +64,7 @@ def list_timeouts(
     limit: int = 100,
 ) -> list[TimeoutEntry]:
     """Pending timeouts, soonest first: of one saga type or instance, or due before a time."""
+    refuse_async_call(executor, "list_timeouts")
     c = saga_instances.c
     query = (
         select(c.saga_type, c.correlation_id, c.timeouts)
@@ -92,6 +94,7 @@ def cancel_timeout(
 ) -> TimeoutEntry:
     """Stop the saga waiting for timeout `name`; its message is deleted, or found stale if it
     was already on its way. Returns what was cancelled."""
+    refuse_async_call(executor, "cancel_timeout")
     row, pending = _pending(executor, saga_type, correlation_id, name)
     executor.execute(
         delete(outbox_messages).where(outbox_messages.c.message_id == pending.message_id)
@@ -114,6 +117,7 @@ def reschedule_timeout(
 ) -> TimeoutEntry:
     """Move timeout `name` to `due_at` (earlier or later); a repeating one's later deliveries
     follow from the new time. Returns the timeout as it is now pending."""
+    refuse_async_call(executor, "reschedule_timeout")
     due_at = _reachable(due_at)
     row, pending = _pending(executor, saga_type, correlation_id, name)
     o = outbox_messages.c
@@ -158,6 +162,7 @@ def fire_timeout(
     executor: Executor, saga_type: str, correlation_id: str, name: str, *, actor: str
 ) -> TimeoutEntry:
     """Make timeout `name` due now: the relay ships it on its next pass."""
+    refuse_async_call(executor, "fire_timeout")
     return reschedule_timeout(executor, saga_type, correlation_id, name, clock.now(), actor=actor)
 
 
