@@ -138,16 +138,7 @@ def test_type_state_counts_are_cached_and_recounted_in_the_background(
 
 def test_dead_letter_groups_list_their_oldest_letters_only(engine: Engine) -> None:
     """Each group lists its oldest `per_group` letters, whatever the other groups hold."""
-    with engine.begin() as connection:
-        for n, reason in enumerate(["a", "a", "a", "b"]):
-            record_dead_letter(
-                connection,
-                endpoint="e",
-                body=f"{n}".encode(),
-                headers={},
-                content_type=None,
-                reason=reason,
-            )
+    _letters(engine, "a", "a", "a", "b")
     with engine.connect() as connection:
         listed = data.letters_by_group(connection, per_group=2)
     assert {("e", None, "a"): 2, ("e", None, "b"): 1} == {k: len(v) for k, v in listed.items()}
