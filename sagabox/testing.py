@@ -26,9 +26,11 @@ from typing import Any, TypeVar
 try:
     from freezegun import freeze_time
     from freezegun.api import FrozenDateTimeFactory, StepTickTimeFactory, TickingDateTimeFactory
-except ImportError as exc:  # an optional extra: say which install line brings it
-    raise ImportError(
-        f"the saga test harness needs freezegun ({exc}): pip install 'sagabox[testing]'"
+except ModuleNotFoundError as exc:  # an optional extra: say which install line brings it
+    # Still a ModuleNotFoundError naming the module, so `sagabox demo` can name its own extra.
+    raise ModuleNotFoundError(
+        f"the saga test harness needs freezegun ({exc}): pip install 'sagabox[testing]'",
+        name=exc.name,
     ) from exc
 from kombu import Connection, Queue, binding
 from kombu.transport import memory
