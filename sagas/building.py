@@ -127,7 +127,7 @@ def build(cls: type[Saga[Any]]) -> None:
         # A part arriving again after its join completed is a duplicate: harmless, journaled.
         # One arriving before the saga waits for it is early, as any message: it fails and is
         # retried until the saga gets there, instead of being dropped.
-        after = _reachable(
+        after = reachable_states(
             cls, [b.dest for b in (*waited.into, *filter(None, [waited.on_timeout]))]
         )
         for part in waited.parts:
@@ -136,8 +136,9 @@ def build(cls: type[Saga[Any]]) -> None:
             cls._ignored[part.type_name] = cls._ignored.get(part.type_name, frozenset()) | idle
 
 
-def _reachable(cls: type[Saga[Any]], starts: list[str]) -> set[str]:
-    """The states `cls` can be in from any of `starts` on (those included)."""
+def reachable_states(cls: type[Saga[Any]], starts: list[str]) -> set[str]:
+    """The states `cls` can be in from any of `starts` on (those included): where a join's
+    parts become early rather than ignored, and what a dashboard shows as still ahead."""
     edges: dict[str, set[str]] = {}
     for event in cls.machine.events.values():
         for source, candidates in event.transitions.items():

@@ -10,6 +10,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from sagas.building import reachable_states
 from sagas.definition import Saga
 from sagas.diagram import edges
 
@@ -18,17 +19,7 @@ _W, _H, _GAP_X, _GAP_Y = 150, 36, 70, 26
 
 def reachable_from(saga: type[Saga[Any]], state: str) -> set[str]:
     """The states an instance in `state` can still get to (itself excluded)."""
-    outgoing: dict[str, set[str]] = defaultdict(set)
-    for source, dest, _ in edges(saga):
-        outgoing[source].add(dest)
-    seen: set[str] = set()
-    frontier = [state]
-    while frontier:
-        for dest in outgoing[frontier.pop()] - seen:
-            seen.add(dest)
-            frontier.append(dest)
-    seen.discard(state)
-    return seen
+    return reachable_states(saga, [state]) - {state}
 
 
 def _layers(saga: type[Saga[Any]]) -> list[list[str]]:
