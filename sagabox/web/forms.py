@@ -9,9 +9,6 @@ from datetime import datetime, timedelta
 from outbox import clock
 from sagas.timeout_admin import FURTHEST_MOVE
 
-#: The widest age a search takes and the furthest a timeout is moved: past it, date arithmetic
-#: (now - age, a repeating timeout's next time) leaves the range of a datetime.
-FURTHEST = FURTHEST_MOVE
 #: Dead-letter ids are 64-bit: a larger number from a URL or a form names no letter.
 MAX_ID = 2**63 - 1
 #: No saga field holds a NUL (PostgreSQL's text cannot), so a NUL in a query names nothing.
@@ -20,7 +17,8 @@ NUL_REFUSED = "a NUL character is in no type, state, id or reason: remove it and
 
 
 def minutes(text: str) -> timedelta | None:
-    """A search's age in minutes, or None when left empty."""
+    """A search's age in minutes, or None when left empty; at most `FURTHEST_MOVE`, past which
+    `now - age` would leave the range of a datetime."""
     text = text.strip()
     if not text:
         return None
@@ -28,10 +26,10 @@ def minutes(text: str) -> timedelta | None:
         count = float(text)
     except ValueError:
         raise ValueError(f"age {text[:40]!r} is not a number of minutes") from None
-    if not 0 <= count <= FURTHEST.total_seconds() / 60:  # NaN too: it compares false
+    if not 0 <= count <= FURTHEST_MOVE.total_seconds() / 60:  # NaN too: it compares false
         raise ValueError(
             f"age {text[:40]!r} is out of range: give a number of minutes from 0 to "
-            f"{FURTHEST.total_seconds() / 60:.0f} (100 years)"
+            f"{FURTHEST_MOVE.total_seconds() / 60:.0f} (100 years)"
         )
     return timedelta(minutes=count)
 
@@ -40,7 +38,6 @@ def due_time(text: str) -> datetime:
     """A reschedule form's time: minutes from now ("+30"), or an ISO time (UTC if no zone)."""
     text = text.strip()
     hint = "write +30 (minutes from now) or 2026-12-24T09:00"
-    now = clock.now()
     if text.startswith("+"):
         try:
             offset = float(text[1:])
@@ -48,17 +45,15 @@ def due_time(text: str) -> datetime:
             offset = math.nan
         if not math.isfinite(offset):
             raise ValueError(f"{text[:40]!r} is not a time: {hint}")
-        if abs(offset) > FURTHEST.total_seconds() / 60:
+        if abs(offset) > FURTHEST_MOVE.total_seconds() / 60:
             raise ValueError(f"{text[:40]!r} is too far from now: move it by 100 years at most")
-        return now + timedelta(minutes=offset)
+        return clock.now() + timedelta(minutes=offset)  # bounded above: the sum stays a datetime
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"{text[:40]!r} is not a time: {hint}") from None
-    value = value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
-    if abs(value - now) > FURTHEST:
-        raise ValueError(f"{text[:40]!r} is too far from now: move it by 100 years at most")
-    return value
+    # How far it may be is `reschedule_timeout`'s to refuse, for the CLI and callers alike.
+    return value if value.tzinfo is not None else value.replace(tzinfo=clock.UTC)
 
 
 def created(text: str) -> datetime | None:
