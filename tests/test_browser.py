@@ -181,6 +181,14 @@ def _instance(server: Server, offer_id: str) -> str:
     return f"{server.url}/sagas/{OfferSaga.saga_type}/{quote(offer_id, safe='')}"
 
 
+def _follow(driver: Any, clickable: Any) -> None:
+    """Click a link or a form's button and wait until the page it was on is gone: read at once,
+    the old page (its own results, its own flash) or a page half replaced would answer."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    clickable.click()
+    WebDriverWait(driver, 10).until(staleness_of(page))
+
+
 def _timeout_row(driver: Any, name: str) -> Any:
     return driver.find_element(By.CSS_SELECTOR, f'tr[data-timeout="{name}"]')
 
@@ -193,11 +201,11 @@ def test_search_finds_a_saga_and_its_page_shows_the_path(server: Server, browser
     _shot(driver, "overview")
     driver.get(server.url + "/sagas")
     driver.find_element(By.ID, "search-id").send_keys("O-2")
-    driver.find_element(By.ID, "search-go").click()
+    _follow(driver, driver.find_element(By.ID, "search-go"))
     results = driver.find_element(By.ID, "results")
     assert ["O-2"] == [link.text for link in results.find_elements(By.TAG_NAME, "a")]
     _shot(driver, "search")
-    results.find_element(By.LINK_TEXT, "O-2").click()
+    _follow(driver, results.find_element(By.LINK_TEXT, "O-2"))
     path = [item.text for item in driver.find_elements(By.CSS_SELECTOR, "#path li")]
     assert ["new", "offered"] == path
     current = driver.find_element(By.CSS_SELECTOR, "svg.machine .state.current")
@@ -217,17 +225,14 @@ def test_rescheduling_moves_the_timeout_and_the_saga_reacts_when_it_fires(
     before = _timeout_row(driver, "expire").find_element(By.CLASS_NAME, "due").text
     row = _timeout_row(driver, "expire")
     row.find_element(By.CLASS_NAME, "due-input").send_keys("+30")
-    row.find_element(By.CSS_SELECTOR, "button.reschedule").click()
+    _follow(driver, row.find_element(By.CSS_SELECTOR, "button.reschedule"))
     assert "moved to" in driver.find_element(By.ID, "flash").text
     after = _timeout_row(driver, "expire").find_element(By.CLASS_NAME, "due").text
     assert before != after
     assert after < before  # day 7 became half an hour from now
     system.settle()
     assert "offered" == system.state("O-1")  # not due yet
-    moved = driver.find_element(By.ID, "flash")
-    _timeout_row(driver, "expire").find_element(By.CSS_SELECTOR, "button.fire").click()
-    # The old page has a flash too: read the new one only once the old page is gone.
-    WebDriverWait(driver, 10).until(staleness_of(moved))
+    _follow(driver, _timeout_row(driver, "expire").find_element(By.CSS_SELECTOR, "button.fire"))
     assert "due now" in driver.find_element(By.ID, "flash").text
     system.settle()
     assert "expired" == system.state("O-1")
@@ -251,7 +256,7 @@ def test_replaying_a_dead_letter_group_handles_each_message_once(
         for section in driver.find_elements(By.CSS_SELECTOR, "section.group")
         if section.find_element(By.CLASS_NAME, "reason").text == "handler failed: DatabaseDown"
     ]
-    group.find_element(By.CSS_SELECTOR, "button.replay-group").click()
+    _follow(driver, group.find_element(By.CSS_SELECTOR, "button.replay-group"))
     assert "replay: 3 of 3 dead letters" in driver.find_element(By.ID, "flash").text
     system.settle()
     system.settle()  # a second pass finds nothing more to do: nothing is handled twice
