@@ -54,13 +54,16 @@ def _plain(machine: Machine, transition: Transition) -> bool:
     )
 
 
-def fire(table: Table, machine: Machine, model: Any, state: str, *args: Any) -> bool | None:
-    """Run the transition of `args[1]`'s trigger from `state` as `Transition.execute` would:
-    True if one ran, False if every candidate's conditions refused; None if the table has no
-    entry for it (go through the machine)."""
-    candidates = table.get((args[1].type_name, state))
+def fire(
+    table: Table, machine: Machine, model: Any, state: str, ctx: Any, message: Any
+) -> bool | None:
+    """Run the transition of `message`'s trigger from `state` as `Transition.execute` would,
+    each callback called with (ctx, message): True if one ran, False if every candidate's
+    conditions refused; None if the table has no entry for it (go through the machine)."""
+    candidates = table.get((message.type_name, state))
     if candidates is None:
         return None
+    args = (ctx, message)
     # What `resolve_callable` reads (the model), built once for every callback of the step.
     resolve, data = machine.resolve_callable, EventData(None, None, machine, model, args, {})
     for transition in candidates:
