@@ -9,8 +9,9 @@ import shutil
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import freezegun
 import pytest
@@ -23,6 +24,9 @@ from sqlalchemy.pool import NullPool
 from outbox.database import make_engine
 from sagabox import migrate
 from sagabox.testing import clear_memory_broker
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 pytest_plugins = ["pytester"]
 
@@ -226,3 +230,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("tests passed per backend")
         for name in ("SQLite / in-process only", "PostgreSQL", "RabbitMQ"):
             terminalreporter.write_line(f"{name}: {_passed[name]}")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Async tests run on asyncio: sagabox's async seam is SQLAlchemy's asyncio layer."""
+    return "asyncio"
+
+
+@pytest.fixture
+async def async_engine(database_url: str, anyio_backend: str) -> AsyncIterator[AsyncEngine]:
+    """An async engine (aiosqlite or psycopg async) on this test's own database."""
+    from outbox.aio import make_async_engine  # the asyncio extra: only where a test asks
+
+    engine = make_async_engine(database_url)
+    yield engine
+    await engine.dispose()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox import Event, HandlerContext, Inbox, Outbox, clock, handles
-from outbox.aio import AsyncInbox, AsyncOutbox, make_async_engine
+from outbox.aio import AsyncInbox, AsyncOutbox
 from outbox.errors import AsyncSessionGiven
 from outbox.tables import inbox_messages, outbox_messages
 from sagabox import App
@@ -31,19 +31,6 @@ from sagas.timeouts import Timeout
 from tests.saga_fixtures import CreditChecked, LoanRequested, LoanSaga, RunCreditCheck
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def async_engine(database_url: str, anyio_backend: str) -> AsyncIterator[AsyncEngine]:
-    """An async engine (aiosqlite or psycopg async) on this test's own database."""
-    engine = make_async_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 async def _count(engine: AsyncEngine, table: Any) -> int:

@@ -26,11 +26,6 @@ pytestmark = pytest.mark.anyio
 DAY = timedelta(days=1)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_reminders_and_expiry_fire_in_simulated_time(empty_database_url: str) -> None:
     """A saga started on an AsyncSession gets its day-2 and day-4 reminders and its day-7 expiry
     from one `await h.advance(...)`, each at its simulated time."""

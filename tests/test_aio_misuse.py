@@ -4,7 +4,7 @@ App that does not run it: both fail at once with a named error that says what to
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from outbox import clock
-from outbox.aio import make_async_engine
 from outbox.database import make_engine
 from outbox.dead_letter_groups import dead_letter_groups, discard_logged, group_ids, replay_logged
 from outbox.dead_letters import (
@@ -75,19 +74,6 @@ SYNC_ONLY: list[tuple[str, Callable[[Any], object]]] = [
     ("plans", lambda s: plans(s, LoanSaga)),
     ("migrate_batch", lambda s: migrate_batch(s, LoanSaga)),
 ]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def async_engine(database_url: str, anyio_backend: str) -> AsyncIterator[AsyncEngine]:
-    """An async engine (aiosqlite or psycopg async) on this test's own database."""
-    engine = make_async_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.mark.parametrize(("name", "call"), SYNC_ONLY, ids=[name for name, _ in SYNC_ONLY])
