@@ -155,7 +155,14 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def amqp_url() -> str:
+def amqp_url(request: pytest.FixtureRequest) -> str:
+    if request.node.get_closest_marker("second_lane") is None:
+        # Asked for at run time (getfixturevalue) by a test the collection did not see needs
+        # it: in scripts/test.sh it would share the broker with the second lane's tests.
+        pytest.fail(
+            f"{request.node.nodeid} uses RabbitMQ but is not in the second lane: take "
+            "`amqp_url` as a parameter, or mark its module `pytestmark = pytest.mark.second_lane`"
+        )
     return _server_url(AMQP_ENV, "RabbitMQ")
 
 
@@ -198,17 +205,24 @@ def frozen_clock() -> Iterator[FrozenDateTimeFactory]:
 # --- markers and the per-backend count printed at the end ---
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if (
-            callspec is not None and callspec.params.get("backend") == "postgresql"
-        ) or "postgres_url" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.postgres)
-        if "amqp_url" in getattr(item, "fixturenames", ()) or (
-            callspec is not None and callspec.params.get("broker_url") == "rabbitmq"
-        ):
-            item.add_marker(pytest.mark.rabbitmq)
+# Modules that mostly wait on programs they run, put in the RabbitMQ tests' lane to even out the
+# two pytest processes of scripts/test.sh.
+_SECOND_LANE_MODULES = {"test_docs.py", "test_install.py", "test_alembic_project.py"}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    # Marked as each test is collected, before `-m` selects by these marks.
+    callspec = getattr(item, "callspec", None)
+    if (
+        callspec is not None and callspec.params.get("backend") == "postgresql"
+    ) or "postgres_url" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.postgres)
+    if "amqp_url" in getattr(item, "fixturenames", ()) or (
+        callspec is not None and callspec.params.get("broker_url") == "rabbitmq"
+    ):
+        item.add_marker(pytest.mark.rabbitmq)
+    if item.get_closest_marker("rabbitmq") or item.path.name in _SECOND_LANE_MODULES:
+        item.add_marker(pytest.mark.second_lane)
 
 
 _passed: Counter[str] = Counter()

@@ -25,6 +25,10 @@ from tests.aio_service import business, credit_checks, loans, make_apps
 from tests.relay_helpers import wait_for
 from tests.saga_fixtures import LoanSaga
 
+# With PostgreSQL these tests ask for RabbitMQ as they run, which the collection cannot see: they
+# go in the lane of the RabbitMQ tests (tests/conftest.py) all the same.
+pytestmark = pytest.mark.second_lane
+
 FRAMEWORKS: dict[str, Callable[[App], Any]] = {
     "fastapi": aio_fastapi_app.make_api,
     "litestar": aio_litestar_app.make_api,
