@@ -174,6 +174,14 @@ class SagaRuntime:
         not start this saga.
         """
         refuse_async(executor, "SagaRuntime.start", "await AsyncSagaRuntime(...).start(...)")
+        if self._sagas.get(saga_type.saga_type) is not saga_type:
+            # Started here, it would wait for messages that no worker of this runtime routes.
+            known = ", ".join(sorted(self._sagas)) or "none"
+            raise UnknownSagaType(
+                f"this runtime does not run {saga_type.__qualname__} (its sagas: {known}): "
+                f"register it (SagaRuntime(sagas=[...]) or runtime.register), or start it on "
+                f"the runtime that runs it"
+            )
         correlation_id = saga_type.correlate(message, _session(executor))
         if message.type_name not in saga_type.starting_triggers:
             raise InvalidTransition(

@@ -271,6 +271,20 @@ def test_start_refuses_an_existing_saga_and_a_non_starting_message(engine: Engin
             runtime.start(session, LoanSaga, OfferAccepted(loan_id="L-10"))
 
 
+def test_start_refuses_a_saga_type_the_runtime_does_not_run(engine: Engine) -> None:
+    """It used to start it: a saga row that no worker of this runtime routes messages to."""
+    elsewhere = SagaRuntime()
+    with Session(engine) as session, session.begin():
+        with pytest.raises(UnknownSagaType, match=r"does not run LoanSaga \(its sagas: none\)"):
+            elsewhere.start(session, LoanSaga, _request("L-11"))
+        assert 0 == session.execute(select(func.count()).select_from(saga_instances)).scalar_one()
+    # Registered, it starts.
+    elsewhere.register(LoanSaga)
+    with Session(engine) as session, session.begin():
+        elsewhere.start(session, LoanSaga, _request("L-11"))
+    assert 1 == _count(engine, saga_instances)
+
+
 def test_unknown_saga_type_is_a_named_error() -> None:
     """Asking the runtime for a saga type it does not know lists the ones it does."""
     with pytest.raises(UnknownSagaType, match=r"'nope'.*sagatest\.Loan"):

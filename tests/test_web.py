@@ -16,18 +16,14 @@ from outbox.dead_letters import record_dead_letter
 from outbox.operator_log import recent_actions
 from sagabox.testing import DEFAULT_START, SagaHarness
 from sagabox.web import create_app
-from tests.offer_app import OfferMade, OfferSaga, make_app
-from tests.web_helpers import PASSWORD, SCRIPT, USER, dashboard, seed
+from tests.offer_app import OfferMade, OfferSaga
+from tests.web_helpers import PASSWORD, SCRIPT, USER, dashboard, seeded_harness
 
 AUTH = (USER, PASSWORD)
 ESCAPED = "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;"
 
 
-@pytest.fixture
-def harness(database_url: str) -> Iterator[SagaHarness]:
-    with SagaHarness(make_app(), database=database_url) as h:
-        seed(h)
-        yield h
+harness = pytest.fixture(name="harness")(seeded_harness)
 
 
 @pytest.fixture

@@ -23,19 +23,15 @@ from outbox.tables import outbox_messages
 from sagabox.cli import main
 from sagabox.testing import SagaHarness
 from sagabox.web.security import BasicAuth
-from tests.offer_app import OfferMade, OfferSaga, make_app
+from tests.offer_app import OfferMade, OfferSaga
 from tests.pg_helpers import InThread, wait_until_blocked
-from tests.web_helpers import PASSWORD, USER, dashboard, seed
+from tests.web_helpers import PASSWORD, USER, dashboard, seeded_harness
 
 AUTH = (USER, PASSWORD)
 INSTANCE = f"/sagas/{OfferSaga.saga_type}/O-1"
 
 
-@pytest.fixture
-def harness(database_url: str) -> Iterator[SagaHarness]:
-    with SagaHarness(make_app(), database=database_url) as h:
-        seed(h)
-        yield h
+harness = pytest.fixture(name="harness")(seeded_harness)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -11,7 +12,7 @@ from outbox.envelope import CONTENT_TYPE, encode
 from sagabox.testing import SagaHarness
 from sagabox.web import create_app
 from sagabox.web.security import BasicAuth
-from tests.offer_app import OfferAccepted, OfferMade
+from tests.offer_app import OfferAccepted, OfferMade, make_app
 
 USER, PASSWORD = "ops", "s3cret-pw"
 SCRIPT = "<script>document.title='pwned'</script>"
@@ -22,6 +23,13 @@ def dashboard(harness: SagaHarness, **options: Any) -> Any:
     options.setdefault("actions", True)
     options.setdefault("authenticate", BasicAuth(USER, PASSWORD))
     return create_app(harness.apps[0].engine, apps=harness.apps, **options)
+
+
+def seeded_harness(database_url: str) -> Iterator[SagaHarness]:
+    """The offers system on `database_url`, seeded (the web tests' `harness` fixture)."""
+    with SagaHarness(make_app(), database=database_url) as harness:
+        seed(harness)
+        yield harness
 
 
 def seed(harness: SagaHarness) -> None:
