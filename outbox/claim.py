@@ -22,9 +22,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Select,
-    String,
     Text,
-    all_,
     any_,
     bindparam,
     delete,
@@ -32,6 +30,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    true,
     type_coerce,
     update,
 )
@@ -81,6 +80,8 @@ def claim_due(connection: Connection, *, now: datetime, limit: int) -> list[Outb
 
 
 _retrying = t.alias("retrying")
+#: Another row of a claimed row's partition key, in the claim's partition check.
+_older = t.alias("older")
 # A row waits while an older row of its partition key waits for a retry (it failed, and is not
 # due again yet), so a key's messages go out in order. `attempts > 0` is written as a literal so
 # the partial index on retrying rows serves the probe; rows merely scheduled for later (a
@@ -169,50 +170,64 @@ def _claim_locked(
 ) -> tuple[int, list[OutboxRow]]:
     """Lock the rows `query` finds (skipping rows other relays hold); return how many it
     locked, and those this relay may publish without reordering their partition key, in id
-    order."""
-    rows = sorted(
-        _rows(connection.execute(query.with_for_update(skip_locked=True)).all()),
-        key=lambda row: row.id,
+    order.
+
+    One statement does both: the locking claim, and for each partition key it locked, the
+    oldest due row of that key, older than its newest locked one, that it did not lock (held by
+    another relay, or skipped by this one). Publishing past that row would reorder the key, so
+    the rows from it on stay. Rows another relay already shipped are deleted, hence not seen;
+    a row whose deletion commits while the statement runs is still seen, so the claim leaves a
+    row it could have taken (it goes out in the next batch), never the other way round.
+    """
+    claimed = query.with_for_update(skip_locked=True).cte("claimed").prefix_with("MATERIALIZED")
+    keys = (
+        select(claimed.c.partition_key, func.max(claimed.c.id).label("newest"))
+        .where(claimed.c.partition_key.is_not(None))
+        .group_by(claimed.c.partition_key)
+        .cte("keys")
     )
-    keys = sorted({row.partition_key for row in rows if row.partition_key is not None})
-    if not keys:
-        return len(rows), rows
-    # A due row of the same partition that is older than ours and not ours is held by another
-    # relay (or was skipped by ours): publishing past it would reorder the partition, so stop
-    # just before it. Rows another relay already shipped are deleted, hence not seen here; this
-    # statement sees every commit made before it started.
-    first_foreign = dict(
-        connection.execute(
-            _FIRST_FOREIGN,
-            {
-                "b_keys": keys,
-                "b_now": now,
-                "b_max": max(row.id for row in rows),
-                "b_mine": [row.id for row in rows],
-            },
-        ).all()
+    # Per key, the (partition_key, id) index from the key's oldest row: the walk passes this
+    # claim's own rows of the key (usually its oldest) and stops at the first other one.
+    first_foreign = (
+        select(_older.c.id)
+        .where(
+            _older.c.partition_key == keys.c.partition_key,
+            _older.c.id < keys.c.newest,
+            _older.c.available_at <= now,
+            _older.c.id.not_in(select(claimed.c.id)),
+        )
+        .order_by(_older.c.id)
+        .limit(1)
+        .lateral("first_foreign")
     )
-    return len(rows), [
-        row
-        for row in rows
-        if row.partition_key is None or row.id < first_foreign.get(row.partition_key, row.id + 1)
-    ]
+    held_from = (
+        select(keys.c.partition_key, first_foreign.c.id.label("held_from"))
+        .select_from(keys.join(first_foreign, true()))
+        .cte("held_from")
+    )
+    statement = (
+        select(claimed, held_from.c.held_from)
+        .select_from(
+            claimed.outerjoin(held_from, held_from.c.partition_key == claimed.c.partition_key)
+        )
+        .order_by(claimed.c.id)
+    )
+    result = connection.execute(statement).all()
+    return len(result), _rows(
+        [row for row in result if row.held_from is None or row.id < row.held_from]
+    )
 
 
-# Arrays, not IN lists, on PostgreSQL: one parameter whatever the batch size, so the statement
-# text stays the same and short (an IN list of 500 was re-parsed by the driver every batch).
-_FIRST_FOREIGN = (
-    select(t.c.partition_key, func.min(t.c.id))
-    .where(
-        t.c.partition_key == any_(bindparam("b_keys", type_=ARRAY(String))),
-        t.c.available_at <= bindparam("b_now"),
-        t.c.id <= bindparam("b_max"),
-        t.c.id != all_(bindparam("b_mine", type_=ARRAY(BigInteger))),
-    )
-    .group_by(t.c.partition_key)
-)
+# An array, not an IN list, on PostgreSQL: one parameter whatever the batch size, so the
+# statement text stays the same and short (an IN list of 500 was re-parsed by the driver every
+# batch). The subquery runs once, before the delete (an init plan), and sets
+# synchronous_commit for this transaction alone: `SET LOCAL` without a round trip of its own.
+_RELAXED_COMMIT = select(func.set_config("synchronous_commit", "off", true())).scalar_subquery()
 _DELETE = {
-    "postgresql": delete(t).where(t.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger)))),
+    "postgresql": delete(t).where(
+        t.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger))),
+        _RELAXED_COMMIT.is_not(None),
+    ),
     "sqlite": delete(t).where(t.c.id.in_(bindparam("b_ids", expanding=True))),
 }
 
@@ -233,8 +248,6 @@ def delete_rows(connection: Connection, ids: Sequence[int]) -> None:
     more (bench/: commit → broker latency at a thousand commits per second).
     """
     if ids:
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         connection.execute(_DELETE[connection.dialect.name], {"b_ids": list(ids)})
 
 
