@@ -12,7 +12,7 @@ lock (`BEGIN IMMEDIATE`) lets one relay at a time claim, so plain id order is en
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -98,8 +98,9 @@ _BEHIND_A_RETRY = (
 )
 
 
-def _due(now: datetime, limit: int, *, soonest_first: bool = False) -> Select[Any]:
-    """Due rows not held up by a retry: the oldest ids first, or the soonest due first.
+def _due(*, soonest_first: bool = False) -> Select[Any]:
+    """Due rows (at `b_due_now`) not held up by a retry, `b_limit` of them: the oldest ids
+    first, or the soonest due first.
 
     Soonest first reads the (available_at, id) index in its own order and stops after `limit`
     rows, whatever the table holds. Oldest ids first lets the planner walk the primary key
@@ -110,25 +111,17 @@ def _due(now: datetime, limit: int, *, soonest_first: bool = False) -> Select[An
     order = (t.c.available_at, t.c.id) if soonest_first else (t.c.id,)
     return (
         select(*_COLUMNS)
-        .where(t.c.available_at <= now, ~_BEHIND_A_RETRY)
+        .where(t.c.available_at <= bindparam("b_due_now"), ~_BEHIND_A_RETRY)
         .order_by(*order)
-        .limit(limit)
-        .params(b_due_now=now)
+        .limit(bindparam("b_limit"))
     )
 
 
-def _rows(result: Sequence[Any]) -> list[OutboxRow]:
+def _rows(result: Iterable[Sequence[Any]]) -> list[OutboxRow]:
+    # By position, in `_COLUMNS`' order: a relay decodes every row it ships, and a Row's
+    # attribute lookup by name cost more than building the OutboxRow.
     return [
-        OutboxRow(
-            id=row.id,
-            message_id=row.message_id,
-            type=row.type,
-            destination=row.destination,
-            partition_key=row.partition_key,
-            payload=row.payload,
-            headers=_headers(row.headers),
-            attempts=row.attempts,
-        )
+        OutboxRow(row[0], row[1], row[2], row[3], row[4], row[5], _headers(row[6]), row[7])
         for row in result
     ]
 
@@ -148,13 +141,14 @@ def _headers(value: object) -> dict[str, str]:
 
 
 def _claim_sqlite(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
-    return _rows(connection.execute(_due(now, limit)).all())
+    return _rows(connection.execute(_DUE_BY_ID, {"b_due_now": now, "b_limit": limit}))
 
 
 def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
     # The soonest due rows no other relay holds, in id order; the row locks last until this
     # relay commits. The partition check below keeps each key in id order all the same.
-    locked, rows = _claim_locked(connection, _due(now, limit, soonest_first=True), now)
+    parameters = {"b_due_now": now, "b_limit": limit}
+    locked, rows = _claim_locked(connection, _CLAIM_SOONEST, parameters)
     if rows or not locked:
         # Nothing due that no other relay holds: the id-ordered claim would find nothing
         # either, and an idle relay makes this claim after every batch, before it sleeps.
@@ -162,15 +156,22 @@ def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list
     # Each row locked was held up by an older due row of its key outside the batch (a batch
     # of newer rows due before older ones, after an outage): claim in id order, which cannot
     # be held up by its own batch, so the relay always moves on.
-    return _claim_locked(connection, _due(now, limit), now)[1]
+    return _claim_locked(connection, _CLAIM_BY_ID, parameters)[1]
 
 
 def _claim_locked(
-    connection: Connection, query: Select[Any], now: datetime
+    connection: Connection, statement: Select[Any], parameters: dict[str, Any]
 ) -> tuple[int, list[OutboxRow]]:
-    """Lock the rows `query` finds (skipping rows other relays hold); return how many it
-    locked, and those this relay may publish without reordering their partition key, in id
-    order.
+    """Run a claim of `_locking_claim`; return how many rows it locked, and those this relay
+    may publish without reordering their partition key, in id order."""
+    result = connection.execute(statement, parameters).all()
+    # The last column is where the row's key is held from (None: nowhere).
+    return len(result), _rows(row for row in result if row[-1] is None or row[0] < row[-1])
+
+
+def _locking_claim(due: Select[Any]) -> Select[Any]:
+    """Lock the rows `due` finds (skipping rows other relays hold) and return them in id
+    order, each with the id from which its partition key is held (None: not held).
 
     One statement does both: the locking claim, and for each partition key it locked, the
     oldest due row of that key, older than its newest locked one, that it did not lock (held by
@@ -179,7 +180,7 @@ def _claim_locked(
     a row whose deletion commits while the statement runs is still seen, so the claim leaves a
     row it could have taken (it goes out in the next batch), never the other way round.
     """
-    claimed = query.with_for_update(skip_locked=True).cte("claimed").prefix_with("MATERIALIZED")
+    claimed = due.with_for_update(skip_locked=True).cte("claimed").prefix_with("MATERIALIZED")
     keys = (
         select(claimed.c.partition_key, func.max(claimed.c.id).label("newest"))
         .where(claimed.c.partition_key.is_not(None))
@@ -193,7 +194,7 @@ def _claim_locked(
         .where(
             _older.c.partition_key == keys.c.partition_key,
             _older.c.id < keys.c.newest,
-            _older.c.available_at <= now,
+            _older.c.available_at <= bindparam("b_due_now"),
             _older.c.id.not_in(select(claimed.c.id)),
         )
         .order_by(_older.c.id)
@@ -205,19 +206,19 @@ def _claim_locked(
         .select_from(keys.join(first_foreign, true()))
         .cte("held_from")
     )
-    statement = (
+    return (
         select(claimed, held_from.c.held_from)
         .select_from(
             claimed.outerjoin(held_from, held_from.c.partition_key == claimed.c.partition_key)
         )
         .order_by(claimed.c.id)
     )
-    result = connection.execute(statement).all()
-    return len(result), _rows(
-        [row for row in result if row.held_from is None or row.id < row.held_from]
-    )
 
 
+# Built once: a relay claims after every batch.
+_DUE_BY_ID = _due()
+_CLAIM_SOONEST = _locking_claim(_due(soonest_first=True))
+_CLAIM_BY_ID = _locking_claim(_DUE_BY_ID)
 # An array, not an IN list, on PostgreSQL: one parameter whatever the batch size, so the
 # statement text stays the same and short (an IN list of 500 was re-parsed by the driver every
 # batch). The subquery runs once, before the delete (an init plan), and sets
