@@ -12,7 +12,7 @@ lock (`BEGIN IMMEDIATE`) lets one relay at a time claim, so plain id order is en
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,9 +22,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Select,
-    String,
     Text,
-    all_,
     any_,
     bindparam,
     delete,
@@ -32,6 +30,7 @@ from sqlalchemy import (
     func,
     literal_column,
     select,
+    true,
     type_coerce,
     update,
 )
@@ -81,6 +80,8 @@ def claim_due(connection: Connection, *, now: datetime, limit: int) -> list[Outb
 
 
 _retrying = t.alias("retrying")
+#: Another row of a claimed row's partition key, in the claim's partition check.
+_older = t.alias("older")
 # A row waits while an older row of its partition key waits for a retry (it failed, and is not
 # due again yet), so a key's messages go out in order. `attempts > 0` is written as a literal so
 # the partial index on retrying rows serves the probe; rows merely scheduled for later (a
@@ -97,8 +98,9 @@ _BEHIND_A_RETRY = (
 )
 
 
-def _due(now: datetime, limit: int, *, soonest_first: bool = False) -> Select[Any]:
-    """Due rows not held up by a retry: the oldest ids first, or the soonest due first.
+def _due(*, soonest_first: bool = False) -> Select[Any]:
+    """Due rows (at `b_due_now`) not held up by a retry, `b_limit` of them: the oldest ids
+    first, or the soonest due first.
 
     Soonest first reads the (available_at, id) index in its own order and stops after `limit`
     rows, whatever the table holds. Oldest ids first lets the planner walk the primary key
@@ -109,25 +111,17 @@ def _due(now: datetime, limit: int, *, soonest_first: bool = False) -> Select[An
     order = (t.c.available_at, t.c.id) if soonest_first else (t.c.id,)
     return (
         select(*_COLUMNS)
-        .where(t.c.available_at <= now, ~_BEHIND_A_RETRY)
+        .where(t.c.available_at <= bindparam("b_due_now"), ~_BEHIND_A_RETRY)
         .order_by(*order)
-        .limit(limit)
-        .params(b_due_now=now)
+        .limit(bindparam("b_limit"))
     )
 
 
-def _rows(result: Sequence[Any]) -> list[OutboxRow]:
+def _rows(result: Iterable[Sequence[Any]]) -> list[OutboxRow]:
+    # By position, in `_COLUMNS`' order: a relay decodes every row it ships, and a Row's
+    # attribute lookup by name cost more than building the OutboxRow.
     return [
-        OutboxRow(
-            id=row.id,
-            message_id=row.message_id,
-            type=row.type,
-            destination=row.destination,
-            partition_key=row.partition_key,
-            payload=row.payload,
-            headers=_headers(row.headers),
-            attempts=row.attempts,
-        )
+        OutboxRow(row[0], row[1], row[2], row[3], row[4], row[5], _headers(row[6]), row[7])
         for row in result
     ]
 
@@ -147,13 +141,14 @@ def _headers(value: object) -> dict[str, str]:
 
 
 def _claim_sqlite(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
-    return _rows(connection.execute(_due(now, limit)).all())
+    return _rows(connection.execute(_DUE_BY_ID, {"b_due_now": now, "b_limit": limit}))
 
 
 def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list[OutboxRow]:
     # The soonest due rows no other relay holds, in id order; the row locks last until this
     # relay commits. The partition check below keeps each key in id order all the same.
-    locked, rows = _claim_locked(connection, _due(now, limit, soonest_first=True), now)
+    parameters = {"b_due_now": now, "b_limit": limit}
+    locked, rows = _claim_locked(connection, _CLAIM_SOONEST, parameters)
     if rows or not locked:
         # Nothing due that no other relay holds: the id-ordered claim would find nothing
         # either, and an idle relay makes this claim after every batch, before it sleeps.
@@ -161,58 +156,79 @@ def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list
     # Each row locked was held up by an older due row of its key outside the batch (a batch
     # of newer rows due before older ones, after an outage): claim in id order, which cannot
     # be held up by its own batch, so the relay always moves on.
-    return _claim_locked(connection, _due(now, limit), now)[1]
+    return _claim_locked(connection, _CLAIM_BY_ID, parameters)[1]
 
 
 def _claim_locked(
-    connection: Connection, query: Select[Any], now: datetime
+    connection: Connection, statement: Select[Any], parameters: dict[str, Any]
 ) -> tuple[int, list[OutboxRow]]:
-    """Lock the rows `query` finds (skipping rows other relays hold); return how many it
-    locked, and those this relay may publish without reordering their partition key, in id
-    order."""
-    rows = sorted(
-        _rows(connection.execute(query.with_for_update(skip_locked=True)).all()),
-        key=lambda row: row.id,
-    )
-    keys = sorted({row.partition_key for row in rows if row.partition_key is not None})
-    if not keys:
-        return len(rows), rows
-    # A due row of the same partition that is older than ours and not ours is held by another
-    # relay (or was skipped by ours): publishing past it would reorder the partition, so stop
-    # just before it. Rows another relay already shipped are deleted, hence not seen here; this
-    # statement sees every commit made before it started.
-    first_foreign = dict(
-        connection.execute(
-            _FIRST_FOREIGN,
-            {
-                "b_keys": keys,
-                "b_now": now,
-                "b_max": max(row.id for row in rows),
-                "b_mine": [row.id for row in rows],
-            },
-        ).all()
-    )
-    return len(rows), [
-        row
-        for row in rows
-        if row.partition_key is None or row.id < first_foreign.get(row.partition_key, row.id + 1)
-    ]
+    """Run a claim of `_locking_claim`; return how many rows it locked, and those this relay
+    may publish without reordering their partition key, in id order."""
+    result = connection.execute(statement, parameters).all()
+    # The last column is where the row's key is held from (None: nowhere).
+    return len(result), _rows(row for row in result if row[-1] is None or row[0] < row[-1])
 
 
-# Arrays, not IN lists, on PostgreSQL: one parameter whatever the batch size, so the statement
-# text stays the same and short (an IN list of 500 was re-parsed by the driver every batch).
-_FIRST_FOREIGN = (
-    select(t.c.partition_key, func.min(t.c.id))
-    .where(
-        t.c.partition_key == any_(bindparam("b_keys", type_=ARRAY(String))),
-        t.c.available_at <= bindparam("b_now"),
-        t.c.id <= bindparam("b_max"),
-        t.c.id != all_(bindparam("b_mine", type_=ARRAY(BigInteger))),
+def _locking_claim(due: Select[Any]) -> Select[Any]:
+    """Lock the rows `due` finds (skipping rows other relays hold) and return them in id
+    order, each with the id from which its partition key is held (None: not held).
+
+    One statement does both: the locking claim, and for each partition key it locked, the
+    oldest due row of that key, older than its newest locked one, that it did not lock (held by
+    another relay, or skipped by this one). Publishing past that row would reorder the key, so
+    the rows from it on stay. Rows another relay already shipped are deleted, hence not seen;
+    a row whose deletion commits while the statement runs is still seen, so the claim leaves a
+    row it could have taken (it goes out in the next batch), never the other way round.
+    """
+    claimed = due.with_for_update(skip_locked=True).cte("claimed").prefix_with("MATERIALIZED")
+    keys = (
+        select(claimed.c.partition_key, func.max(claimed.c.id).label("newest"))
+        .where(claimed.c.partition_key.is_not(None))
+        .group_by(claimed.c.partition_key)
+        .cte("keys")
     )
-    .group_by(t.c.partition_key)
-)
+    # Per key, the (partition_key, id) index from the key's oldest row: the walk passes this
+    # claim's own rows of the key (usually its oldest) and stops at the first other one.
+    first_foreign = (
+        select(_older.c.id)
+        .where(
+            _older.c.partition_key == keys.c.partition_key,
+            _older.c.id < keys.c.newest,
+            _older.c.available_at <= bindparam("b_due_now"),
+            _older.c.id.not_in(select(claimed.c.id)),
+        )
+        .order_by(_older.c.id)
+        .limit(1)
+        .lateral("first_foreign")
+    )
+    held_from = (
+        select(keys.c.partition_key, first_foreign.c.id.label("held_from"))
+        .select_from(keys.join(first_foreign, true()))
+        .cte("held_from")
+    )
+    return (
+        select(claimed, held_from.c.held_from)
+        .select_from(
+            claimed.outerjoin(held_from, held_from.c.partition_key == claimed.c.partition_key)
+        )
+        .order_by(claimed.c.id)
+    )
+
+
+# Built once: a relay claims after every batch.
+_DUE_BY_ID = _due()
+_CLAIM_SOONEST = _locking_claim(_due(soonest_first=True))
+_CLAIM_BY_ID = _locking_claim(_DUE_BY_ID)
+# An array, not an IN list, on PostgreSQL: one parameter whatever the batch size, so the
+# statement text stays the same and short (an IN list of 500 was re-parsed by the driver every
+# batch). The subquery runs once, before the delete (an init plan), and sets
+# synchronous_commit for this transaction alone: `SET LOCAL` without a round trip of its own.
+_RELAXED_COMMIT = select(func.set_config("synchronous_commit", "off", true())).scalar_subquery()
 _DELETE = {
-    "postgresql": delete(t).where(t.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger)))),
+    "postgresql": delete(t).where(
+        t.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger))),
+        _RELAXED_COMMIT.is_not(None),
+    ),
     "sqlite": delete(t).where(t.c.id.in_(bindparam("b_ids", expanding=True))),
 }
 
@@ -233,8 +249,6 @@ def delete_rows(connection: Connection, ids: Sequence[int]) -> None:
     more (bench/: commit → broker latency at a thousand commits per second).
     """
     if ids:
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         connection.execute(_DELETE[connection.dialect.name], {"b_ids": list(ids)})
 
 

@@ -170,6 +170,35 @@ def test_a_relay_never_publishes_past_a_partition_row_another_relay_holds(
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.usefixtures("frozen_clock")
+def test_a_claim_stops_a_partition_at_a_row_another_relay_holds_between_its_own(
+    engine: Engine,
+) -> None:
+    """Another relay holds row 2 of partition p; a claim that locks rows 1, 3 and 4 of p
+    (and row 5 of q) publishes 1 and 5: 3 and 4 would overtake row 2."""
+    for key, n in [("p", 1), ("p", 2), ("p", 3), ("p", 4), ("q", 5)]:
+        _write(engine, Deposited(account=f"r{n}", amount=n, correlation_id=key))
+    other, claiming = engine.connect(), engine.connect()
+    try:
+        with other.begin():
+            other.execute(text("SELECT id FROM sagabox_outbox_messages WHERE id = 2 FOR UPDATE"))
+            with claiming.begin():
+                rows = claim_due(claiming, now=clock.now(), limit=10)
+                assert [1, 5] == [row.id for row in rows]
+                # Rows 3 and 4 stay locked by this claim until it ends, as before.
+                locked = other.execute(
+                    text(
+                        "SELECT id FROM sagabox_outbox_messages WHERE id IN (3, 4) "
+                        "FOR UPDATE SKIP LOCKED"
+                    )
+                ).all()
+                assert [] == locked
+    finally:
+        other.close()
+        claiming.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_a_batch_of_rows_due_before_older_ones_of_their_key_never_stalls_the_claim(
     engine: Engine,
 ) -> None:
