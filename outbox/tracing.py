@@ -18,6 +18,10 @@ except ImportError:  # the extra is not installed: tracing is off
     propagate = None  # type: ignore[assignment]
     trace = None  # type: ignore[assignment]
 
+#: Whether OpenTelemetry is installed. Without it there is no span to open, so a worker skips
+#: building one per message.
+ENABLED = trace is not None and propagate is not None
+
 
 def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current trace context to `headers`, unless the caller already set one."""
