@@ -202,7 +202,7 @@ class Processor:
 
     def _span(self, envelope: Envelope) -> contextlib.AbstractContextManager[Any]:
         """The message's consumer span (None inside when tracing is off)."""
-        if not tracing.ENABLED:
+        if not tracing.span_needed(envelope.headers):
             return _NO_SPAN  # a reusable no-op, instead of two generators per message
         return tracing.consuming(
             endpoint=self.endpoint.name,
