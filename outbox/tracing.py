@@ -19,6 +19,22 @@ except ImportError:  # the extra is not installed: tracing is off
     trace = None  # type: ignore[assignment]
 
 
+def span_needed(headers: Mapping[str, str]) -> bool:
+    """Whether handling a message with `headers` needs its consumer span.
+
+    It does if OpenTelemetry is installed and either a tracer provider is configured (the span
+    is recorded) or the message carries context the propagator reads (the span, even unrecorded,
+    passes that context on to what the handler sends). Otherwise the span would be a no-op in
+    an empty context, and a worker skips building one per message.
+    """
+    if trace is None or propagate is None:
+        return False
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        return True
+    return not propagate.get_global_textmap().fields.isdisjoint(headers)
+
+
 def inject(headers: MutableMapping[str, str]) -> None:
     """Add the current trace context to `headers`, unless the caller already set one."""
     if propagate is not None and "traceparent" not in headers:

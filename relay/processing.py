@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from time import perf_counter
 from typing import Any
@@ -61,6 +61,8 @@ from relay.observe import NOOP, Observer
 log = logging.getLogger("sagabox.worker")
 
 Prepared = tuple[Envelope, Message]
+
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class Processor:
@@ -198,15 +200,16 @@ class Processor:
 
     # --- handling ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _span(self, envelope: Envelope) -> Iterator[Any]:
-        with tracing.consuming(
+    def _span(self, envelope: Envelope) -> contextlib.AbstractContextManager[Any]:
+        """The message's consumer span (None inside when tracing is off)."""
+        if not tracing.span_needed(envelope.headers):
+            return _NO_SPAN  # a reusable no-op, instead of two generators per message
+        return tracing.consuming(
             endpoint=self.endpoint.name,
             message_type=envelope.type,
             message_id=str(envelope.message_id),
             headers=envelope.headers,
-        ) as span:
-            yield span
+        )
 
     def _handle_alone(self, delivery: Delivery, envelope: Envelope, message: Message) -> Outcome:
         """`_handle` in its trace span; a failure even of the retry bookkeeping dead-letters
@@ -394,6 +397,8 @@ class Processor:
             outcome=outcome,
             seconds=seconds,
         )
+        if not log.isEnabledFor(logging.INFO):
+            return  # the saga names below are looked up for the log line only
         log_outcome(
             endpoint=self.endpoint.name,
             message_type=message_type,

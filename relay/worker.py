@@ -100,6 +100,9 @@ class Worker(Processor):
         self._backoff = Backoff()
         self._next_prune: datetime | None = None
         self._pending: list[BrokerMessage] = []
+        # Whether the broker takes one ack for many deliveries (AMQP's `multiple` flag); kombu's
+        # in-process transports ignore the flag, so there each message is acked on its own.
+        self._ack_many = False
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -151,6 +154,7 @@ class Worker(Processor):
         with connect(self.broker_url, heartbeat=self.heartbeat) as connection:
             channel = connection.channel()
             queue = self._declare(channel)
+            self._ack_many = _acks_many(connection)
             while limit is None or processed < limit:
                 connection.heartbeat_check()
                 message = queue.get(no_ack=False, accept=ACCEPT)
@@ -186,6 +190,7 @@ class Worker(Processor):
                 connection.ensure_connection(max_retries=0)  # our own backoff retries
                 channel = connection.channel()
                 queue = self._declare(channel)
+                self._ack_many = _acks_many(connection)
                 consumer = Consumer(
                     channel,
                     queues=[queue],
@@ -274,6 +279,19 @@ class Worker(Processor):
             return
         self._backoff.reset()
         assert len(outcomes) == len(batch)
+        self._acknowledge(batch)
+
+    def _acknowledge(self, batch: list[BrokerMessage]) -> None:
+        """Acknowledge a handled batch: with one frame where the broker allows it.
+
+        AMQP's `multiple` ack settles every delivery on the channel up to its tag. The batch
+        holds every delivery this channel has not settled (deliveries arrive only between
+        batches, each batch is acked or requeued whole, and a new channel starts with an
+        empty batch), so one ack of its highest tag settles exactly the batch.
+        """
+        if self._ack_many and len(batch) > 1:
+            max(batch, key=lambda message: message.delivery_tag).ack(multiple=True)
+            return
         for message in batch:
             message.ack()
 
@@ -327,3 +345,9 @@ class Worker(Processor):
             return
         if pruned:
             log.info("worker: pruned %d inbox rows older than %s", pruned, self.inbox_retention)
+
+
+def _acks_many(connection: Any) -> bool:
+    """Whether `connection`'s transport settles many deliveries with one `multiple` ack (the
+    AMQP ones do; kombu's virtual transports, memory:// among them, ignore the flag)."""
+    return getattr(connection.transport, "driver_type", None) == "amqp"

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 def state_name(state: Any) -> str:
     """The name sagabox stores for a state given as a string, an Enum member or a State."""
+    if type(state) is str:
+        return state  # the common case, asked several times per message: no isinstance walk
     if isinstance(state, Enum):
         return state.name
     if isinstance(state, State):

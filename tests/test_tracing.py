@@ -10,6 +10,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from outbox import tracing
+from outbox.tables import outbox_messages
+from outbox.writer import Outbox
 from sagabox.testing import SagaHarness
 from tests.graph_apps import Step1, chained
 
@@ -54,3 +57,33 @@ def test_a_trace_spans_every_hop_of_a_message_chain(
     assert expected_parents == [hop.parent.span_id if hop.parent else None for hop in hops]
     assert {trace.SpanKind.CONSUMER} == {hop.kind for hop in hops}
     assert "handled" == (hops[0].attributes or {}).get("sagabox.outcome")
+
+
+@pytest.fixture
+def no_tracer_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a service that configures no tracing: OpenTelemetry's default proxy provider."""
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+
+
+@pytest.mark.usefixtures("no_tracer_provider")
+def test_without_a_tracer_a_message_with_no_trace_context_needs_no_span() -> None:
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    assert not tracing.span_needed({"sagabox-type": "graphtest.Step1"})
+    assert tracing.span_needed({"sagabox-type": "graphtest.Step1", "traceparent": _PARENT})
+
+
+@pytest.mark.usefixtures("no_tracer_provider")
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_without_a_tracer_a_message_still_passes_its_trace_on(empty_database_url: str) -> None:
+    """A service that records no spans still hands the trace context of what it handles to
+    what its handler sends, so the trace goes on past it."""
+    with SagaHarness(*chained(), database=empty_database_url) as h:
+        with h.transaction() as session:
+            Outbox(session).add(Step1(), headers={"traceparent": _PARENT})
+        h.ship()
+        assert 1 == h.workers[0].drain()  # endpoint a handles Step1 and publishes Step2
+        (row,) = h.rows(outbox_messages)
+    assert _PARENT.split("-")[1] == row.headers["traceparent"].split("-")[1]
+
+
+_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from amqp.channel import Channel as AmqpChannel
 from sqlalchemy import Engine, event, insert
 from sqlalchemy.orm import Session
 
@@ -150,6 +151,29 @@ def test_a_consuming_worker_batches_what_arrives_together(bank: Bank) -> None:
     assert not thread.is_alive()
     assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
     assert 5 <= commits.count < 50
+
+
+def test_a_batch_is_acknowledged_with_one_ack_on_rabbitmq(
+    database_url: str, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On AMQP a handled batch is settled by one `multiple` ack of its last delivery, not one
+    frame per message; every message is settled all the same: none comes back."""
+    acks: list[tuple[int, bool]] = []
+    original = AmqpChannel.basic_ack
+
+    def counting(channel: AmqpChannel, delivery_tag: int, multiple: bool = False) -> Any:
+        acks.append((delivery_tag, multiple))
+        return original(channel, delivery_tag, multiple)
+
+    with bank_endpoint(database_url, amqp_url, batch_size=10) as bank:
+        deposits = [Deposit(account="a", amount=n) for n in range(25)]
+        bank.send(*deposits)
+        bank.relay.drain()
+        monkeypatch.setattr(AmqpChannel, "basic_ack", counting)
+        assert 25 == bank.worker.drain()
+        assert [(10, True), (20, True), (25, True)] == acks
+        assert 0 == bank.worker.drain()  # nothing left unacknowledged on the queue
+        assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
 
 
 def test_a_batch_size_below_one_is_refused(bank: Bank) -> None:
