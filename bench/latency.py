@@ -122,3 +122,41 @@ def _consume(broker: str, exchange: str, ready: Event, writing_done: Event, repo
                     if writing_done.is_set():
                         break
     report.send(arrived)
+
+
+def main() -> int:
+    """`python -m bench.latency RATE SECONDS ROUNDS`: (d) alone, with LISTEN/NOTIFY, on the
+    servers of `scripts/services.sh` (start them with SAGABOX_PG_DURABLE=1 for durable commits)."""
+    import argparse
+    import os
+    import sys
+
+    from bench.common import machine_busy, scratch_database
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("rate", type=float, help="messages committed per second")
+    parser.add_argument("seconds", type=float, help="how long each round writes")
+    parser.add_argument("rounds", type=int, nargs="?", default=3)
+    args = parser.parse_args()
+    postgres = os.environ.get("SAGABOX_TEST_POSTGRES_URL")
+    amqp = os.environ.get("SAGABOX_TEST_AMQP_URL")
+    if not postgres or not amqp:
+        print('start the servers first: eval "$(scripts/services.sh env)"', file=sys.stderr)
+        return 2
+    for round_number in range(1, args.rounds + 1):
+        with Path("/proc/loadavg").open() as loadavg:
+            load = " ".join(loadavg.read().split()[:3])
+        with scratch_database(postgres) as url, machine_busy() as busy:
+            p50, p99, count = commit_to_broker_ms(
+                url, amqp, rate=args.rate, seconds=args.seconds, listen=True
+            )
+        print(
+            f"round {round_number}: {count} messages ({count / args.seconds:,.0f}/s), "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, CPU {busy[0]:.0%} busy, load before {load}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
