@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import traceback
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from time import perf_counter
@@ -33,10 +32,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from outbox import clock, tracing
-from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT, record_dead_letter
+from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT
 from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
 from outbox.errors import MalformedEnvelope, MessageTooLarge, OutboxError
-from outbox.faults import write_fault
 from outbox.inbox import Inbox
 from outbox.limits import max_message_bytes as max_message_bytes_setting
 from outbox.limits import too_large
@@ -44,6 +42,7 @@ from outbox.messages import Message
 from outbox.return_address import check as check_return_address
 from outbox.urls import mask_secrets
 from outbox.writer import Outbox
+from relay.dead_lettering import dead_letter
 from relay.endpoint import (
     Delivery,
     Endpoint,
@@ -337,50 +336,17 @@ class Processor:
         attempts: int = 1,
         first_failed_at: datetime | None = None,
     ) -> Outcome:
-        """Record the delivery as a dead letter. This must succeed whatever the message holds:
-        if the full record fails for anything but the database, a bare one (the raw bytes, the
-        reason in ASCII, no headers) is written instead; only its failure raises."""
-        try:
-            with self._sessions() as session, session.begin():
-                if record_dead_letter(
-                    session,
-                    endpoint=self.endpoint.name,
-                    body=delivery.body,
-                    headers=delivery.headers,
-                    content_type=delivery.content_type,
-                    reason=reason,
-                    error=f"{type(error).__name__}: {error}" if error is not None else None,
-                    traceback=_traceback(error),
-                    attempts=attempts,
-                    first_failed_at=first_failed_at,
-                ):
-                    # Its sender may watch for it failing: tell it, in the same transaction.
-                    write_fault(
-                        session,
-                        endpoint=self.endpoint.name,
-                        headers=delivery.headers,
-                        reason=reason,
-                    )
-        except Exception as exc:
-            if database_unavailable(exc):
-                raise
-            log.error(
-                "worker: recording a dead letter failed (%s: %s); recording it bare",
-                type(exc).__name__,
-                escaped(mask_secrets(exc)),
-            )
-            with self._sessions() as session, session.begin():
-                record_dead_letter(
-                    session,
-                    endpoint=self.endpoint.name,
-                    body=delivery.body,
-                    headers={"sagabox-unstorable-headers": ascii(delivery.headers)[:10_000]},
-                    content_type=None,
-                    reason=ascii(f"{reason} (its headers could not be stored: {exc})"),
-                    attempts=attempts,
-                    first_failed_at=first_failed_at,
-                )
-        log.error("worker: dead-lettered a message: %s", escaped(mask_secrets(reason)))
+        """Record the delivery as a dead letter (`relay.dead_lettering`): this must succeed
+        whatever the message holds; only the database failing raises."""
+        dead_letter(
+            self._sessions,
+            self.endpoint.name,
+            delivery,
+            reason,
+            error=error,
+            attempts=attempts,
+            first_failed_at=first_failed_at,
+        )
         return "dead_lettered"
 
     # --- reporting -----------------------------------------------------------------------------
@@ -421,15 +387,6 @@ def _log_duplicate(envelope: Envelope) -> None:
     log.info(
         "worker: %s %s was processed before; skipped (inbox)", envelope.type, envelope.message_id
     )
-
-
-def _traceback(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    try:
-        return "".join(traceback.format_exception(error))
-    except Exception:  # a hostile exception's __str__ may itself raise
-        return None
 
 
 def _attempts(headers: Mapping[str, str]) -> int:
