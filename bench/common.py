@@ -38,9 +38,21 @@ __all__ = [
     "measuring_cpu",
     "sagabox_process",
     "scratch_database",
+    "server_urls",
     "stop",
     "wait_for_inbox",
 ]
+
+
+def server_urls() -> tuple[str, str] | None:
+    """The PostgreSQL and RabbitMQ URLs of `scripts/services.sh` from the environment; None,
+    having said how to start them, when they are not there."""
+    postgres = os.environ.get("SAGABOX_TEST_POSTGRES_URL")
+    amqp = os.environ.get("SAGABOX_TEST_AMQP_URL")
+    if not postgres or not amqp:
+        print('start the servers first: eval "$(scripts/services.sh env)"', file=sys.stderr)
+        return None
+    return postgres, amqp
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ no interpreter lock delays a timestamp; all of them read the same wall clock.
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
+import os
 import statistics
 import time
 import uuid
@@ -18,7 +20,7 @@ from kombu import Connection, Consumer, Queue, binding
 from kombu.message import Message as BrokerMessage
 from sqlalchemy.orm import Session
 
-from bench.common import sagabox_process, stop
+from bench.common import machine_busy, sagabox_process, scratch_database, server_urls, stop
 from outbox import Outbox
 from outbox.database import make_engine
 from relay.broker import ACCEPT, topic_exchange
@@ -127,25 +129,17 @@ def _consume(broker: str, exchange: str, ready: Event, writing_done: Event, repo
 def main() -> int:
     """`python -m bench.latency RATE SECONDS ROUNDS`: (d) alone, with LISTEN/NOTIFY, on the
     servers of `scripts/services.sh` (start them with SAGABOX_PG_DURABLE=1 for durable commits)."""
-    import argparse
-    import os
-    import sys
-
-    from bench.common import machine_busy, scratch_database
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("rate", type=float, help="messages committed per second")
     parser.add_argument("seconds", type=float, help="how long each round writes")
     parser.add_argument("rounds", type=int, nargs="?", default=3)
     args = parser.parse_args()
-    postgres = os.environ.get("SAGABOX_TEST_POSTGRES_URL")
-    amqp = os.environ.get("SAGABOX_TEST_AMQP_URL")
-    if not postgres or not amqp:
-        print('start the servers first: eval "$(scripts/services.sh env)"', file=sys.stderr)
+    servers = server_urls()
+    if servers is None:
         return 2
+    postgres, amqp = servers
     for round_number in range(1, args.rounds + 1):
-        with Path("/proc/loadavg").open() as loadavg:
-            load = " ".join(loadavg.read().split()[:3])
+        load = " ".join(f"{figure:.2f}" for figure in os.getloadavg())
         with scratch_database(postgres) as url, machine_busy() as busy:
             p50, p99, count = commit_to_broker_ms(
                 url, amqp, rate=args.rate, seconds=args.seconds, listen=True

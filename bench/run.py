@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import statistics
-import sys
 from pathlib import Path
 
 from bench import (
@@ -36,6 +34,7 @@ from bench.common import (
     machine_busy,
     machine_description,
     scratch_database,
+    server_urls,
 )
 
 # The batched workers' `--batch-size`: the prefetch window a RabbitMQ consumer commonly uses.
@@ -331,11 +330,10 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="seconds, for the test suite")
     parser.add_argument("--out", type=Path, help="where to save the table")
     args = parser.parse_args()
-    postgres = os.environ.get("SAGABOX_TEST_POSTGRES_URL")
-    amqp = os.environ.get("SAGABOX_TEST_AMQP_URL")
-    if not postgres or not amqp:
-        print('start the servers first: eval "$(scripts/services.sh env)"', file=sys.stderr)
+    servers = server_urls()
+    if servers is None:
         return 2
+    postgres, amqp = servers
     sizes = Sizes.tiny() if args.tiny else Sizes.full()
     results = Results()
     run(postgres, amqp, sizes, results)
