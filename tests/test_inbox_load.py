@@ -1,7 +1,8 @@
 """The unbatched worker's inbox insert and saga read (`sagas.inbox_load`): one statement on
 PostgreSQL, two on SQLite, and the same outcomes on both (one contract, subclassed per backend):
 a duplicate changes nothing, a new message advances or creates its saga, a rolled-back record
-leaves the id new."""
+leaves the id new. The saga is the benchmark's counter (`bench.apps`), whose step is the one
+this statement was cut for."""
 
 from __future__ import annotations
 
@@ -9,48 +10,20 @@ import uuid
 from typing import ClassVar
 
 import pytest
-from pydantic import BaseModel
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from outbox import Event, Inbox
+from bench.apps import Counted, Counter, Opened, Step
+from outbox import Inbox
 from outbox.envelope import CONTENT_TYPE, encode
 from outbox.messages import Message
 from outbox.tables import inbox_messages, outbox_messages
 from relay.endpoint import Delivery
 from relay.processing import Processor
 from sagabox import App
-from sagas import Saga, SagaContext, on
 from sagas.inbox_load import record_and_load
 from sagas.tables import saga_instances, saga_journal
 from tests.test_saga_batches import Statements
-
-
-class Opened(Event, type="inboxload.Opened"):
-    key: str
-
-
-class Step(Event, type="inboxload.Step"):
-    key: str
-
-
-class Counted(Event, type="inboxload.Counted"):
-    key: str
-    steps: int
-
-
-class Tally(BaseModel):
-    steps: int = 0
-
-
-class Counter(Saga[Tally], name="inboxload.Counter"):
-    states = ["new", "open"]
-    transitions = [on(Opened, "new", "open"), on(Step, "open", None, after="count")]
-    correlation = {Opened: "key", Step: "key"}
-
-    def count(self, ctx: SagaContext, step: Step) -> None:
-        self.data.steps += 1
-        ctx.publish(Counted(key=step.key, steps=self.data.steps))
 
 
 def _delivery(message: Message) -> Delivery:
