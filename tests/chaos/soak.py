@@ -27,6 +27,7 @@ from kombu import Connection
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session
 
+from bench.common import server_urls
 from outbox import Outbox
 from outbox.database import make_engine
 from outbox.tables import dead_letters, outbox_messages
@@ -281,11 +282,10 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=None, help="seconds to start them over")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    postgres = os.environ.get("SAGABOX_TEST_POSTGRES_URL")
-    broker = os.environ.get("SAGABOX_TEST_AMQP_URL")
-    if not postgres or not broker:
-        print('start the servers first: eval "$(scripts/services.sh env)"', file=sys.stderr)
+    urls = server_urls()
+    if urls is None:
         return 2
+    postgres, broker = urls
     duration = args.duration or max(30.0, args.sagas / 40)
     report = run_soak(
         postgres=postgres, broker=broker, sagas=args.sagas, duration=duration, seed=args.seed
