@@ -53,7 +53,7 @@ from relay.worker import Worker
 from sagabox import migrate
 from sagabox.app import App
 from sagas.definition import Saga
-from sagas.store import journal_of
+from sagas.journal import journal_of
 
 S = TypeVar("S", bound=Saga[Any])
 M = TypeVar("M", bound=Message)

@@ -106,7 +106,7 @@ class Track:
                 _complete(book.done, done)
 
     def _undo(self, ctx: SagaContext) -> None:
-        from sagas import store  # the store imports the saga classes this module serves
+        from sagas import journal  # it imports the saga classes this module serves
 
         book = ledger(ctx.saga)
         by_command = {s.command.type_name: s for s in self.steps}
@@ -125,7 +125,7 @@ class Track:
             stamped = ctx.send(command, to=destination)
             book.compensated.append(undo.compensate.type_name)
             if ctx.session is not None:
-                store.journal(
+                journal.journal(
                     ctx.session,
                     type(saga),
                     saga.correlation_id,

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from outbox.database import Executor
 from outbox.messages import Message
-from sagas import store
+from sagas import journal
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict
 
@@ -53,7 +53,7 @@ def unchanged(
 ) -> Handled:
     """Journal a message that changed no saga (not found, late, stale, ignored) and say so;
     `saga` is the instance it was for, if there is one."""
-    store.journal(
+    journal.journal(
         executor,
         cls,
         correlation_id,

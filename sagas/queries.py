@@ -16,7 +16,7 @@ from outbox import clock
 from outbox.database import Executor
 from outbox.sync_only import refuse_async_call
 from outbox.tables import outbox_messages
-from sagas.store import journal_of
+from sagas.journal import journal_of
 from sagas.tables import saga_instances
 from sagas.timeouts import PendingTimeout
 

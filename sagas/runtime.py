@@ -18,7 +18,7 @@ from outbox.messages import Message
 from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 from outbox.writer import Outbox
-from sagas import ids, inbox_load, not_found, requests, store
+from sagas import ids, inbox_load, journal, not_found, requests, store
 from sagas.batch import current_batch
 from sagas.context import SagaContext
 from sagas.definition import Saga
@@ -314,7 +314,7 @@ class SagaRuntime:
         )
         saga.timeouts = settlement.timeouts
         outcome: Outcome = "transition" if fired else "unchanged" if fire else "ignored"
-        line = store.journal_line(
+        line = journal.journal_line(
             cls,
             saga.correlation_id,
             message,
@@ -345,7 +345,7 @@ class SagaRuntime:
         else:
             if not store.save(executor, saga, expected_version=expected_version):
                 raise conflict(saga, before, message, created=False)
-            store.write_journal_line(executor, line)
+            journal.write_journal_line(executor, line)
             outbox = Outbox(executor, into=None if batch is None else batch.outbox)
         for emitted in ctx.emitted:
             outbox.add(

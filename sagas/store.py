@@ -1,11 +1,12 @@
-"""Saga rows in SQL: load, create (race-safe), update (version-checked), and journal."""
+"""Saga rows in SQL: load, create (race-safe) and update (version-checked); their journal lines
+are `sagas.journal`'s."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
 from typing import Any, TypeVar
-from uuid import UUID, uuid5
+from uuid import uuid5
 
 from sqlalchemy import (
     Insert,
@@ -25,14 +26,14 @@ from sqlalchemy.orm import Session
 
 from outbox import clock, signals
 from outbox.database import INSERTS_IGNORING_CONFLICTS, Executor, dialect_of
-from outbox.messages import Message
-from outbox.sync_only import refuse_async, refuse_async_call
+from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 from outbox.writer import write_rows
 from sagas import evolution, step_sql
 from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaDefinitionError
+from sagas.journal import JOURNAL_INSERT, write_journal_line
 from sagas.retention import prune_finished as prune_finished  # its home until 2026-12
 from sagas.tables import saga_instances, saga_journal
 from sagas.timeouts import PendingTimeout, next_due
@@ -66,7 +67,6 @@ _SAVE_MANY = update(saga_instances).where(
     saga_instances.c.version == bindparam("b_expected_version"),
 )
 _SAVE = _SAVE_MANY.returning(saga_instances.c.id)
-_JOURNAL = insert(saga_journal)
 
 
 def load(executor: Executor, saga_type: type[S], correlation_id: str) -> S | None:
@@ -279,12 +279,7 @@ def _journal_migration(executor: Executor, saga: Saga[Any]) -> None:
         "outcome": "migrated",
         "at": clock.now(),
     }
-    batch = current_batch(executor)
-    if batch is not None:
-        batch.journal.append(line)
-        batch.writes += 1
-    else:
-        executor.execute(_JOURNAL, line)
+    write_journal_line(executor, line)
 
 
 def _write_back(session: Session, batch: SagaBatch) -> None:
@@ -302,81 +297,8 @@ def _write_back(session: Session, batch: SagaBatch) -> None:
                 "changed by another transaction meanwhile; retry the messages"
             )
     if batch.journal:
-        session.execute(_JOURNAL, batch.journal)
+        session.execute(JOURNAL_INSERT, batch.journal)
     write_rows(session, batch.outbox)
-
-
-def journal_line(
-    saga_type: type[Saga[Any]],
-    correlation_id: str,
-    message: Message,
-    outcome: str,
-    *,
-    from_state: str | None = None,
-    to_state: str | None = None,
-    version: int | None = None,
-    incarnation: UUID | None = None,
-    definition_version: int | None = None,
-    saga_id: UUID | None = None,
-) -> dict[str, Any]:
-    """The journal row saying what a message did to (or could not do to) a saga; `saga_id`
-    when the caller has it (a loaded saga), saving the hash that derives it."""
-    return {
-        "saga_id": saga_id or saga_type.id_for(correlation_id),
-        "saga_type": saga_type.saga_type,
-        "correlation_id": correlation_id,
-        "incarnation": incarnation,
-        "version": version,
-        "definition_version": definition_version,
-        "from_state": from_state,
-        "to_state": to_state,
-        "trigger": message.type_name,
-        "message_id": message.message_id,
-        "outcome": outcome,
-        "at": clock.now(),
-    }
-
-
-def journal(
-    executor: Executor,
-    saga_type: type[Saga[Any]],
-    correlation_id: str,
-    message: Message,
-    outcome: str,
-    *,
-    from_state: str | None = None,
-    to_state: str | None = None,
-    version: int | None = None,
-    incarnation: UUID | None = None,
-    definition_version: int | None = None,
-) -> None:
-    """Record what a message did to (or could not do to) a saga (in a batch: at its commit).
-
-    `incarnation` is None when no saga instance exists for the message: retention removes
-    those lines (`sagas.retention.prune_journal`); the others go with their saga.
-    """
-    line = journal_line(
-        saga_type,
-        correlation_id,
-        message,
-        outcome,
-        from_state=from_state,
-        to_state=to_state,
-        version=version,
-        incarnation=incarnation,
-        definition_version=definition_version,
-    )
-    write_journal_line(executor, line)
-
-
-def write_journal_line(executor: Executor, line: dict[str, Any]) -> None:
-    """Insert a `journal_line` (in a batch: at its commit)."""
-    batch = current_batch(executor)
-    if batch is not None:
-        batch.journal.append(line)
-        batch.writes += 1
-    else:
-        executor.execute(_JOURNAL, line)
 
 
 def saves_step_at_once(executor: Executor, saga: Saga[Any]) -> bool:
@@ -411,15 +333,6 @@ def save_step(
     if saved and outbox_rows:
         signals.mark_written(executor)
     return saved
-
-
-def journal_of(executor: Executor, saga_id: UUID) -> list[dict[str, Any]]:
-    """A saga's journal, oldest first."""
-    refuse_async_call(executor, "journal_of")
-    rows = executor.execute(
-        select(saga_journal).where(saga_journal.c.saga_id == saga_id).order_by(saga_journal.c.id)
-    )
-    return [dict(row) for row in rows.mappings()]
 
 
 def _columns(saga: Saga[Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from outbox.tables import inbox_messages, outbox_messages
 from sagabox import App
 from sagabox.aio import AsyncSagaRuntime
 from sagas import Saga, SagaContext, SagaDefinitionError, SagaRuntime, on, store
-from sagas.store import journal_of
+from sagas.journal import journal_line, journal_of
 from sagas.tables import saga_instances, saga_journal
 from sagas.timeouts import Timeout
 from tests.saga_fixtures import CreditChecked, LoanRequested, LoanSaga, RunCreditCheck
@@ -351,7 +351,7 @@ async def test_a_start_writes_its_saga_journal_and_messages_together(
             created_at=saga.created_at,
             updated_at=saga.updated_at,
         )
-        line = store.journal_line(_Busy, "k-1", Noticed(key="k-1"), "transition")
+        line = journal_line(_Busy, "k-1", Noticed(key="k-1"), "transition")
         message = Outbox(sync).row(Reminder(key="k-1"))
         return store.create(sync, again, then=[(saga_journal, line), (outbox_messages, message)])
 

@@ -28,7 +28,7 @@ from outbox.inbox import prune_inbox
 from outbox.operator_log import recent_actions
 from outbox.retention import prune_dead_letters
 from sagabox import App
-from sagas import store
+from sagas import journal, store
 from sagas.errors import UnknownSagaType
 from sagas.migration import migrate_batch, occupied, plans
 from sagas.queries import list_sagas, saga_detail, stuck_sagas
@@ -69,7 +69,7 @@ SYNC_ONLY: list[tuple[str, Callable[[Any], object]]] = [
     ("list_sagas", lambda s: list_sagas(s)),
     ("stuck_sagas", lambda s: stuck_sagas(s, older_than=clock.now())),
     ("saga_detail", lambda s: saga_detail(s, "sagatest.Loan", "L-1")),
-    ("journal_of", lambda s: store.journal_of(s, uuid.uuid4())),
+    ("journal_of", lambda s: journal.journal_of(s, uuid.uuid4())),
     ("occupied", lambda s: occupied(s, LoanSaga)),
     ("plans", lambda s: plans(s, LoanSaga)),
     ("migrate_batch", lambda s: migrate_batch(s, LoanSaga)),

@@ -15,8 +15,8 @@ from outbox import Inbox, Message, clock
 from outbox.envelope import CONTENT_TYPE, Envelope, decode
 from outbox.tables import outbox_messages
 from sagas import SagaError, SagaRuntime
+from sagas.journal import journal_of
 from sagas.queries import stuck_sagas
-from sagas.store import journal_of
 from sagas.tables import saga_instances, saga_journal
 from tests.subscription_app import (
     DAY,

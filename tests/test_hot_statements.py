@@ -23,8 +23,9 @@ from outbox.tables import metadata
 from sagabox.web import data
 from sagabox.web.counts import TypeStateCounts
 from sagas import SagaRuntime, prune_finished, prune_journal
+from sagas.journal import journal_of
 from sagas.queries import saga_detail
-from sagas.store import journal_of, lock_and_load
+from sagas.store import lock_and_load
 from tests.subscription_app import Charged, Completed, Started, SubscriptionSaga
 
 #: Rows in the outbox and the journal, the tables that grow fastest (issue 15 measured the

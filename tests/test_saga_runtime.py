@@ -31,7 +31,8 @@ from sagas import (
     SagaRuntime,
     UnknownSagaType,
 )
-from sagas.store import journal_of, prune_finished
+from sagas.journal import journal_of
+from sagas.store import prune_finished
 from sagas.tables import saga_instances, saga_journal
 from tests.saga_fixtures import (
     ChecksJoin,
