@@ -41,6 +41,9 @@ SAGAS = 100
 #: The relay's default batch size.
 CLAIM_BATCH = 200
 ENDPOINT = "bench-growth"
+#: The partition keys' prefixes of the backlog's rows and of the rows each claim writes first.
+BACKLOG_KEYS = "b"
+CLAIMED_KEYS = "n"
 
 
 class GrowthOpened(Event, type="bench.growth.Opened"):
@@ -109,7 +112,7 @@ _BACKLOG = """INSERT INTO sagabox_outbox_messages (message_id, type, destination
         'sagabox-type', 'bench.growth.Shipped'),
     :now - interval '1 hour' + s.g * interval '1 ms', 0, :now - interval '1 hour'
     FROM (SELECT * FROM sagabox_outbox_messages WHERE type = 'bench.growth.Due' LIMIT 1) r,
-    (SELECT g, gen_random_uuid() AS id, 'b' || (g % 10000) AS key
+    (SELECT g, gen_random_uuid() AS id, :keys || (g % 10000) AS key
      FROM generate_series(1, :n) AS g) s"""
 # One saga per ten lines, its lines spread over time as a busy stream interleaves them; one line
 # in ten is for a saga that did not exist (no incarnation), as a stream's strays are.
@@ -209,7 +212,8 @@ def fill(engine: Engine, size: Size, rows: int) -> None:
             indexes = _plain_indexes(connection, size.table)
             for name, _ in indexes:
                 connection.exec_driver_sql(f'DROP INDEX "{name}"')
-            added = connection.execute(text(size.fill), {"n": rows, "now": clock.now()})
+            parameters = {"n": rows, "now": clock.now(), "keys": BACKLOG_KEYS}
+            added = connection.execute(text(size.fill), parameters)
             if added.rowcount != rows:  # no template row to clone: the size would be a lie
                 raise RuntimeError(f"{size.label}: the fill added {added.rowcount} of {rows} rows")
             for _, definition in indexes:
@@ -243,9 +247,15 @@ def step(engine: Engine, runtime: SagaRuntime, n: int, sagas: int) -> float:
 
 def claim(engine: Engine) -> float:
     """Write a batch of due rows (untimed, on the server), then time the relay's claim and
-    delete of a batch: the oldest due rows, in a backlog the backlog's, so its size stays."""
+    delete of a batch: the oldest due rows, in a backlog the backlog's, so its size stays.
+
+    The batch's keys are none of the backlog's: its rows are due an hour ago, inside the
+    backlog's span for a while after the fill, and a row of a backlog key due before that key's
+    older rows waits for them (per-key order), so the claims would ship fewer and fewer rows.
+    """
     with engine.begin() as connection:
-        connection.execute(text(_BACKLOG), {"n": CLAIM_BATCH, "now": clock.now()})
+        parameters = {"n": CLAIM_BATCH, "now": clock.now(), "keys": CLAIMED_KEYS}
+        connection.execute(text(_BACKLOG), parameters)
     started = time.perf_counter()
     with engine.begin() as connection:
         rows = claim_due(connection, now=clock.now(), limit=CLAIM_BATCH)

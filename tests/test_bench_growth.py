@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import Engine, func, make_url, select, text
 
 from bench import growth
@@ -45,6 +46,21 @@ def test_every_fill_adds_its_rows_with_the_shapes_the_runtime_writes(engine: Eng
     assert 5 == len(rows)
     assert all(row.headers["sagabox-type"] == "bench.growth.Shipped" for row in rows)
     assert all({"key": row.partition_key} == json.loads(row.payload) for row in rows)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_claim_inside_the_backlogs_span_ships_a_full_batch(
+    engine: Engine, frozen_clock: FrozenDateTimeFactory
+) -> None:
+    """Right after the fill (the clock stopped), the rows a claim writes are due among the
+    backlog's first ones; the claim still ships a whole batch each time (with the backlog's
+    keys, its rows waited for their keys' older backlog rows: 100 of 200 in the first)."""
+    runtime = SagaRuntime([growth.GrowthSaga], endpoint=growth.ENDPOINT)
+    growth.seed(engine, runtime, TINY[0].rows)
+    backlog = growth.Size("due outbox backlog", 20_000, "sagabox_outbox_messages", TINY[7].fill)
+    growth.fill(engine, backlog, backlog.rows)
+    for _ in range(3):
+        growth.claim(engine)  # it checks that it claimed a whole batch
 
 
 def test_a_tiny_growth_run_measures_every_size_in_rounds(
