@@ -17,6 +17,7 @@ from typing import Any
 
 from kombu import Consumer, Queue, binding
 from kombu.message import Message as BrokerMessage
+from kombu.serialization import prepare_accept_content
 from sqlalchemy import Engine
 
 from outbox import clock
@@ -157,7 +158,7 @@ class Worker(Processor):
             self._ack_many = _acks_many(connection)
             while limit is None or processed < limit:
                 connection.heartbeat_check()
-                message = queue.get(no_ack=False, accept=ACCEPT)
+                message = _get(queue)
                 if message is not None:
                     self._pending.append(message)
                     processed += 1
@@ -195,6 +196,7 @@ class Worker(Processor):
                     channel,
                     queues=[queue],
                     on_message=self._receive,
+                    on_decode_error=self._receive_unreadable,
                     accept=ACCEPT,
                     prefetch_count=self.prefetch,
                 )
@@ -246,6 +248,13 @@ class Worker(Processor):
         self._stopping.set()
 
     def _receive(self, message: BrokerMessage) -> None:
+        self._pending.append(message)
+
+    def _receive_unreadable(self, message: Any, exc: Exception) -> None:
+        """A delivery kombu could not read (see `_get`): handled, hence dead-lettered, with the
+        rest; raising here would drop the connection and bring it back forever."""
+        if not isinstance(message, BrokerMessage):
+            raise exc  # not even a message to settle: the connection is dropped, as before
         self._pending.append(message)
 
     def _flush(self, *, pause: bool = True) -> None:
@@ -317,6 +326,7 @@ class Worker(Processor):
             content_type if isinstance(content_type, str) or content_type is None else None,
             routing_key=routing_key if isinstance(routing_key, str) else None,
             undecodable=tuple(undecodable or ()),
+            unreadable=_unreadable(message),
         )
 
     # --- housekeeping --------------------------------------------------------------------------
@@ -345,6 +355,33 @@ class Worker(Processor):
             return
         if pruned:
             log.info("worker: pruned %d inbox rows older than %s", pruned, self.inbox_retention)
+
+
+def _get(queue: Queue) -> BrokerMessage | None:
+    """`queue.get()` without its raise on a message kombu could not read.
+
+    kombu undoes a `compression` header as it builds the message, and `Queue.get` (as a
+    consumer's callback) raises what that undoing raised: with a peer's own scheme, or a body
+    that is not what the header says, the message would come back at every try, stopping the
+    queue. Here it is returned, and dead-lettered as it arrived (`_unreadable`).
+    """
+    message = queue.channel.basic_get(queue=queue.name, no_ack=False)
+    if message is None:
+        return None
+    to_python = getattr(queue.channel, "message_to_python", None)
+    got: BrokerMessage = to_python(message) if to_python else message
+    got.accept = prepare_accept_content(ACCEPT)
+    return got
+
+
+def _unreadable(message: BrokerMessage) -> str | None:
+    """Why kombu could not read `message` (None: it could)."""
+    if not message.errors:
+        return None
+    error = message.errors[0][1]
+    compression = (message.headers or {}).get("compression")
+    what = f"its compression header {compression!r}" if compression else "it"
+    return f"kombu could not undo {what}: {type(error).__name__}: {str(error)[:200]}"
 
 
 def _acks_many(connection: Any) -> bool:
