@@ -87,3 +87,33 @@ def test_without_a_tracer_a_message_still_passes_its_trace_on(empty_database_url
 
 
 _PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+_MALFORMED = [
+    "garbage",
+    "",
+    "00-00000000000000000000000000000000-0000000000000000-01",  # all-zero ids: invalid
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # a version that is forbidden
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-zz",
+    "x" * 600,  # past the 512 characters a propagator reads
+]
+
+
+@pytest.mark.parametrize("recording", [True, False], ids=["tracer", "no-tracer"])
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_message_with_a_malformed_trace_context_is_handled_and_starts_a_new_trace(
+    request: pytest.FixtureRequest, empty_database_url: str, recording: bool
+) -> None:
+    """A peer's broken traceparent (with tracestate and baggage as broken) neither fails the
+    message nor travels on: what the handler sends carries no copy of it."""
+    request.getfixturevalue("spans" if recording else "no_tracer_provider")
+    with SagaHarness(*chained(), database=empty_database_url) as h:
+        for traceparent in _MALFORMED:
+            broken = {"traceparent": traceparent, "tracestate": "=,=", "baggage": "%%%=;;"}
+            with h.transaction() as session:
+                Outbox(session).add(Step1(), headers=broken)
+        h.ship()
+        assert len(_MALFORMED) == h.workers[0].drain()
+        rows = h.rows(outbox_messages)
+    assert len(_MALFORMED) == len(rows)  # each handled: its Step2 is in the outbox
+    assert not {row.headers.get("traceparent") for row in rows} & set(_MALFORMED)
