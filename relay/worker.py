@@ -59,6 +59,9 @@ __all__ = [
 
 log = logging.getLogger("sagabox.worker")
 
+#: The largest prefetch count AMQP's basic.qos carries.
+MAX_PREFETCH = 65_535
+
 
 class Worker(Processor):
     """Consumes an endpoint's queue: `run` until stopped, or `drain` what is waiting."""
@@ -91,8 +94,9 @@ class Worker(Processor):
         #: Seconds to wait for one more message before handling a batch that is not full.
         self.batch_wait = batch_wait
         # A batch fills only if the broker lets that many messages go unacknowledged, and the
-        # next one arrives while this one is handled only if it lets twice as many.
-        self.prefetch = max(prefetch, 2 * batch_size if batch_size > 1 else 1)
+        # next one arrives while this one is handled only if it lets twice as many; AMQP's
+        # prefetch count is 16 bits (py-amqp fails to open the consumer past it).
+        self.prefetch = min(max(prefetch, 2 * batch_size if batch_size > 1 else 1), MAX_PREFETCH)
         self.inbox_retention = inbox_retention
         self.prune_every = prune_every
         #: Seconds between AMQP heartbeats (0: none), so a dead broker is noticed in seconds.
