@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from outbox import tracing
 from outbox.tables import outbox_messages
@@ -117,3 +119,35 @@ def test_a_message_with_a_malformed_trace_context_is_handled_and_starts_a_new_tr
         rows = h.rows(outbox_messages)
     assert len(_MALFORMED) == len(rows)  # each handled: its Step2 is in the outbox
     assert not {row.headers.get("traceparent") for row in rows} & set(_MALFORMED)
+
+
+class _ListedFields(TraceContextTextMapPropagator):
+    """A propagator whose `fields` is a list, as a hand-written one may return it."""
+
+    @property
+    def fields(self) -> Any:
+        return sorted(super().fields)
+
+
+@pytest.mark.parametrize("recording", [True, False], ids=["tracer", "no-tracer"])
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_propagator_whose_fields_are_not_a_set_still_lets_messages_through(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    empty_database_url: str,
+    recording: bool,
+) -> None:
+    """Without a tracer provider a worker asks the propagator which headers it reads; one that
+    answers with a list made every message fail, and be dead-lettered."""
+    request.getfixturevalue("spans" if recording else "no_tracer_provider")
+    # What set_global_textmap sets, undone after the test.
+    monkeypatch.setattr(propagate, "_HTTP_TEXT_FORMAT", _ListedFields())
+    with SagaHarness(*chained(), database=empty_database_url) as h:
+        with h.transaction() as session:
+            Outbox(session).add(Step1(), headers={"traceparent": _PARENT})
+        with h.transaction() as session:
+            Outbox(session).add(Step1())
+        h.ship()
+        assert 2 == h.workers[0].drain()
+        rows = h.rows(outbox_messages)
+    assert 2 == len(rows)  # both handled: each Step1's Step2 is in the outbox
