@@ -6,6 +6,7 @@ key interleave; on PostgreSQL also with a second relay claiming while the first 
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -13,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select
 
-from outbox.claim import OutboxRow, claim_due
+from outbox.claim import OutboxRow, claim_due, delete_rows, postpone_rows
 from outbox.tables import outbox_messages
 
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -77,14 +78,15 @@ def _fill(engine: Engine, specs: list[Spec]) -> list[int]:
     return ids
 
 
-def _table(engine: Engine) -> dict[int, Spec]:
+def _table(engine: Engine, now: datetime = NOW) -> dict[int, Spec]:
+    """The outbox as it stands, each row's due time in seconds from `now`."""
     t = outbox_messages
     with engine.connect() as connection:
         rows = connection.execute(select(t.c.id, t.c.partition_key, t.c.available_at, t.c.attempts))
         return {
             row.id: Spec(
                 row.partition_key,
-                int((row.available_at.replace(tzinfo=UTC) - NOW).total_seconds()),
+                int((row.available_at.replace(tzinfo=UTC) - now).total_seconds()),
                 row.attempts,
             )
             for row in rows
@@ -169,3 +171,66 @@ def test_two_relays_claiming_at_once_never_take_a_row_twice_or_pass_each_other(
             _check_in_order(table, [row.id for row in also], held=set(taken))
             if not taken and _eligible(table):
                 assert also
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows_strategy,
+    st.lists(
+        st.tuples(st.sampled_from([1, 2, 4, 10_000]), st.sampled_from([1, 3, 10_000])),
+        min_size=1,
+        max_size=8,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_two_relays_shipping_with_failures_round_after_round_keep_every_key_in_order(
+    engine: Engine,
+    specs: list[Spec],
+    rounds: list[tuple[int, int]],
+    rng: random.Random,
+) -> None:
+    """Rounds of two relays claiming at once, each shipping its rows in id order as the relay
+    does: a row the broker refuses is postponed (its attempt counted) and the rest of its key
+    in that batch stays; between rounds time moves on, so retries come due. Every row shipped
+    had no older row of its key left that was due or waiting for a retry."""
+    _fill(engine, specs)
+    now = NOW
+    for first_limit, second_limit in rounds:
+        table = _table(engine, now)
+        with engine.connect() as first, engine.connect() as second, first.begin():
+            taken = [row.id for row in claim_due(first, now=now, limit=first_limit)]
+            _check_in_order(table, taken, held=set())
+            with second.begin():
+                also = [row.id for row in claim_due(second, now=now, limit=second_limit)]
+                _check_in_order(table, also, held=set(taken))
+                _ship(second, table, also, now, rng)
+            _ship(first, table, taken, now, rng)
+        now += timedelta(seconds=rng.choice([0, 31, 3601]))
+
+
+def _ship(
+    connection: Connection,
+    table: dict[int, Spec],
+    claimed: list[int],
+    now: datetime,
+    rng: random.Random,
+) -> None:
+    """Publish `claimed` in id order with a refusal now and then, as `Relay.publish_batch`
+    settles them: shipped rows deleted, a refused one postponed, the rest of its key kept."""
+    failed_keys: set[str | None] = set()
+    shipped, refused = [], []
+    for row_id in claimed:
+        key = table[row_id].key
+        if key is not None and key in failed_keys:
+            continue  # held behind its key's refused row
+        if rng.random() < 0.3:
+            refused.append(row_id)
+            if key is not None:
+                failed_keys.add(key)
+        else:
+            shipped.append(row_id)
+    delete_rows(connection, shipped)
+    postpone_rows(connection, refused, until=now + timedelta(seconds=30))
