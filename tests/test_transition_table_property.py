@@ -8,13 +8,17 @@ callbacks called with the same arguments in the same order."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 from transitions import Machine, MachineError
 
-from sagas import transition_table
+from outbox import Event as Message
+from sagas import Saga, SagaContext, on, transition_table
 
 CALLBACKS = ("c0", "c1", "c2", "boom")
 GUARDS = ("yes", "no", "flip", "flag")
@@ -158,3 +162,78 @@ def test_the_table_does_what_the_machine_does(
 
     expected = (_outcome(through_machine), plain.state, plain.calls)
     assert expected == (_outcome(as_saga_fires), tabled.state, tabled.calls)
+
+
+class Kick(Message, type="tableprop.Kick"):
+    key: str
+    n: int = 0
+
+
+class Calls(BaseModel):
+    calls: list[str] = []
+
+
+class Parent(Saga[Calls], name="tableprop.Parent"):
+    states = ["a", "b", {"name": "c", "final": True}]
+    transitions = [
+        on(Kick, "a", "b", conditions="big", after="noted"),
+        on(Kick, "a", "c", after="noted"),
+        on(Kick, "b", "c", before="noted"),
+    ]
+    correlation = {Kick: "key"}
+
+    def big(self, ctx: SagaContext, kick: Kick) -> bool:
+        return kick.n > 1
+
+    def noted(self, ctx: SagaContext, kick: Kick) -> None:
+        self.data.calls.append(f"parent {self.state_name}")
+
+
+class Child(Parent, name="tableprop.Child"):
+    """Overrides a guard and a callback, inherits the transitions."""
+
+    def big(self, ctx: SagaContext, kick: Kick) -> bool:
+        return kick.n > 5
+
+    def noted(self, ctx: SagaContext, kick: Kick) -> None:
+        self.data.calls.append(f"child {self.state_name}")
+
+
+class Entering(Parent, name="tableprop.Entering"):
+    """Redeclares the states with an enter callback: its machine, not its parent's table."""
+
+    states = ["a", {"name": "b", "on_enter": "entered"}, {"name": "c", "final": True}]
+
+    def entered(self, ctx: SagaContext, kick: Kick) -> None:
+        self.data.calls.append("entered b")
+
+
+@pytest.mark.parametrize("cls", [Parent, Child, Entering])
+@pytest.mark.parametrize("state", ["a", "b"])
+@pytest.mark.parametrize("n", [0, 3, 9])
+def test_saga_subclasses_fire_as_their_own_machine_does(
+    cls: type[Saga[Calls]], state: str, n: int
+) -> None:
+    kick = Kick(key="k", n=n)
+    tabled, plain = _saga(cls, state), _saga(cls, state)
+    fired = tabled.fire(SagaContext(tabled, kick), kick)
+    through = bool(
+        plain.machine.events[kick.type_name].trigger(plain, SagaContext(plain, kick), kick)
+    )
+    assert (through, plain.state_name, plain.data.calls) == (
+        fired,
+        tabled.state_name,
+        tabled.data.calls,
+    )
+
+
+def _saga(cls: type[Saga[Calls]], state: str) -> Saga[Calls]:
+    now = datetime.now(UTC)
+    return cls(
+        correlation_id="k",
+        state=state,
+        data=Calls(),
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
