@@ -2,8 +2,8 @@
 as its fallback as `Saga.fire` uses it, does exactly what `transitions`' own event does, for any
 machine: guarded branches (conditions, unless, a property as a guard), prepare/before/after
 callbacks, enter/exit callbacks, internal, reflexive and wildcard transitions, final states,
-`ignore_invalid_triggers`, and callbacks that raise. Same result or error, same state, same
-callbacks called with the same arguments in the same order."""
+`ignore_invalid_triggers`, and callbacks and guards that raise. Same result or error, same
+state, same callbacks called with the same arguments in the same order."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from outbox import Event as Message
 from sagas import Saga, SagaContext, on, transition_table
 
 CALLBACKS = ("c0", "c1", "c2", "boom")
-GUARDS = ("yes", "no", "flip", "flag")
+GUARDS = ("yes", "no", "flip", "flag", "boom")
 TRIGGERS = ("t0", "t1")
 
 
