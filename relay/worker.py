@@ -17,13 +17,13 @@ from typing import Any
 
 from kombu import Consumer, Queue, binding
 from kombu.message import Message as BrokerMessage
-from kombu.serialization import prepare_accept_content
 from sqlalchemy import Engine
 
 from outbox import clock
 from outbox.inbox import prune_inbox
 from outbox.messages import Event
 from outbox.urls import mask_secrets
+from relay import compressed
 from relay.amqp_properties import UNDECODABLE
 from relay.backoff import Backoff
 from relay.broker import (
@@ -139,6 +139,7 @@ class Worker(Processor):
         )
 
     def _declare(self, channel: Any) -> Any:
+        compressed.hold(channel)  # the worker decompresses, within the size limit
         queue = self.queue()(channel)
         queue.declare()
         exchange = topic_exchange(self.exchange)
@@ -162,7 +163,7 @@ class Worker(Processor):
             self._ack_many = _acks_many(connection)
             while limit is None or processed < limit:
                 connection.heartbeat_check()
-                message = _get(queue)
+                message = compressed.get(queue)
                 if message is not None:
                     self._pending.append(message)
                     processed += 1
@@ -316,6 +317,14 @@ class Worker(Processor):
             body = body.encode("utf-8", "surrogatepass")
         elif not isinstance(body, bytes):
             body = bytes(body or b"")
+        headers, unreadable = message.headers, compressed.unreadable(message)
+        compression = compressed.held(message)
+        if compression is not None:
+            got = compressed.decompress(body, compression, self.max_message_bytes)
+            if isinstance(got, str):
+                unreadable = got  # dead-lettered as it arrived, compressed
+            else:  # handled (or dead-lettered) as if it had come uncompressed
+                body, headers = got, {k: v for k, v in headers.items() if k != "compression"}
         info = message.delivery_info or {}
         if info.get("redelivered"):
             self.stats.redelivered += 1
@@ -326,11 +335,11 @@ class Worker(Processor):
         content_type = message.content_type
         return Delivery(
             body,
-            message.headers,
+            headers,
             content_type if isinstance(content_type, str) or content_type is None else None,
             routing_key=routing_key if isinstance(routing_key, str) else None,
             undecodable=tuple(undecodable or ()),
-            unreadable=_unreadable(message),
+            unreadable=unreadable,
         )
 
     # --- housekeeping --------------------------------------------------------------------------
@@ -359,33 +368,6 @@ class Worker(Processor):
             return
         if pruned:
             log.info("worker: pruned %d inbox rows older than %s", pruned, self.inbox_retention)
-
-
-def _get(queue: Queue) -> BrokerMessage | None:
-    """`queue.get()` without its raise on a message kombu could not read.
-
-    kombu undoes a `compression` header as it builds the message, and `Queue.get` (as a
-    consumer's callback) raises what that undoing raised: with a peer's own scheme, or a body
-    that is not what the header says, the message would come back at every try, stopping the
-    queue. Here it is returned, and dead-lettered as it arrived (`_unreadable`).
-    """
-    message = queue.channel.basic_get(queue=queue.name, no_ack=False)
-    if message is None:
-        return None
-    to_python = getattr(queue.channel, "message_to_python", None)
-    got: BrokerMessage = to_python(message) if to_python else message
-    got.accept = prepare_accept_content(ACCEPT)
-    return got
-
-
-def _unreadable(message: BrokerMessage) -> str | None:
-    """Why kombu could not read `message` (None: it could)."""
-    if not message.errors:
-        return None
-    error = message.errors[0][1]
-    compression = (message.headers or {}).get("compression")
-    what = f"its compression header {compression!r}" if compression else "it"
-    return f"kombu could not undo {what}: {type(error).__name__}: {str(error)[:200]}"
 
 
 def _acks_many(connection: Any) -> bool:
