@@ -32,8 +32,8 @@ class CompressionHeld(Exception):
 # Set before kombu's own __init__ runs: kombu decompresses only when the message has no errors.
 HELD = (CompressionHeld, CompressionHeld("left compressed for the worker"), None)
 
-#: kombu's names (and aliases) for the compressions read here.
-# Each makes an object with `decompress(data, max_length)` and `eof`.
+# kombu's names (and aliases) for the compressions read here, each to a maker of an object
+# with `decompress(data, max_length)` and `eof`.
 _DECOMPRESSORS: dict[str, Callable[[], Any]] = {
     name: make
     for names, make in (

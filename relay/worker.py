@@ -256,8 +256,8 @@ class Worker(Processor):
         self._pending.append(message)
 
     def _receive_unreadable(self, message: Any, exc: Exception) -> None:
-        """A delivery kombu could not read (see `_get`): handled, hence dead-lettered, with the
-        rest; raising here would drop the connection and bring it back forever."""
+        """A delivery kombu marked as failed (see `relay.compressed`): handled, hence
+        dead-lettered, with the rest; raising would drop the connection and bring it back."""
         if not isinstance(message, BrokerMessage):
             raise exc  # not even a message to settle: the connection is dropped, as before
         self._pending.append(message)

@@ -171,7 +171,7 @@ def create(
     if dialect == "postgresql" and batch is None and then:
         # A start that sends thousands of messages would pass PostgreSQL's 65,535 parameters
         # in one statement (and cache a statement that size): the rows past the first
-        # `step_sql.MAX_ROWS` follow it, one after the other, as elsewhere.
+        # `step_sql.MAX_ROWS` follow it in one multi-row insert.
         carried, then = then[: step_sql.MAX_ROWS], then[step_sql.MAX_ROWS :]
         parameters = {f"p0_{name}": value for name, value in row.items()}
         for number, (_table, values) in enumerate(carried, start=1):
