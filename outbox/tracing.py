@@ -32,7 +32,8 @@ def span_needed(headers: Mapping[str, str]) -> bool:
     provider = trace.get_tracer_provider()
     if not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return True
-    return not propagate.get_global_textmap().fields.isdisjoint(headers)
+    # Any iterable: `fields` is typed as a set, but a hand-written propagator may return a list.
+    return any(name in headers for name in propagate.get_global_textmap().fields)
 
 
 def inject(headers: MutableMapping[str, str]) -> None:

@@ -124,7 +124,8 @@ class Delivery:
     """A message as the broker handed it over, before anything trusts it.
 
     `routing_key` is the key it was published with (None if the transport does not say);
-    `undecodable` names the AMQP properties that were not UTF-8 (see `relay.amqp_properties`).
+    `undecodable` names the AMQP properties that were not UTF-8 (see `relay.amqp_properties`);
+    `unreadable` says why the broker client could not read the message (None: it could).
     """
 
     body: bytes
@@ -132,3 +133,4 @@ class Delivery:
     content_type: str | None
     routing_key: str | None = None
     undecodable: tuple[str, ...] = ()
+    unreadable: str | None = None

@@ -163,6 +163,8 @@ class Processor:
     def _check_and_decode(self, delivery: Delivery) -> Prepared | Outcome:
         if delivery.routing_key is not None and delivery.routing_key not in self._routing_keys:
             return self._drop(delivery)
+        if delivery.unreadable is not None:
+            return self._dead(delivery, f"refused unread: {delivery.unreadable}")
         if delivery.undecodable:
             return self._dead(
                 delivery,

@@ -23,6 +23,7 @@ from outbox import clock
 from outbox.inbox import prune_inbox
 from outbox.messages import Event
 from outbox.urls import mask_secrets
+from relay import compressed
 from relay.amqp_properties import UNDECODABLE
 from relay.backoff import Backoff
 from relay.broker import (
@@ -58,6 +59,9 @@ __all__ = [
 
 log = logging.getLogger("sagabox.worker")
 
+#: The largest prefetch count AMQP's basic.qos carries.
+MAX_PREFETCH = 65_535
+
 
 class Worker(Processor):
     """Consumes an endpoint's queue: `run` until stopped, or `drain` what is waiting."""
@@ -90,8 +94,9 @@ class Worker(Processor):
         #: Seconds to wait for one more message before handling a batch that is not full.
         self.batch_wait = batch_wait
         # A batch fills only if the broker lets that many messages go unacknowledged, and the
-        # next one arrives while this one is handled only if it lets twice as many.
-        self.prefetch = max(prefetch, 2 * batch_size if batch_size > 1 else 1)
+        # next one arrives while this one is handled only if it lets twice as many; AMQP's
+        # prefetch count is 16 bits (py-amqp fails to open the consumer past it).
+        self.prefetch = min(max(prefetch, 2 * batch_size if batch_size > 1 else 1), MAX_PREFETCH)
         self.inbox_retention = inbox_retention
         self.prune_every = prune_every
         #: Seconds between AMQP heartbeats (0: none), so a dead broker is noticed in seconds.
@@ -134,6 +139,7 @@ class Worker(Processor):
         )
 
     def _declare(self, channel: Any) -> Any:
+        compressed.hold(channel)  # the worker decompresses, within the size limit
         queue = self.queue()(channel)
         queue.declare()
         exchange = topic_exchange(self.exchange)
@@ -157,7 +163,7 @@ class Worker(Processor):
             self._ack_many = _acks_many(connection)
             while limit is None or processed < limit:
                 connection.heartbeat_check()
-                message = queue.get(no_ack=False, accept=ACCEPT)
+                message = compressed.get(queue)
                 if message is not None:
                     self._pending.append(message)
                     processed += 1
@@ -195,6 +201,7 @@ class Worker(Processor):
                     channel,
                     queues=[queue],
                     on_message=self._receive,
+                    on_decode_error=self._receive_unreadable,
                     accept=ACCEPT,
                     prefetch_count=self.prefetch,
                 )
@@ -246,6 +253,13 @@ class Worker(Processor):
         self._stopping.set()
 
     def _receive(self, message: BrokerMessage) -> None:
+        self._pending.append(message)
+
+    def _receive_unreadable(self, message: Any, exc: Exception) -> None:
+        """A delivery kombu marked as failed (see `relay.compressed`): handled, hence
+        dead-lettered, with the rest; raising would drop the connection and bring it back."""
+        if not isinstance(message, BrokerMessage):
+            raise exc  # not even a message to settle: the connection is dropped, as before
         self._pending.append(message)
 
     def _flush(self, *, pause: bool = True) -> None:
@@ -303,6 +317,14 @@ class Worker(Processor):
             body = body.encode("utf-8", "surrogatepass")
         elif not isinstance(body, bytes):
             body = bytes(body or b"")
+        headers, unreadable = message.headers, compressed.unreadable(message)
+        compression = compressed.held(message)
+        if compression is not None:
+            got = compressed.decompress(body, compression, self.max_message_bytes)
+            if isinstance(got, str):
+                unreadable = got  # dead-lettered as it arrived, compressed
+            else:  # handled (or dead-lettered) as if it had come uncompressed
+                body, headers = got, {k: v for k, v in headers.items() if k != "compression"}
         info = message.delivery_info or {}
         if info.get("redelivered"):
             self.stats.redelivered += 1
@@ -313,10 +335,11 @@ class Worker(Processor):
         content_type = message.content_type
         return Delivery(
             body,
-            message.headers,
+            headers,
             content_type if isinstance(content_type, str) or content_type is None else None,
             routing_key=routing_key if isinstance(routing_key, str) else None,
             undecodable=tuple(undecodable or ()),
+            unreadable=unreadable,
         )
 
     # --- housekeeping --------------------------------------------------------------------------

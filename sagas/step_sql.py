@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from outbox.database import Executor, dialect_of
 from outbox.tables import outbox_messages
+from outbox.writer import write_rows
 from sagas.tables import saga_instances, saga_journal
 
 # SQL NULL for no pending timeouts, as the store writes it ("stuck" queries test for it).
@@ -34,6 +35,11 @@ _OUTBOX_COLUMNS = (
     "message_id", "type", "destination", "partition_key", "payload", "headers", "available_at",
     "attempts", "created_at",
 )  # fmt: skip
+
+#: The outbox rows the one statement carries at most; a step that sends more (a fan-out) writes
+#: the rest right after it, in one multi-row insert. PostgreSQL takes at most 65,535 parameters
+#: in a statement (9 an outbox row), and a statement is built and cached per number of rows.
+MAX_ROWS = 32
 
 _STATEMENTS: dict[int, TextClause] = {}
 
@@ -98,12 +104,16 @@ def save_step(
 ) -> bool:
     """Update the saga row to `columns` if it still has `expected_version`, and only then
     insert `journal_line` and `outbox_rows`; False (nothing written) if the version was stale."""
+    carried, rest = outbox_rows[:MAX_ROWS], outbox_rows[MAX_ROWS:]
     parameters: dict[str, Any] = {"b_id": saga_id, "b_expected_version": expected_version}
     parameters.update({"s_" + c: columns[c] for c in _SAGA_COLUMNS})
     parameters.update({"j_" + c: journal_line[c] for c in _JOURNAL_COLUMNS})
-    for n, row in enumerate(outbox_rows):
+    for n, row in enumerate(carried):
         parameters.update({f"o{n}_{c}": row[c] for c in _OUTBOX_COLUMNS})
-    return executor.execute(_statement(len(outbox_rows)), parameters).first() is not None
+    saved = executor.execute(_statement(len(carried)), parameters).first() is not None
+    if saved:
+        write_rows(executor, rest)  # after the statement's rows: their ids follow the emission
+    return saved
 
 
 def _pg_dialect() -> Any:

@@ -169,13 +169,21 @@ def create(
     batch = current_batch(executor)
     dialect = dialect_of(executor)
     if dialect == "postgresql" and batch is None and then:
+        # A start that sends thousands of messages would pass PostgreSQL's 65,535 parameters
+        # in one statement (and cache a statement that size): the rows past the first
+        # `step_sql.MAX_ROWS` follow it in one multi-row insert.
+        carried, then = then[: step_sql.MAX_ROWS], then[step_sql.MAX_ROWS :]
         parameters = {f"p0_{name}": value for name, value in row.items()}
-        for number, (_table, values) in enumerate(then, start=1):
+        for number, (_table, values) in enumerate(carried, start=1):
             parameters.update({f"p{number}_{name}": value for name, value in values.items()})
-        shape = tuple((table, tuple(values)) for table, values in then)
+        shape = tuple((table, tuple(values)) for table, values in carried)
         statement = _create_with(tuple(row), shape)
-        return executor.execute(statement, parameters).first() is not None
-    created = executor.execute(_CREATE[dialect], row).first() is not None
+        created = executor.execute(statement, parameters).first() is not None
+        if created and then and all(table is outbox_messages for table, _values in then):
+            write_rows(executor, [values for _table, values in then])  # in one go, in order
+            return True
+    else:
+        created = executor.execute(_CREATE[dialect], row).first() is not None
     if created and batch is not None:
         batch.instances[(saga.saga_type, saga.correlation_id)] = saga
         batch.writes += 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from outbox import tracing
 from outbox.tables import outbox_messages
@@ -87,3 +89,65 @@ def test_without_a_tracer_a_message_still_passes_its_trace_on(empty_database_url
 
 
 _PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+_MALFORMED = [
+    "garbage",
+    "",
+    "00-00000000000000000000000000000000-0000000000000000-01",  # all-zero ids: invalid
+    "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # a version that is forbidden
+    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-zz",
+    "x" * 600,  # past the 512 characters a propagator reads
+]
+
+
+@pytest.mark.parametrize("recording", [True, False], ids=["tracer", "no-tracer"])
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_message_with_a_malformed_trace_context_is_handled_and_starts_a_new_trace(
+    request: pytest.FixtureRequest, empty_database_url: str, recording: bool
+) -> None:
+    """A peer's broken traceparent (with tracestate and baggage as broken) neither fails the
+    message nor travels on: what the handler sends carries no copy of it."""
+    request.getfixturevalue("spans" if recording else "no_tracer_provider")
+    with SagaHarness(*chained(), database=empty_database_url) as h:
+        for traceparent in _MALFORMED:
+            broken = {"traceparent": traceparent, "tracestate": "=,=", "baggage": "%%%=;;"}
+            with h.transaction() as session:
+                Outbox(session).add(Step1(), headers=broken)
+        h.ship()
+        assert len(_MALFORMED) == h.workers[0].drain()
+        rows = h.rows(outbox_messages)
+    assert len(_MALFORMED) == len(rows)  # each handled: its Step2 is in the outbox
+    assert not {row.headers.get("traceparent") for row in rows} & set(_MALFORMED)
+
+
+class _ListedFields(TraceContextTextMapPropagator):
+    """A propagator whose `fields` is a list, as a hand-written one may return it."""
+
+    @property
+    def fields(self) -> Any:
+        return sorted(super().fields)
+
+
+@pytest.mark.parametrize("recording", [True, False], ids=["tracer", "no-tracer"])
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_propagator_whose_fields_are_not_a_set_still_lets_messages_through(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    empty_database_url: str,
+    recording: bool,
+) -> None:
+    """Without a tracer provider a worker asks the propagator which headers it reads; one that
+    answers with a list made every message fail, and be dead-lettered."""
+    request.getfixturevalue("spans" if recording else "no_tracer_provider")
+    # What set_global_textmap sets, undone after the test.
+    monkeypatch.setattr(propagate, "_HTTP_TEXT_FORMAT", _ListedFields())
+    with SagaHarness(*chained(), database=empty_database_url) as h:
+        with h.transaction() as session:
+            Outbox(session).add(Step1(), headers={"traceparent": _PARENT})
+        with h.transaction() as session:
+            Outbox(session).add(Step1())
+        h.ship()
+        assert 2 == h.workers[0].drain()
+        rows = h.rows(outbox_messages)
+    assert 2 == len(rows)  # both handled: each Step1's Step2 is in the outbox
