@@ -1,7 +1,15 @@
-"""(c) relay throughput against a raw kombu publish loop, and (f) relay memory on a big backlog."""
+"""(c) relay throughput against a raw kombu publish loop, and (f) relay memory on a big backlog.
+
+    python -m bench.relay_speed [ROWS] [ROUNDS]
+
+runs (c) alone on the servers of `scripts/services.sh` (start them with SAGABOX_PG_DURABLE=1).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import statistics
 import subprocess
 import time
 import uuid
@@ -11,7 +19,14 @@ from pathlib import Path
 from kombu import Connection, Queue, binding
 from sqlalchemy import text
 
-from bench.common import CpuUse, measuring_cpu, sagabox_process, stop
+from bench.common import (
+    CpuUse,
+    measuring_cpu,
+    sagabox_process,
+    scratch_database,
+    server_urls,
+    stop,
+)
 from outbox.claim import OutboxRow
 from outbox.database import make_engine
 from outbox.envelope import CONTENT_TYPE
@@ -171,3 +186,45 @@ def relay_memory(url: str, broker: str, rows: int) -> tuple[float, float, float,
     seconds = time.monotonic() - started
     warm = samples[min(len(samples) - 1, 10)] if samples else 0.0  # after ~5 s
     return warm, max(samples, default=0.0), samples[-1] if samples else 0.0, seconds
+
+
+def main() -> int:
+    """`python -m bench.relay_speed [ROWS] [ROUNDS]`: (c) alone, in rounds of the raw loop, one
+    relay in this process and two relay processes, each on a fresh database; the medians last."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("rows", type=int, nargs="?", default=100_000, help="rows a measurement")
+    parser.add_argument("rounds", type=int, nargs="?", default=3)
+    args = parser.parse_args()
+    servers = server_urls()
+    if servers is None:
+        return 2
+    postgres, amqp = servers
+    rates: dict[str, list[float]] = {"raw": [], "one": [], "two": []}
+    for round_number in range(1, args.rounds + 1):
+        load = " ".join(f"{figure:.2f}" for figure in os.getloadavg())
+        with scratch_database(postgres) as url:
+            raw, raw_cpu = raw_publish_rate(url, amqp, args.rows)
+        with scratch_database(postgres) as url:
+            one, one_cpu = relay_rate(url, amqp, args.rows)
+        with scratch_database(postgres) as url:
+            two = relay_processes_rate(url, amqp, args.rows, processes=2)
+        for name, rate in (("raw", raw), ("one", one), ("two", two)):
+            rates[name].append(rate)
+        print(
+            f"round {round_number}: raw loop {raw:,.0f}, one relay {one:,.0f} ({one / raw:.2f}), "
+            f"two relays {two:,.0f} ({two / raw:.2f}) msg/s; load before {load}\n"
+            f"  CPU, raw loop: {raw_cpu.per(args.rows)}\n"
+            f"  CPU, one relay: {one_cpu.per(args.rows)}",
+            flush=True,
+        )
+    raw, one, two = (statistics.median(values) for values in rates.values())
+    print(
+        f"medians of {args.rounds} rounds, {args.rows:,} rows: raw loop {raw:,.0f}, one relay "
+        f"{one:,.0f} ({one / raw:.2f}), two relays {two:,.0f} ({two / raw:.2f}) msg/s",
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
