@@ -89,15 +89,27 @@ def draining_relay(
     )  # fmt: skip
 
 
+def running_relay(url: str, broker: str, exchange: str) -> subprocess.Popen[bytes]:
+    """`sagabox relay` as a process, in batches of 500, until stopped. It claims again 20 ms
+    after a claim that found nothing it may publish: with several relays that happens while
+    the others hold the rows of every key that is due (a key's rows go out in order)."""
+    return sagabox_process(
+        "relay", "--batch-size", "500", "--poll-interval", "0.02", "--log-level", "warning",
+        "--db", url, "--broker", broker, "--exchange", exchange, quiet=True,
+    )  # fmt: skip
+
+
 def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> float:
-    """Rows per second `processes` relay processes (`sagabox relay --once`) ship side by side,
-    timed on the sink queue from its first message to its last, so interpreter start-up is
-    not counted."""
+    """Rows per second `processes` relay processes (`sagabox relay`) ship side by side, timed
+    on the sink queue from its first message to its last, so interpreter start-up is not
+    counted. They run until stopped: `--once` would return at its first claim that found
+    nothing it may publish, which the second relay's first claim often is (the other holds
+    every key then), leaving one relay to do the work."""
     fill_outbox(url, rows)
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     with Connection(broker) as connection:
         sink = bound_sink(connection, exchange)
-        relays = [draining_relay(url, broker, exchange) for _ in range(processes)]
+        relays = [running_relay(url, broker, exchange) for _ in range(processes)]
         first: float | None = None
         try:
             while True:
@@ -107,8 +119,8 @@ def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> fl
                     first = now
                 if depth >= rows:
                     break
-                if all(relay.poll() is not None for relay in relays) and depth < rows:
-                    raise RuntimeError(f"the relays exited with {depth} of {rows} shipped")
+                if any(relay.poll() is not None for relay in relays):
+                    raise RuntimeError(f"a relay exited with {depth} of {rows} shipped")
                 time.sleep(0.01)  # the sampling period of the queue depth
         finally:
             stop(*relays)
