@@ -107,6 +107,9 @@ class Outbox:
             envelope.payload,
             what=f"{envelope.type} message {envelope.headers.get(H_MESSAGE_ID)}",
         )
+        _check_text(destination, "destination")
+        if partition_key is not None:
+            _check_text(partition_key, "partition_key")
         now = clock.now()
         available_at = (
             now if deliver_at is None else clock.ensure_aware(deliver_at, what="deliver_at")
@@ -136,6 +139,22 @@ def write_rows(executor: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
     if rows:
         executor.execute(_INSERT, dict(rows[0]) if len(rows) == 1 else list(rows))
         signals.mark_written(executor)
+
+
+#: The longest destination or partition key, in characters: their columns' length.
+MAX_TEXT: int = outbox_messages.c.partition_key.type.length  # type: ignore[attr-defined]
+
+
+def _check_text(value: str, what: str) -> None:
+    """Refuse, now and by name, a value its column cannot hold: on PostgreSQL it would fail the
+    caller's commit with a database error (SQLite would store it, and the two must agree)."""
+    if len(value) > MAX_TEXT or "\x00" in value:
+        problem = "holds a NUL character" if "\x00" in value else f"is {len(value)} characters"
+        raise ValueError(
+            f"{what} {value[:80]!r}{'...' if len(value) > 80 else ''} {problem}; the outbox "
+            f"stores text of at most {MAX_TEXT} characters without NUL: pass a shorter one "
+            "(a hash of a long key keeps its order just as well)"
+        )
 
 
 def _destination(message: Message, destination: str | None) -> str:

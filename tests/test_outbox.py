@@ -100,3 +100,25 @@ def test_outbox_works_on_a_plain_connection(engine: Engine) -> None:
     with engine.begin() as connection:
         Outbox(connection).add(_loan())
     assert 1 == _count(engine)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("partition_key", "k" * 256),
+        ("partition_key", "a\x00b"),
+        ("destination", "d" * 256),
+    ],
+)
+def test_a_key_or_destination_its_column_cannot_hold_is_refused_by_name(
+    engine: Engine, field: str, value: str
+) -> None:
+    # On PostgreSQL the row failed the caller's commit with a database error, which a worker
+    # takes for an outage; on SQLite it was stored. Both refuse it now, before any write.
+    message = RunCreditCheck(loan_id="L-7", applicant="Grace", bureau="acme")
+    arguments = {"destination": "credit", "partition_key": None, field: value}
+    with Session(engine) as session, session.begin():
+        with pytest.raises(ValueError, match=f"{field} .* at most 255 characters without NUL"):
+            Outbox(session).add(message, **arguments)  # type: ignore[arg-type]
+        Outbox(session).add(message, destination="credit", partition_key="k" * 255)
+    assert _count(engine) == 1
