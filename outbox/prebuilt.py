@@ -10,7 +10,8 @@ holds: the same SQL, the same transaction, the same parameters and values as `ex
 give. What it keeps from the full path: errors go through the connection's own handling (the
 same `sqlalchemy.exc` classes, `handle_error` events, a dropped connection invalidated), and an
 engine with `before_cursor_execute` or `after_cursor_execute` listeners (instrumentation, tests
-counting statements) gets the full path, so that every statement is still seen.
+counting statements), or a session with `do_orm_execute` ones, gets the full path, so that every
+statement is still seen. (`Session.execute` does not autoflush for these Core statements either.)
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ class Prebuilt:
     def first(self, executor: Executor, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
         """Execute with `parameters` in the executor's transaction; the first row as a dict
         (column name → value, processed as `execute` would), or None when there is none."""
-        connection = executor.connection() if isinstance(executor, Session) else executor
-        if _listened(connection):
-            row = connection.execute(self.statement, dict(parameters)).mappings().first()
+        session = executor if isinstance(executor, Session) else None
+        connection = session.connection() if session is not None else executor
+        assert isinstance(connection, Connection)
+        if _listened(connection) or (session is not None and session.dispatch.do_orm_execute):
+            row = executor.execute(self.statement, dict(parameters)).mappings().first()
             return None if row is None else dict(row)
         dialect = connection.dialect
         compiled = self._compiled.get(dialect.name)

@@ -104,3 +104,12 @@ def test_listeners_see_every_statement(engine: Engine) -> None:
             event.remove(engine, "after_cursor_execute", record)
     assert 1 == statements.count("SELECT")
     assert 1 == len(seen)
+
+
+def test_a_sessions_execute_listeners_see_it_too(engine: Engine) -> None:
+    seen: list[object] = []
+    with Session(engine) as session, session.begin():
+        _insert(session, "d")
+        event.listen(session, "do_orm_execute", lambda state: seen.append(state.statement))
+        assert Prebuilt(_ROW).first(session, {"b_key": "d"}) is not None
+    assert [_ROW] == seen
