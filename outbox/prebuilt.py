@@ -77,8 +77,9 @@ class Prebuilt:
         for name, process in compiled.binds.items():
             if process is not None:
                 values[name] = process(values[name])
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cursor = None
         try:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             order = compiled.order
             cursor.execute(compiled.sql, values if order is None else [values[n] for n in order])
             found = cursor.fetchone() if cursor.description else None
@@ -88,7 +89,8 @@ class Prebuilt:
             # and a connection the database dropped is invalidated.
             connection._handle_dbapi_exception(exc, compiled.sql, values, cursor, None)
         finally:
-            cursor.close()
+            if cursor is not None:
+                cursor.close()
         if found is None:
             return None
         names = [column[0] for column in description]

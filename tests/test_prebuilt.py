@@ -113,3 +113,11 @@ def test_a_sessions_execute_listeners_see_it_too(engine: Engine) -> None:
         event.listen(session, "do_orm_execute", lambda state: seen.append(state.statement))
         assert Prebuilt(_ROW).first(session, {"b_key": "d"}) is not None
     assert [_ROW] == seen
+
+
+def test_a_closed_driver_connection_fails_as_sqlalchemys_error(engine: Engine) -> None:
+    """Even before the statement is sent (opening the cursor), the error is SQLAlchemy's."""
+    with Session(engine) as session:
+        session.connection().connection.dbapi_connection.close()  # type: ignore[union-attr]
+        with pytest.raises(DBAPIError):
+            Prebuilt(_ROW).first(session, {"b_key": "a"})
