@@ -11,14 +11,15 @@ second waits for the first, as with the plain insert). SQLite keeps the two stat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, and_, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import RowMapping
 
 from outbox.database import Executor, dialect_of
 from outbox.inbox import Inbox
+from outbox.prebuilt import Prebuilt
 from outbox.tables import inbox_messages
 from sagas import requests
 from sagas.batch import current_batch
@@ -59,7 +60,7 @@ def _statement() -> Select[Any]:
     return select(new, *saga_instances.c).select_from(one.outerjoin(saga_instances, _KEY))
 
 
-_RECORD_AND_LOAD = _statement()
+_RECORD_AND_LOAD = Prebuilt(_statement())
 _LOAD = select(saga_instances).where(_KEY)
 
 
@@ -70,7 +71,7 @@ def supported(executor: Executor) -> bool:
 
 def record_and_load(
     executor: Executor, inbox: Inbox, message_id: Any, saga_type: str, correlation_id: str
-) -> tuple[bool, RowMapping | None]:
+) -> tuple[bool, Mapping[Any, Any] | None]:
     """Record `message_id` in `inbox`; if it is new, also read the saga row (`saga_type`,
     `correlation_id`). Returns (new, the row or None); (False, None) for a message recorded
     before, whose saga row is not for this transaction to read."""
@@ -79,8 +80,10 @@ def record_and_load(
         if not inbox.record(message_id):
             return False, None
         return True, executor.execute(_LOAD, key).mappings().first()
-    row = executor.execute(_RECORD_AND_LOAD, {**inbox.row(message_id), **key}).mappings().one()
-    if not row[RECORDED]:
+    # Through the DBAPI cursor (`outbox.prebuilt`): sent for every message an unbatched
+    # worker handles. It always returns one row.
+    row = _RECORD_AND_LOAD.first(executor, {**inbox.row(message_id), **key})
+    if row is None or not row[RECORDED]:
         return False, None
     return True, None if row["id"] is None else row
 

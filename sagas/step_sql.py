@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, TextClause, bindparam, text
+from sqlalchemy import JSON, bindparam, text
 from sqlalchemy.dialects.postgresql import JSONB
 
 from outbox.database import Executor, dialect_of
+from outbox.prebuilt import Prebuilt
 from outbox.tables import outbox_messages
 from outbox.writer import write_rows
 from sagas.tables import saga_instances, saga_journal
@@ -41,7 +42,7 @@ _OUTBOX_COLUMNS = (
 #: in a statement (9 an outbox row), and a statement is built and cached per number of rows.
 MAX_ROWS = 32
 
-_STATEMENTS: dict[int, TextClause] = {}
+_STATEMENTS: dict[int, Prebuilt] = {}
 
 
 def _cast(table: Any, column: str, name: str) -> str:
@@ -50,7 +51,7 @@ def _cast(table: Any, column: str, name: str) -> str:
     return f"CAST(:{name} AS {sql_type})"
 
 
-def _statement(rows: int) -> TextClause:
+def _statement(rows: int) -> Prebuilt:
     statement = _STATEMENTS.get(rows)
     if statement is not None:
         return statement
@@ -84,7 +85,8 @@ def _statement(rows: int) -> TextClause:
     binds += [
         bindparam(f"o{n}_{c}", type_=o.c[c].type) for n in range(rows) for c in _OUTBOX_COLUMNS
     ]
-    statement = _STATEMENTS[rows] = text(sql).bindparams(*binds)
+    # Sent through the DBAPI cursor (`outbox.prebuilt`): once for every unbatched step.
+    statement = _STATEMENTS[rows] = Prebuilt(text(sql).bindparams(*binds))
     return statement
 
 
@@ -110,7 +112,7 @@ def save_step(
     parameters.update({"j_" + c: journal_line[c] for c in _JOURNAL_COLUMNS})
     for n, row in enumerate(carried):
         parameters.update({f"o{n}_{c}": row[c] for c in _OUTBOX_COLUMNS})
-    saved = executor.execute(_statement(len(carried)), parameters).first() is not None
+    saved = _statement(len(carried)).first(executor, parameters) is not None
     if saved:
         write_rows(executor, rest)  # after the statement's rows: their ids follow the emission
     return saved

@@ -1,0 +1,117 @@
+"""A prebuilt hot statement sent straight through the DBAPI cursor, with SQLAlchemy's own types.
+
+An unbatched worker step sends two statements (`sagas.inbox_load`, `sagas.step_sql`); on a
+2-core machine the step is bound by CPU, and SQLAlchemy's execute path (execution context,
+cache key lookup, result metadata from `cursor.description`) cost about 150 µs of CPU per
+statement against 75 µs for psycopg itself (bench/results/2026-12-02-unbatched.md). A
+`Prebuilt` compiles its statement once per dialect, keeps the bind and result processors of its
+column types, and sends it on the cursor of the connection the session's transaction already
+holds: the same SQL, the same transaction, the same parameters and values as `execute` would
+give. What it keeps from the full path: errors go through the connection's own handling (the
+same `sqlalchemy.exc` classes, `handle_error` events, a dropped connection invalidated), and an
+engine with `before_cursor_execute` or `after_cursor_execute` listeners (instrumentation, tests
+counting statements), or a session with `do_orm_execute` ones, gets the full path, so that every
+statement is still seen. (`Session.execute` does not autoflush for these Core statements either.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Executable
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import Compiled
+
+from outbox.database import Executor
+
+Processor = Callable[[Any], Any] | None
+
+
+class _Compiled:
+    """A statement compiled for one dialect, with its bind processors."""
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled: Compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        # Every bind under the name the SQL renders (an anonymous literal's is `param_1`).
+        names = compiled.bind_names  # type: ignore[attr-defined]
+        # The values the statement holds itself (literals); the rest come with each call.
+        self.defaults = {names[b]: b.effective_value for b in names if not b.required}
+        self.binds: dict[str, Processor] = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for bind, name in names.items()
+        }
+        #: The parameters' order for a positional paramstyle (SQLite's `?`), else None.
+        self.order: list[str] | None = (
+            list(compiled.positiontup or ()) if compiled.positional else None  # type: ignore[attr-defined]
+        )
+        self.columns = [
+            (column.key, column.type) for column in getattr(statement, "selected_columns", ())
+        ]
+        self.results: list[Processor] | None = None  # from the first result's type codes
+
+
+class Prebuilt:
+    """`statement`, executed with the fewest Python layers the guarantees allow."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[str, _Compiled] = {}
+
+    def first(self, executor: Executor, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Execute with `parameters` in the executor's transaction; the first row as a dict
+        (column name → value, processed as `execute` would), or None when there is none."""
+        session = executor if isinstance(executor, Session) else None
+        connection = session.connection() if session is not None else executor
+        assert isinstance(connection, Connection)
+        if _listened(connection) or (session is not None and session.dispatch.do_orm_execute):
+            row = executor.execute(self.statement, dict(parameters)).mappings().first()
+            return None if row is None else dict(row)
+        dialect = connection.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
+        values = {**compiled.defaults, **parameters}
+        for name, process in compiled.binds.items():
+            if process is not None:
+                values[name] = process(values[name])
+        cursor = None
+        try:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            order = compiled.order
+            cursor.execute(compiled.sql, values if order is None else [values[n] for n in order])
+            found = cursor.fetchone() if cursor.description else None
+            description = cursor.description
+        except Exception as exc:
+            # The full path's handling: the same exception classes, `handle_error` events,
+            # and a connection the database dropped is invalidated.
+            connection._handle_dbapi_exception(exc, compiled.sql, values, cursor, None)
+        finally:
+            if cursor is not None:
+                cursor.close()
+        if found is None:
+            return None
+        names = [column[0] for column in description]
+        if compiled.results is None:
+            compiled.results = _result_processors(compiled, dialect, description)
+        return {
+            name: value if process is None or value is None else process(value)
+            for name, value, process in zip(names, found, compiled.results, strict=True)
+        }
+
+
+def _result_processors(compiled: _Compiled, dialect: Dialect, description: Any) -> list[Processor]:
+    if len(compiled.columns) != len(description):
+        return [None] * len(description)  # a textual statement: values as the driver gives them
+    return [
+        type_.dialect_impl(dialect).result_processor(dialect, column[1])
+        for (_, type_), column in zip(compiled.columns, description, strict=True)
+    ]
+
+
+def _listened(connection: Connection) -> bool:
+    """Whether anything listens for the statements this connection sends."""
+    dispatch = connection.dispatch
+    return bool(dispatch.before_cursor_execute) or bool(dispatch.after_cursor_execute)

@@ -1,0 +1,123 @@
+"""`outbox.prebuilt`: a hot statement sent through the DBAPI cursor gives what `execute` gives
+(the same values, processed by the same column types), fails with the same errors, and leaves the
+full path to engines whose statements something listens to."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, bindparam, event, literal, select, text
+from sqlalchemy.exc import DBAPIError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from outbox.prebuilt import Prebuilt
+from sagas.tables import saga_instances
+from tests.test_saga_batches import Statements
+
+_ROW = select(literal(7).label("seven"), *saga_instances.c).where(
+    saga_instances.c.correlation_id == bindparam("b_key")
+)
+
+
+def _insert(session: Session, key: str) -> None:
+    now = datetime(2026, 12, 2, 1, 2, 3, tzinfo=UTC)
+    session.execute(
+        saga_instances.insert().values(
+            id=uuid.uuid4(), saga_type="t", correlation_id=key, incarnation=uuid.uuid4(),
+            state="s", data={"n": [1, "x"]}, version=3, created_at=now, updated_at=now,
+            timeouts=None,
+        )
+    )  # fmt: skip
+
+
+def test_a_row_comes_back_as_execute_gives_it(engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        _insert(session, "a")
+        expected = dict(session.execute(_ROW, {"b_key": "a"}).mappings().one())
+        got = Prebuilt(_ROW).first(session, {"b_key": "a"})
+        assert expected == got
+        assert got is not None
+        assert isinstance(got["id"], uuid.UUID)
+        assert {"n": [1, "x"]} == got["data"]
+        assert got["created_at"].tzinfo is not None  # UTCDateTime's own processing
+        assert None is Prebuilt(_ROW).first(session, {"b_key": "nobody"})
+
+
+def test_it_runs_in_the_sessions_transaction(engine: Engine) -> None:
+    """What it writes rolls back with the session; what the session wrote, it sees."""
+    insert = text("INSERT INTO sagabox_inbox_messages (consumer, message_id, processed_at) "
+                  "VALUES (:c, :m, :at) RETURNING message_id").bindparams(
+        bindparam("m", type_=saga_instances.c.id.type)
+    )  # fmt: skip
+    message_id = uuid.uuid4()
+    with Session(engine) as session, session.begin():
+        _insert(session, "b")
+        assert Prebuilt(_ROW).first(session, {"b_key": "b"}) is not None
+        now = datetime.now(UTC)
+        assert Prebuilt(insert).first(session, {"c": "x", "m": message_id, "at": now})
+        session.rollback()
+    with Session(engine) as session:
+        assert Prebuilt(_ROW).first(session, {"b_key": "b"}) is None
+        count = text("SELECT count(*) AS n FROM sagabox_inbox_messages")
+        assert {"n": 0} == Prebuilt(count).first(session, {})
+
+
+def test_an_error_is_sqlalchemys_with_the_missing_table_hint(engine: Engine) -> None:
+    missing = text("SELECT * FROM sagabox_no_such_table")
+    with Session(engine) as session, pytest.raises(DBAPIError) as raised:
+        Prebuilt(missing).first(session, {})
+    assert isinstance(raised.value, ProgrammingError) or "no such table" in str(raised.value)
+    assert "sagabox db upgrade" in str(raised.value)
+
+
+def test_a_dropped_connection_is_invalidated(engine: Engine, backend: str) -> None:
+    """The worker tells an outage from a poison message by `connection_invalidated`."""
+    if backend != "postgresql":
+        pytest.skip("only a server can drop the connection")
+    with Session(engine) as session:
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as raised:
+            Prebuilt(_ROW).first(session, {"b_key": "a"})
+    assert raised.value.connection_invalidated
+
+
+def test_listeners_see_every_statement(engine: Engine) -> None:
+    """An engine with cursor-execute listeners (instrumentation, tests counting statements)
+    gets the full execute path, so that none of its statements goes unseen."""
+    seen: list[str] = []
+    with Session(engine) as session, session.begin():
+        _insert(session, "c")
+        with Statements(engine) as statements:
+            assert Prebuilt(_ROW).first(session, {"b_key": "c"}) is not None
+
+        def record(*arguments: object) -> None:
+            seen.append(str(arguments[2]))
+
+        event.listen(engine, "after_cursor_execute", record)
+        try:
+            Prebuilt(_ROW).first(session, {"b_key": "c"})
+        finally:
+            event.remove(engine, "after_cursor_execute", record)
+    assert 1 == statements.count("SELECT")
+    assert 1 == len(seen)
+
+
+def test_a_sessions_execute_listeners_see_it_too(engine: Engine) -> None:
+    seen: list[object] = []
+    with Session(engine) as session, session.begin():
+        _insert(session, "d")
+        event.listen(session, "do_orm_execute", lambda state: seen.append(state.statement))
+        assert Prebuilt(_ROW).first(session, {"b_key": "d"}) is not None
+    assert [_ROW] == seen
+
+
+def test_a_closed_driver_connection_fails_as_sqlalchemys_error(engine: Engine) -> None:
+    """Even before the statement is sent (opening the cursor), the error is SQLAlchemy's."""
+    with Session(engine) as session:
+        session.connection().connection.dbapi_connection.close()  # type: ignore[union-attr]
+        with pytest.raises(DBAPIError):
+            Prebuilt(_ROW).first(session, {"b_key": "a"})
