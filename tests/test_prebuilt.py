@@ -72,10 +72,9 @@ def test_an_error_is_sqlalchemys_with_the_missing_table_hint(engine: Engine) -> 
     assert "sagabox db upgrade" in str(raised.value)
 
 
-def test_a_dropped_connection_is_invalidated(engine: Engine, backend: str) -> None:
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # a server drops it
+def test_a_dropped_connection_is_invalidated(engine: Engine) -> None:
     """The worker tells an outage from a poison message by `connection_invalidated`."""
-    if backend != "postgresql":
-        pytest.skip("only a server can drop the connection")
     with Session(engine) as session:
         pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
         with engine.connect() as other:
