@@ -149,14 +149,21 @@ def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list
     # relay commits. The partition check below keeps each key in id order all the same.
     parameters = {"b_due_now": now, "b_limit": limit}
     locked, rows = _claim_locked(connection, _CLAIM_SOONEST, parameters)
-    if rows or not locked:
-        # Nothing due that no other relay holds: the id-ordered claim would find nothing
-        # either, and an idle relay makes this claim after every batch, before it sleeps.
+    if not locked or 2 * len(rows) >= min(locked, limit):
+        # Nothing due that no other relay holds (the id-ordered claim would find nothing
+        # either, and an idle relay makes this claim after every batch, before it sleeps), or
+        # at most half of what it locked held back: the batch is worth its round trips.
         return rows
-    # Each row locked was held up by an older due row of its key outside the batch (a batch
-    # of newer rows due before older ones, after an outage): claim in id order, which cannot
-    # be held up by its own batch, so the relay always moves on.
-    return _claim_locked(connection, _CLAIM_BY_ID, parameters)[1]
+    # Most rows locked wait for an older due row of their key outside the batch: newer rows
+    # due before older ones (after an outage, a saga's events written before its timeout fell
+    # due). They stay at the head of the soonest-first order, so each batch would ship fewer.
+    # Add the id-ordered claim, which takes those older rows first and cannot be held up by
+    # its own batch, so the relay always moves on. Its rows already locked here come back
+    # too (a transaction skips no lock of its own); a key's rows of either claim are the
+    # key's oldest due rows, so together they are too, and stay so cut short in id order.
+    by_id = _claim_locked(connection, _CLAIM_BY_ID, parameters)[1]
+    merged = {row.id: row for row in (*rows, *by_id)}
+    return [merged[key] for key in sorted(merged)][:limit]
 
 
 def _claim_locked(

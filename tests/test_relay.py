@@ -380,3 +380,34 @@ def test_broker_failures_back_off_and_never_log_the_password(
     assert "guest:***@127.0.0.1" in caplog.text
     assert "topsecret-pw" not in caplog.text
     assert 1 == outbox_count(engine)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_rows_due_before_older_ones_of_their_key_do_not_shrink_every_batch(
+    engine: Engine,
+) -> None:
+    """Three keys each have a newer row due before its older one (after an outage); other
+    keys' rows fall due in between. The soonest-first claim locks the three held rows in every
+    batch and shipped one row a batch; the claim now adds the id-ordered rows, whose oldest
+    are the three rows holding the keys up, and ships a full batch in each key's order."""
+    now = clock.now()
+    with Session(engine) as session, session.begin():
+        outbox = Outbox(session)
+        for key in ("a", "b", "c"):  # ids 1-3: the older rows, due last
+            outbox.add(Deposited(account=key, amount=1), partition_key=key, deliver_at=now)
+        for key in ("a", "b", "c"):  # ids 4-6: the newer rows, due first
+            outbox.add(Deposited(account=key, amount=2), partition_key=key, deliver_at=now)
+        for n in range(10):  # ids 7-16: other keys, due in between
+            outbox.add(Deposited(account=f"o{n}", amount=3), partition_key=f"o{n}", deliver_at=now)
+        due = {i: now - timedelta(minutes=5) for i in (4, 5, 6)}
+        due |= {i: now - timedelta(minutes=1) for i in (1, 2, 3)}
+        due |= {i: now - timedelta(minutes=4, seconds=i) for i in range(7, 17)}
+        for row_id, at in due.items():
+            session.execute(
+                outbox_messages.update()
+                .where(outbox_messages.c.id == row_id)
+                .values(available_at=at)
+            )
+    with engine.begin() as connection:
+        claimed = claim_due(connection, now=now, limit=4)
+    assert [1, 2, 3, 4] == [row.id for row in claimed]  # was [16]: one row of four
