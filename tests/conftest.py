@@ -30,8 +30,11 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["pytester"]
 
-# pytest's own timings (--durations) must keep the real clock while a test freezes it.
-freezegun.configure(extend_ignore_list=["_pytest"])
+# pytest's own timings (--durations) must keep the real clock while a test freezes it, and so
+# must kombu's waits: the in-process transport's `drain_events(timeout=...)` reads the monotonic
+# clock, and frozen, a wait with nothing to receive never ends. (It kept the real clock only
+# while freezegun, which looks five frames up, happened to find `threading` among them.)
+freezegun.configure(extend_ignore_list=["_pytest", "kombu"])
 
 # psycopg's C module checks the size of `datetime.date` when first imported; under a frozen
 # clock it would see freezegun's stand-in. Import it now, while the clock is real.
