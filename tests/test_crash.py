@@ -139,14 +139,16 @@ def test_worker_killed_after_committing_a_batch_before_acking_it_changes_nothing
     assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
 
 
+@pytest.mark.parametrize("batch_size", ["1", "10"], ids=["unbatched", "batched"])
 def test_a_broker_outage_while_messages_flow_loses_nothing(
-    bank: Bank, rabbitmq_control: Callable[[str], None]
+    bank: Bank, rabbitmq_control: Callable[[str], None], batch_size: str
 ) -> None:
     """A relay and a worker run as daemons while deposits are committed before, during and
     after RabbitMQ is stopped for 10 s: both back off, reconnect, and every deposit is booked
-    once. SIGTERM then stops both with exit code 0."""
+    once. SIGTERM then stops both with exit code 0. Batched, the outage may cut a batch off
+    while it commits on the worker's database thread."""
     relay = _start(bank, *_relay_args(bank))
-    worker = _start(bank, "worker", "--app", "tests.bank_app:app")
+    worker = _start(bank, "worker", "--app", "tests.bank_app:app", "--batch-size", batch_size)
     deposits: list[Deposit] = []
 
     def send(count: int) -> None:
