@@ -146,7 +146,7 @@ def test_a_broker_outage_while_messages_flow_loses_nothing(
     """A relay and a worker run as daemons while deposits are committed before, during and
     after RabbitMQ is stopped for 10 s: both back off, reconnect, and every deposit is booked
     once. SIGTERM then stops both with exit code 0. Batched, the outage may cut a batch off
-    while it commits on the worker's database thread."""
+    between its commit and its one multiple ack."""
     relay = _start(bank, *_relay_args(bank))
     worker = _start(bank, "worker", "--app", "tests.bank_app:app", "--batch-size", batch_size)
     deposits: list[Deposit] = []
