@@ -158,7 +158,7 @@ def deliver(
 ) -> Handled:
     """Apply a reply or fault to the saga instance its headers name (see the module doc)."""
     from sagas.outcomes import unchanged
-    from sagas.runtime import DELETE_TIMEOUTS
+    from sagas.stepping import DELETE_TIMEOUTS, apply_step
 
     to = addressee(wire_headers(message))
     assert to is not None, "deliver() is only called for addressed messages"
@@ -200,4 +200,4 @@ def deliver(
         # Answered: its timeout must not fire. A row already shipped is found stale.
         timeout_id = saga.timeouts.pop(pending).message_id
         executor.execute(DELETE_TIMEOUTS, {"b_message_ids": [timeout_id]})
-    return runtime._transition(executor, saga, message)  # as for any message
+    return apply_step(executor, saga, message, runtime.endpoint)  # as for any message

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from outbox import Command, Event
 from outbox.tables import outbox_messages
 from sagas import ConcurrencyConflict, Saga, SagaContext, SagaRuntime, on, step_sql
+from sagas.stepping import apply_step
 from sagas.tables import saga_instances
 
 #: 9 parameters an outbox row: 7,300 rows are past PostgreSQL's limit of 65,535 per statement.
@@ -85,5 +86,5 @@ def test_a_stale_step_writes_none_of_a_fan_out(engine: Engine) -> None:
     with engine.begin() as other:
         other.execute(update(saga_instances).values(version=saga_instances.c.version + 1))
     with Session(engine) as session, session.begin(), pytest.raises(ConcurrencyConflict):
-        runtime._transition(session, saga, FanOut(key="k", n=step_sql.MAX_ROWS + 5))
+        apply_step(session, saga, FanOut(key="k", n=step_sql.MAX_ROWS + 5), runtime.endpoint)
     assert [] == _pings(engine)

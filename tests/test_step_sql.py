@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from outbox.tables import outbox_messages
 from sagas import ConcurrencyConflict, SagaRuntime
+from sagas.stepping import apply_step
 from sagas.tables import saga_instances, saga_journal
 from tests.test_batch_outbox import Arm, Disarm, Expired, Tick, Ticked, Ticker, TickOpened
 from tests.test_saga_batches import Statements
@@ -72,7 +73,7 @@ def test_a_step_on_a_stale_version_writes_nothing_and_raises(engine: Engine) -> 
     with engine.begin() as other:
         other.execute(update(saga_instances).values(version=saga_instances.c.version + 1))
     with Session(engine) as session, session.begin(), pytest.raises(ConcurrencyConflict):
-        runtime._transition(session, saga, Tick(key="a", n=1))
+        apply_step(session, saga, Tick(key="a", n=1), runtime.endpoint)
     assert 0 == _count(engine, saga_journal, trigger=Tick.type_name)
     assert 0 == _count(engine, outbox_messages, type=Ticked.type_name)
 
