@@ -107,6 +107,7 @@ class Outbox:
             envelope.payload,
             what=f"{envelope.type} message {envelope.headers.get(H_MESSAGE_ID)}",
         )
+        _check_text(envelope.type, "type")
         _check_text(destination, "destination")
         if partition_key is not None:
             _check_text(partition_key, "partition_key")
@@ -141,7 +142,7 @@ def write_rows(executor: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
         signals.mark_written(executor)
 
 
-#: The longest destination or partition key, in characters: their columns' length.
+#: The longest type, destination or partition key, in characters: their columns' length.
 MAX_TEXT: int = outbox_messages.c.partition_key.type.length  # type: ignore[attr-defined]
 
 
