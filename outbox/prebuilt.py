@@ -71,6 +71,11 @@ class Prebuilt:
         if _listened(connection) or (session is not None and session.dispatch.do_orm_execute):
             row = executor.execute(self.statement, dict(parameters)).mappings().first()
             return None if row is None else dict(row)
+        if not connection.in_transaction():
+            # What `execute` does first (autobegin): on a connection nothing ran on yet, the
+            # statement would run outside SQLAlchemy's transaction, and `commit` would not
+            # commit it (PostgreSQL), or it would commit at once (SQLite, as sagabox sets it up).
+            connection.begin()
         dialect = connection.dialect
         compiled = self._compiled.get(dialect.name)
         if compiled is None:

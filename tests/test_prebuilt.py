@@ -137,3 +137,20 @@ def test_a_schema_translate_map_is_honoured(engine: Engine) -> None:
         _insert(session, "e")
         expected = dict(session.execute(_ROW, {"b_key": "e"}).mappings().one())
         assert expected == Prebuilt(_ROW).first(session, {"b_key": "e"})
+
+
+def test_on_a_connection_it_begins_the_transaction_execute_would(engine: Engine) -> None:
+    """On a connection nothing ran on yet, what it writes commits with the connection: it sent
+    the statement behind SQLAlchemy's back, so `commit` found no transaction and did nothing,
+    and the row went when the pool rolled the connection back."""
+    insert = text("INSERT INTO sagabox_inbox_messages (consumer, message_id, processed_at) "
+                  "VALUES (:c, :m, :at) RETURNING message_id").bindparams(
+        bindparam("m", type_=saga_instances.c.id.type)
+    )  # fmt: skip
+    with engine.connect() as connection:
+        parameters = {"c": "x", "m": uuid.uuid4(), "at": datetime.now(UTC)}
+        assert Prebuilt(insert).first(connection, parameters) is not None
+        connection.commit()
+    with engine.connect() as connection:
+        count = text("SELECT count(*) FROM sagabox_inbox_messages")
+        assert 1 == connection.execute(count).scalar_one()
