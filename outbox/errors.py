@@ -47,6 +47,10 @@ class MessageTooLarge(OutboxError):
     """A message is over sagabox's size limit: send a reference to the data, or raise the limit."""
 
 
+class UnstorableText(OutboxError, ValueError):
+    """A message's type, destination or partition key is text its outbox column cannot hold."""
+
+
 class Misconfigured(SagaboxError):
     """sagabox cannot start with these settings; the message says what to fix (waiting will not)."""
 

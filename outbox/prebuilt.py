@@ -11,7 +11,9 @@ give. What it keeps from the full path: errors go through the connection's own h
 same `sqlalchemy.exc` classes, `handle_error` events, a dropped connection invalidated), and an
 engine with `before_cursor_execute` or `after_cursor_execute` listeners (instrumentation, tests
 counting statements), or a session with `do_orm_execute` ones, gets the full path, so that every
-statement is still seen. (`Session.execute` does not autoflush for these Core statements either.)
+statement is still seen; so does a connection with a `schema_translate_map`, which the SQL
+compiled here would not follow. (`Session.execute` does not autoflush for these Core
+statements either.)
 """
 
 from __future__ import annotations
@@ -69,6 +71,11 @@ class Prebuilt:
         if _listened(connection) or (session is not None and session.dispatch.do_orm_execute):
             row = executor.execute(self.statement, dict(parameters)).mappings().first()
             return None if row is None else dict(row)
+        if not connection.in_transaction():
+            # What `execute` does first (autobegin): on a connection nothing ran on yet, the
+            # statement would run outside SQLAlchemy's transaction, and `commit` would not
+            # commit it (PostgreSQL), or it would commit at once (SQLite, as sagabox sets it up).
+            connection.begin()
         dialect = connection.dialect
         compiled = self._compiled.get(dialect.name)
         if compiled is None:
@@ -112,6 +119,11 @@ def _result_processors(compiled: _Compiled, dialect: Dialect, description: Any) 
 
 
 def _listened(connection: Connection) -> bool:
-    """Whether anything listens for the statements this connection sends."""
+    """Whether anything listens for the statements this connection sends, or changes them."""
     dispatch = connection.dispatch
-    return bool(dispatch.before_cursor_execute) or bool(dispatch.after_cursor_execute)
+    return (
+        bool(dispatch.before_cursor_execute)
+        or bool(dispatch.after_cursor_execute)
+        # Not a listener, but the tables' schema is the connection's to say.
+        or "schema_translate_map" in connection.get_execution_options()
+    )

@@ -12,6 +12,7 @@ from sqlalchemy import insert
 from outbox import clock, signals, tracing
 from outbox.database import Executor, dialect_of
 from outbox.envelope import H_MESSAGE_ID, Envelope, encode
+from outbox.errors import UnstorableText
 from outbox.limits import check_size
 from outbox.messages import Command, Event, Message
 from outbox.sync_only import refuse_async
@@ -107,6 +108,7 @@ class Outbox:
             envelope.payload,
             what=f"{envelope.type} message {envelope.headers.get(H_MESSAGE_ID)}",
         )
+        _check_text(envelope.type, "type")
         _check_text(destination, "destination")
         if partition_key is not None:
             _check_text(partition_key, "partition_key")
@@ -141,16 +143,18 @@ def write_rows(executor: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
         signals.mark_written(executor)
 
 
-#: The longest destination or partition key, in characters: their columns' length.
+#: The longest type, destination or partition key, in characters: their columns' length.
 MAX_TEXT: int = outbox_messages.c.partition_key.type.length  # type: ignore[attr-defined]
 
 
 def _check_text(value: str, what: str) -> None:
     """Refuse, now and by name, a value its column cannot hold: on PostgreSQL it would fail the
-    caller's commit with a database error (SQLite would store it, and the two must agree)."""
+    caller's commit with a database error (SQLite would store it, and the two must agree).
+    A `ValueError` (`UnstorableText`), which a worker dead-letters at once: retrying the
+    message would emit the same value again."""
     if len(value) > MAX_TEXT or "\x00" in value:
         problem = "holds a NUL character" if "\x00" in value else f"is {len(value)} characters"
-        raise ValueError(
+        raise UnstorableText(
             f"{what} {value[:80]!r}{'...' if len(value) > 80 else ''} {problem}; the outbox "
             f"stores text of at most {MAX_TEXT} characters without NUL: pass a shorter one "
             "(a hash of a long key keeps its order just as well)"

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from outbox import clock, tracing
 from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT
 from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
-from outbox.errors import MalformedEnvelope, MessageTooLarge, OutboxError
+from outbox.errors import MalformedEnvelope, MessageTooLarge, OutboxError, UnstorableText
 from outbox.inbox import Inbox
 from outbox.limits import max_message_bytes as max_message_bytes_setting
 from outbox.limits import too_large
@@ -266,6 +266,11 @@ class Processor:
             except MessageTooLarge as exc:
                 # The same message would emit the same oversized message again.
                 return self._dead(delivery, f"its handler emitted a message too large: {exc}")
+            except UnstorableText as exc:
+                # Likewise: the same message would emit the same key or destination again.
+                return self._dead(
+                    delivery, f"its handler emitted a message the outbox refused: {exc}"
+                )
             except Exception as exc:
                 last_error = exc
                 if attempt == self.retry.immediate or not retry_at_once(

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from outbox import Envelope, Outbox, decode
-from outbox.envelope import H_VERSION
+from outbox.envelope import H_VERSION, encode
 from outbox.tables import outbox_messages
 from tests.messages_fixture import LoanRequested, RunCreditCheck
 
@@ -121,4 +121,17 @@ def test_a_key_or_destination_its_column_cannot_hold_is_refused_by_name(
         with pytest.raises(ValueError, match=f"{field} .* at most 255 characters without NUL"):
             Outbox(session).add(message, **arguments)  # type: ignore[arg-type]
         Outbox(session).add(message, destination="credit", partition_key="k" * 255)
+    assert _count(engine) == 1
+
+
+def test_a_type_name_its_column_cannot_hold_is_refused_by_name(engine: Engine) -> None:
+    """A message type is stored in a column of 255 characters too; a longer one (a message
+    class's own, or a retried or replayed envelope's) failed the commit on PostgreSQL."""
+    message = RunCreditCheck(loan_id="L-7", applicant="Grace", bureau="acme")
+    sent = encode(message)
+    long = Envelope("x" * 256, sent.version, sent.payload, sent.headers)
+    with Session(engine) as session, session.begin():
+        with pytest.raises(ValueError, match=r"type .* at most 255 characters without NUL"):
+            Outbox(session).add_envelope(long, destination="credit", partition_key="k")
+        Outbox(session).add_envelope(sent, destination="credit", partition_key="k")
     assert _count(engine) == 1

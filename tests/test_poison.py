@@ -521,3 +521,33 @@ def test_a_saga_emitting_a_message_over_the_limit_raises_in_the_callers_transact
     with Session(app.engine) as session:
         assert app.runtime.load(session, _FatSaga, "k") is None
     app.engine.dispose()
+
+
+@pytest.mark.parametrize("broker_url", ["memory"], indirect=True)
+@pytest.mark.parametrize("batch_size", [1, 4], indirect=True)
+def test_a_handler_emitting_to_a_destination_no_column_holds_dead_letters_its_cause(
+    bank: Bank,
+) -> None:
+    """A destination or partition key the outbox refuses (too long, a NUL) would be refused
+    again on every retry: the message handled is dead-lettered at once, saying why."""
+
+    def misaddressed(ctx: Any, command: Deposit) -> None:
+        ctx.send(Deposit(account="b", amount=command.amount), to="d" * 256)
+
+    app = App(
+        bank.app.name,
+        handlers=[handles(Deposit)(misaddressed)],
+        database=bank.app.database_url,
+        broker=bank.app.broker_url,
+        exchange=bank.app.exchange,
+    )
+    command = Deposit(account="a", amount=1)
+    bank.send(command)
+    bank.relay.drain()
+    worker = app.worker()
+    assert 1 == worker.drain()
+    [letter] = dead_letter_rows(bank.engine)
+    assert command.message_id == letter.message_id
+    assert "at most 255 characters" in letter.reason
+    assert 0 == worker.stats.retried
+    app.engine.dispose()

@@ -120,3 +120,37 @@ def test_a_closed_driver_connection_fails_as_sqlalchemys_error(engine: Engine) -
         session.connection().connection.dbapi_connection.close()  # type: ignore[union-attr]
         with pytest.raises(DBAPIError):
             Prebuilt(_ROW).first(session, {"b_key": "a"})
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # schemas: PostgreSQL's
+def test_a_schema_translate_map_is_honoured(engine: Engine) -> None:
+    """An engine that maps sagabox's tables to another schema reads and writes them there: the
+    prebuilt SQL names no schema, so it would read the default schema's table instead."""
+    with engine.begin() as connection:
+        connection.execute(text("CREATE SCHEMA elsewhere"))
+        connection.execute(
+            text("CREATE TABLE elsewhere.sagabox_saga_instances "
+                 "(LIKE sagabox_saga_instances INCLUDING ALL)")
+        )  # fmt: skip
+    translated = engine.execution_options(schema_translate_map={None: "elsewhere"})
+    with Session(translated) as session, session.begin():
+        _insert(session, "e")
+        expected = dict(session.execute(_ROW, {"b_key": "e"}).mappings().one())
+        assert expected == Prebuilt(_ROW).first(session, {"b_key": "e"})
+
+
+def test_on_a_connection_it_begins_the_transaction_execute_would(engine: Engine) -> None:
+    """On a connection nothing ran on yet, what it writes commits with the connection: it sent
+    the statement behind SQLAlchemy's back, so `commit` found no transaction and did nothing,
+    and the row went when the pool rolled the connection back."""
+    insert = text("INSERT INTO sagabox_inbox_messages (consumer, message_id, processed_at) "
+                  "VALUES (:c, :m, :at) RETURNING message_id").bindparams(
+        bindparam("m", type_=saga_instances.c.id.type)
+    )  # fmt: skip
+    with engine.connect() as connection:
+        parameters = {"c": "x", "m": uuid.uuid4(), "at": datetime.now(UTC)}
+        assert Prebuilt(insert).first(connection, parameters) is not None
+        connection.commit()
+    with engine.connect() as connection:
+        count = text("SELECT count(*) FROM sagabox_inbox_messages")
+        assert 1 == connection.execute(count).scalar_one()

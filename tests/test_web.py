@@ -13,10 +13,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from outbox.dead_letters import record_dead_letter
+from outbox.envelope import CONTENT_TYPE, encode
 from outbox.operator_log import recent_actions
 from sagabox.testing import DEFAULT_START, SagaHarness
 from sagabox.web import create_app
-from tests.offer_app import OfferMade, OfferSaga
+from tests.offer_app import OfferAccepted, OfferMade, OfferSaga
 from tests.web_helpers import PASSWORD, SCRIPT, USER, dashboard, seeded_harness
 
 AUTH = (USER, PASSWORD)
@@ -183,6 +184,34 @@ def test_replaying_a_group_handles_each_message_once(
         ]
         assert 1 == len(accepted)
     assert [f"bad input {SCRIPT}"] == [letter.reason for letter in harness.dead_letters()]
+
+
+def test_a_letter_of_a_group_the_outbox_refuses_holds_up_no_other(
+    harness: SagaHarness, client: TestClient
+) -> None:
+    """A letter whose correlation id no partition key can hold (it was dead-lettered for it)
+    is reported by id while the rest of its group is replayed; the refusal, a ValueError,
+    ended the group's replay and its count."""
+    long = encode(OfferAccepted(offer_id="O-9", correlation_id="c" * 256))
+    with harness.transaction() as session:
+        record_dead_letter(
+            session,
+            endpoint="offers",
+            body=long.payload.encode(),
+            headers=long.headers,
+            content_type=CONTENT_TYPE,
+            reason="handler failed: DatabaseDown",
+        )
+    form = {
+        "csrf_token": _token(client, "/dead-letters"),
+        "op": "replay",
+        "endpoint": "offers",
+        "type": "offers.OfferAccepted",
+        "reason": "handler failed: DatabaseDown",
+    }
+    done = client.post("/actions/dead-letters", data=form, auth=AUTH)
+    assert "replay: 3 of 4 dead letters; not done: " in done.text
+    assert "partition_key" in done.text
 
 
 def test_dead_letter_groups_are_paged_largest_first(harness: SagaHarness) -> None:
