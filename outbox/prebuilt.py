@@ -1,23 +1,24 @@
 """A prebuilt hot statement sent straight through the DBAPI cursor, with SQLAlchemy's own types.
 
 An unbatched worker step sends two statements (`sagas.inbox_load`, `sagas.step_sql`); on a
-2-core machine the step is bound by CPU, and SQLAlchemy's execute path (execution context,
-cache key lookup, result metadata from `cursor.description`) cost about 150 µs of CPU per
-statement against 75 µs for psycopg itself (bench/results/2026-12-02-unbatched.md). A
-`Prebuilt` compiles its statement once per dialect, keeps the bind and result processors of its
-column types, and sends it on the cursor of the connection the session's transaction already
-holds: the same SQL, the same transaction, the same parameters and values as `execute` would
-give. What it keeps from the full path: errors go through the connection's own handling (the
-same `sqlalchemy.exc` classes, `handle_error` events, a dropped connection invalidated), and an
+2-core machine the step is bound by CPU, and SQLAlchemy's execute path (execution context, cache
+key lookup, result metadata from `cursor.description`) cost about 150 µs of CPU per statement
+against 75 µs for psycopg itself (bench/results/2026-12-02-unbatched.md). A `Prebuilt` compiles
+its statement once per engine's dialect, keeps the bind and result processors of its column
+types, and sends it on the cursor of the connection the session's transaction already holds: the
+same SQL, the same transaction, the same parameters and values as `execute` would give. What it
+keeps from the full path: errors go through the connection's own handling (the same
+`sqlalchemy.exc` classes, `handle_error` events, a dropped connection invalidated), and an
 engine with `before_cursor_execute` or `after_cursor_execute` listeners (instrumentation, tests
 counting statements), or a session with `do_orm_execute` ones, gets the full path, so that every
 statement is still seen; so does a connection with a `schema_translate_map`, which the SQL
-compiled here would not follow. (`Session.execute` does not autoflush for these Core
-statements either.)
+compiled here would not follow. (`Session.execute` does not autoflush for these Core statements
+either.)
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -60,7 +61,9 @@ class Prebuilt:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._compiled: dict[str, _Compiled] = {}
+        # Per dialect object, not name: two engines of one database may differ in driver,
+        # paramstyle or JSON serializer, and the compiled form keeps their bind processors.
+        self._compiled: weakref.WeakKeyDictionary[Dialect, _Compiled] = weakref.WeakKeyDictionary()
 
     def first(self, executor: Executor, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
         """Execute with `parameters` in the executor's transaction; the first row as a dict
@@ -77,9 +80,9 @@ class Prebuilt:
             # commit it (PostgreSQL), or it would commit at once (SQLite, as sagabox sets it up).
             connection.begin()
         dialect = connection.dialect
-        compiled = self._compiled.get(dialect.name)
+        compiled = self._compiled.get(dialect)
         if compiled is None:
-            compiled = self._compiled[dialect.name] = _Compiled(self.statement, dialect)
+            compiled = self._compiled[dialect] = _Compiled(self.statement, dialect)
         values = {**compiled.defaults, **parameters}
         for name, process in compiled.binds.items():
             if process is not None:
