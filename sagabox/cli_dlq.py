@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
@@ -16,6 +18,7 @@ from outbox.dead_letters import (
     list_dead_letters,
     replay_dead_letter,
 )
+from outbox.errors import OutboxError
 from outbox.inbox import prune_inbox
 from outbox.retention import prune_dead_letters
 from sagabox.cli_common import Groups, database_argument, duration, with_engine
@@ -129,26 +132,37 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    def work(engine: Engine) -> int:
-        for letter_id in args.ids:
-            # One transaction per letter: one that cannot be replayed does not hold up the rest.
-            with engine.begin() as connection:
-                message_id = replay_dead_letter(connection, letter_id)
-            print(f"dead letter {letter_id}: message {message_id} is back in the outbox")
-        return 0
+    def one(engine: Engine, letter_id: int) -> str:
+        with engine.begin() as connection:
+            message_id = replay_dead_letter(connection, letter_id)
+        return f"message {message_id} is back in the outbox"
 
-    return with_engine(args, work)
+    return with_engine(args, lambda engine: _each(engine, args.ids, one, "replayed"))
 
 
 def _discard(args: argparse.Namespace) -> int:
-    def work(engine: Engine) -> int:
-        for letter_id in args.ids:
-            with engine.begin() as connection:
-                discard_dead_letter(connection, letter_id)
-            print(f"dead letter {letter_id}: discarded")
-        return 0
+    def one(engine: Engine, letter_id: int) -> str:
+        with engine.begin() as connection:
+            discard_dead_letter(connection, letter_id)
+        return "discarded"
 
-    return with_engine(args, work)
+    return with_engine(args, lambda engine: _each(engine, args.ids, one, "discarded"))
+
+
+def _each(engine: Engine, ids: list[int], one: Callable[[Engine, int], str], done: str) -> int:
+    """Act on each letter in its own transaction: one that cannot be acted on (not found, not
+    replayable) is reported and keeps its letter, and the rest are still tried; exit 1 if any
+    was not."""
+    failed = 0
+    for letter_id in ids:
+        try:
+            print(f"dead letter {letter_id}: {one(engine, letter_id)}")
+        except OutboxError as exc:
+            failed += 1
+            print(f"dead letter {letter_id}: not {done}: {exc}", file=sys.stderr)
+    if failed and len(ids) > 1:
+        print(f"{failed} of {len(ids)} dead letters not {done}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _prune_dead_letters(args: argparse.Namespace) -> int:

@@ -151,6 +151,22 @@ def test_dlq_discard_deletes(bank: Bank, capsys: pytest.CaptureFixture[str]) -> 
     assert "no dead letters" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("action", ["replay", "discard"])
+def test_dlq_goes_on_past_a_letter_it_cannot_act_on(
+    bank: Bank, capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    """`sagabox dlq replay|discard 999 N`: the missing letter is reported and the run exits 1,
+    but letter N is still acted on (it stopped at the first, leaving N as it was)."""
+    bank.send(Deposit(account="a", amount=-1))
+    _deliver(bank)
+    [letter] = dead_letter_rows(bank.engine)
+    assert 1 == main(["dlq", action, "999999", str(letter.id), "--db", bank.app.database_url])
+    err = capsys.readouterr().err
+    assert "dead letter 999999: not" in err
+    assert "1 of 2 dead letters not" in err
+    assert [] == dead_letter_rows(bank.engine)
+
+
 def test_unrecoverable_errors_skip_the_retries(bank: Bank) -> None:
     """A handler raising `Unrecoverable` dead-letters the message on its first failure."""
     bank.send(Deposit(account="a", amount=-1))
