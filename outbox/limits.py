@@ -1,4 +1,5 @@
-"""The one message size limit, read by the writer, the worker and replay alike.
+"""What the outbox can store: the one message size limit, read by the writer, the worker and
+replay alike, and the text a column holds on every backend.
 
 Whatever the outbox accepts can therefore be shipped, handled and replayed: the limit is checked
 when a message is written, and a worker refuses only what no writer with the same setting could
@@ -51,3 +52,16 @@ def too_large(what: str, size: int, limit: int) -> str:
         f"writer, relay and worker alike with ${MAX_MESSAGE_BYTES_ENV}=<bytes> (the broker's "
         "own limit, RabbitMQ's max_message_size, must be at least as large)"
     )
+
+
+def text_problem(value: str, max_length: int) -> str | None:
+    """Why a text column of `max_length` characters cannot hold `value` (None: it can).
+
+    PostgreSQL refuses NUL characters and longer values outright where SQLite stores them, so
+    a value is refused by name before any write, alike on both.
+    """
+    if "\x00" in value:
+        return "holds a NUL character"
+    if len(value) > max_length:
+        return f"is {len(value)} characters long"
+    return None

@@ -13,7 +13,7 @@ from outbox import clock, signals, tracing
 from outbox.database import Executor, dialect_of
 from outbox.envelope import H_MESSAGE_ID, Envelope, encode
 from outbox.errors import UnstorableText
-from outbox.limits import check_size
+from outbox.limits import check_size, text_problem
 from outbox.messages import Command, Event, Message
 from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
@@ -152,8 +152,8 @@ def _check_text(value: str, what: str) -> None:
     caller's commit with a database error (SQLite would store it, and the two must agree).
     A `ValueError` (`UnstorableText`), which a worker dead-letters at once: retrying the
     message would emit the same value again."""
-    if len(value) > MAX_TEXT or "\x00" in value:
-        problem = "holds a NUL character" if "\x00" in value else f"is {len(value)} characters"
+    problem = text_problem(value, MAX_TEXT)
+    if problem is not None:
         raise UnstorableText(
             f"{what} {value[:80]!r}{'...' if len(value) > 80 else ''} {problem}; the outbox "
             f"stores text of at most {MAX_TEXT} characters without NUL: pass a shorter one "

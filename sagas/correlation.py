@@ -8,6 +8,7 @@ error (a worker dead-letters its message at once) instead of a database error re
 
 from __future__ import annotations
 
+from outbox.limits import text_problem
 from outbox.messages import Message
 from sagas.errors import InvalidCorrelationId
 from sagas.tables import saga_instances
@@ -31,10 +32,9 @@ def checked(saga_type: str, message: Message, value: str) -> str:
 
 
 def _problem(value: str) -> str | None:
-    if "\x00" in value:
-        return "holds a NUL character"
-    if len(value) > MAX_LENGTH:
-        return f"is {len(value)} characters long"
+    problem = text_problem(value, MAX_LENGTH)
+    if problem is not None:
+        return problem
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
