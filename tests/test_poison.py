@@ -339,24 +339,33 @@ def test_a_handler_emitting_a_message_over_the_limit_dead_letters_its_cause(bank
     def fat(ctx: Any, command: Deposit) -> None:
         ctx.publish(Deposited(account=BIG, amount=command.amount))
 
+    reason, retried = _dead_lettered_by(bank, fat)
+    assert "emitted a message too large" in reason
+    assert MAX_MESSAGE_BYTES_ENV in reason
+    assert 0 == retried
+
+
+def _dead_lettered_by(bank: Bank, handler: Any) -> tuple[str, int]:
+    """Handle one deposit with `handler` in a worker of the bank's batch size, which must
+    dead-letter it; the letter's reason, and how many times the worker retried."""
     app = App(
         bank.app.name,
-        handlers=[handles(Deposit)(fat)],
+        handlers=[handles(Deposit)(handler)],
         database=bank.app.database_url,
         broker=bank.app.broker_url,
         exchange=bank.app.exchange,
     )
-    command = Deposit(account="a", amount=1)
-    bank.send(command)
-    bank.relay.drain()
-    worker = app.worker()
-    assert 1 == worker.drain()
-    [letter] = dead_letter_rows(bank.engine)
-    assert command.message_id == letter.message_id
-    assert "emitted a message too large" in letter.reason
-    assert MAX_MESSAGE_BYTES_ENV in letter.reason
-    assert 0 == worker.stats.retried
-    app.engine.dispose()
+    try:
+        command = Deposit(account="a", amount=1)
+        bank.send(command)
+        bank.relay.drain()
+        worker = app.worker(batch_size=bank.worker.batch_size)
+        assert 1 == worker.drain()
+        [letter] = dead_letter_rows(bank.engine)
+        assert command.message_id == letter.message_id
+        return letter.reason, worker.stats.retried
+    finally:
+        app.engine.dispose()
 
 
 @pytest.mark.parametrize("batch_size", [1], indirect=True)
@@ -534,20 +543,6 @@ def test_a_handler_emitting_to_a_destination_no_column_holds_dead_letters_its_ca
     def misaddressed(ctx: Any, command: Deposit) -> None:
         ctx.send(Deposit(account="b", amount=command.amount), to="d" * 256)
 
-    app = App(
-        bank.app.name,
-        handlers=[handles(Deposit)(misaddressed)],
-        database=bank.app.database_url,
-        broker=bank.app.broker_url,
-        exchange=bank.app.exchange,
-    )
-    command = Deposit(account="a", amount=1)
-    bank.send(command)
-    bank.relay.drain()
-    worker = app.worker()
-    assert 1 == worker.drain()
-    [letter] = dead_letter_rows(bank.engine)
-    assert command.message_id == letter.message_id
-    assert "at most 255 characters" in letter.reason
-    assert 0 == worker.stats.retried
-    app.engine.dispose()
+    reason, retried = _dead_lettered_by(bank, misaddressed)
+    assert "at most 255 characters" in reason
+    assert 0 == retried
