@@ -1,6 +1,7 @@
 """A prebuilt hot statement sent straight through the DBAPI cursor, with SQLAlchemy's own types.
 
-An unbatched worker step sends two statements (`sagas.inbox_load`, `sagas.step_sql`); on a
+An unbatched worker step sends two statements (`sagas.inbox_load`, `sagas.step_sql`), and a
+relay batch two (the claim and the delete, `outbox.claim`); on a
 2-core machine the step is bound by CPU, and SQLAlchemy's execute path (execution context, cache
 key lookup, result metadata from `cursor.description`) cost about 150 µs of CPU per statement
 against 75 µs for psycopg itself (bench/results/2026-12-02-unbatched.md). A `Prebuilt` compiles
@@ -68,12 +69,31 @@ class Prebuilt:
     def first(self, executor: Executor, parameters: Mapping[str, Any]) -> dict[str, Any] | None:
         """Execute with `parameters` in the executor's transaction; the first row as a dict
         (column name → value, processed as `execute` would), or None when there is none."""
-        session = executor if isinstance(executor, Session) else None
-        connection = session.connection() if session is not None else executor
-        assert isinstance(connection, Connection)
-        if _listened(connection) or (session is not None and session.dispatch.do_orm_execute):
+        connection = _direct(executor)
+        if connection is None:
             row = executor.execute(self.statement, dict(parameters)).mappings().first()
             return None if row is None else dict(row)
+        found, names = self._run(connection, parameters, one=True)
+        return dict(zip(names, found[0], strict=True)) if found else None
+
+    def rows(self, executor: Executor, parameters: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute with `parameters` in the executor's transaction; every row as a tuple in the
+        statement's column order (processed as `execute` would), none for a statement that
+        returns no rows. For a batch: one fetch, no `Row` objects."""
+        connection = _direct(executor)
+        if connection is None:
+            result = executor.execute(self.statement, dict(parameters))
+            # A statement without rows (a DELETE) has a closed result, which `all` would refuse.
+            if not getattr(result, "returns_rows", True):
+                return []
+            return [tuple(row) for row in result]
+        return self._run(connection, parameters)[0]
+
+    def _run(
+        self, connection: Connection, parameters: Mapping[str, Any], *, one: bool = False
+    ) -> tuple[list[tuple[Any, ...]], list[str]]:
+        """Send the statement on `connection`'s cursor: its rows (only the first with `one`),
+        processed, and the names of its columns."""
         if not connection.in_transaction():
             # What `execute` does first (autobegin): on a connection nothing ran on yet, the
             # statement would run outside SQLAlchemy's transaction, and `commit` would not
@@ -88,12 +108,19 @@ class Prebuilt:
             if process is not None:
                 values[name] = process(values[name])
         cursor = None
+        found: list[tuple[Any, ...]] = []
+        description = None
         try:
             cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             order = compiled.order
             cursor.execute(compiled.sql, values if order is None else [values[n] for n in order])
-            found = cursor.fetchone() if cursor.description else None
             description = cursor.description
+            if description:
+                if one:
+                    first = cursor.fetchone()
+                    found = [] if first is None else [first]
+                else:
+                    found = list(cursor.fetchall())
         except Exception as exc:
             # The full path's handling: the same exception classes, `handle_error` events,
             # and a connection the database dropped is invalidated.
@@ -101,15 +128,22 @@ class Prebuilt:
         finally:
             if cursor is not None:
                 cursor.close()
-        if found is None:
-            return None
-        names = [column[0] for column in description]
+        if not found:
+            return [], []
+        assert description is not None
         if compiled.results is None:
             compiled.results = _result_processors(compiled, dialect, description)
-        return {
-            name: value if process is None or value is None else process(value)
-            for name, value, process in zip(names, found, compiled.results, strict=True)
-        }
+        names = [column[0] for column in description]
+        processors = compiled.results
+        if not any(processors):
+            return found, names  # the driver's rows are tuples already
+        return [
+            tuple(
+                value if process is None or value is None else process(value)
+                for value, process in zip(row, processors, strict=True)
+            )
+            for row in found
+        ], names
 
 
 def _result_processors(compiled: _Compiled, dialect: Dialect, description: Any) -> list[Processor]:
@@ -119,6 +153,16 @@ def _result_processors(compiled: _Compiled, dialect: Dialect, description: Any) 
         type_.dialect_impl(dialect).result_processor(dialect, column[1])
         for (_, type_), column in zip(compiled.columns, description, strict=True)
     ]
+
+
+def _direct(executor: Executor) -> Connection | None:
+    """The connection to send on the cursor of, or None when the full path must run."""
+    session = executor if isinstance(executor, Session) else None
+    connection = session.connection() if session is not None else executor
+    assert isinstance(connection, Connection)
+    if _listened(connection) or (session is not None and session.dispatch.do_orm_execute):
+        return None
+    return connection
 
 
 def _listened(connection: Connection) -> bool:

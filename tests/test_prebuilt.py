@@ -154,3 +154,43 @@ def test_on_a_connection_it_begins_the_transaction_execute_would(engine: Engine)
     with engine.connect() as connection:
         count = text("SELECT count(*) FROM sagabox_inbox_messages")
         assert 1 == connection.execute(count).scalar_one()
+
+
+def test_rows_come_back_as_execute_gives_them(engine: Engine) -> None:
+    """Every row, as tuples in the statement's order, processed by the same column types."""
+    every = select(*saga_instances.c).order_by(saga_instances.c.correlation_id)
+    with Session(engine) as session, session.begin():
+        for key in ("r1", "r2", "r3"):
+            _insert(session, key)
+        expected = [tuple(row) for row in session.execute(every)]
+        got = Prebuilt(every).rows(session, {})
+        assert expected == got
+        assert 3 == len(got)
+        assert isinstance(got[0][0], uuid.UUID)
+        created_at = list(saga_instances.c.keys()).index("created_at")
+        assert got[0][created_at].tzinfo is not None  # UTCDateTime's own processing
+        assert [] == Prebuilt(_ROW).rows(session, {"b_key": "nobody"})
+
+
+def test_a_statement_without_rows_runs_and_gives_none(engine: Engine) -> None:
+    """A DELETE (the relay's, of shipped rows): it runs in the transaction, and gives no rows,
+    through the cursor as through the full path a listened engine takes."""
+    gone = saga_instances.delete().where(saga_instances.c.correlation_id == bindparam("b_key"))
+    with Session(engine) as session, session.begin():
+        for key in ("d1", "d2"):
+            _insert(session, key)
+        assert [] == Prebuilt(gone).rows(session, {"b_key": "d1"})
+        with Statements(engine) as statements:
+            assert [] == Prebuilt(gone).rows(session, {"b_key": "d2"})
+        assert 1 == statements.count("DELETE")
+        assert None is Prebuilt(_ROW).first(session, {"b_key": "d1"})
+        assert None is Prebuilt(_ROW).first(session, {"b_key": "d2"})
+
+
+def test_rows_on_a_listened_engine_take_the_full_path(engine: Engine) -> None:
+    with Session(engine) as session, session.begin():
+        _insert(session, "l1")
+        expected = Prebuilt(_ROW).rows(session, {"b_key": "l1"})
+        with Statements(engine) as statements:
+            assert expected == Prebuilt(_ROW).rows(session, {"b_key": "l1"})
+    assert 1 == statements.count("SELECT")
