@@ -145,7 +145,7 @@ class Publisher:
         self, rows: Iterable[OutboxRow], outcome: Outcome, failed_keys: set[str]
     ) -> tuple[list[OutboxRow], str]:
         """Publish `rows` and sort them into `outcome`; return the rows a refusal left unknown."""
-        sent: list[tuple[int, OutboxRow]] = []
+        sent: list[tuple[int, OutboxRow, str]] = []
         self._settled.clear()
         self._returned.clear()
         for row in rows:
@@ -160,8 +160,9 @@ class Publisher:
                 else:
                     outcome.confirmed.append(row)  # an event nobody subscribes to is done
                 continue
+            message_id = str(row.message_id)  # once: it is also how a return names the row
             try:
-                self._publish_one(row, mandatory)
+                self._publish_one(row, mandatory, message_id)
             except (UnicodeError, ValueError, TypeError) as exc:
                 # Raised while encoding, before a byte went out: this row can never be sent.
                 reason = f"cannot be encoded as an AMQP message ({type(exc).__name__}: {exc})"
@@ -169,14 +170,15 @@ class Publisher:
                 continue
             if self._confirms:
                 self._outstanding.append(self._next_tag)
-                sent.append((self._next_tag, row))
+                sent.append((self._next_tag, row, message_id))
                 self._next_tag += 1
             else:
                 outcome.confirmed.append(row)
         error = self._wait_for_confirms() if sent else None
         unknown: list[OutboxRow] = []
-        for tag, row in sent:
-            if str(row.message_id) in self._returned:
+        returned = self._returned
+        for tag, row, message_id in sent:
+            if returned and message_id in returned:
                 # The broker sends a return before the ack of the same message.
                 _fail(outcome, failed_keys, row, "unroutable", self._unroutable(row))
             elif self._settled.get(tag):
@@ -189,14 +191,14 @@ class Publisher:
                 unknown.append(row)
         return unknown, error or ""
 
-    def _publish_one(self, row: OutboxRow, mandatory: bool) -> None:
+    def _publish_one(self, row: OutboxRow, mandatory: bool, message_id: str) -> None:
         message = self._channel.prepare_message(
             row.payload.encode("utf-8"),
             0,
             CONTENT_TYPE,
             "utf-8",
             dict(row.headers),
-            {"delivery_mode": 2, "message_id": str(row.message_id)},
+            {"delivery_mode": 2, "message_id": message_id},
         )
         if self._virtual:
             self._channel.basic_publish(message, self._exchange_name, row.destination)
