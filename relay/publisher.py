@@ -1,7 +1,8 @@
 """Publishing claimed outbox rows and learning, row by row, what the broker did with each one.
 
 On RabbitMQ the channel is in confirm mode and a batch is published before waiting: the broker
-acknowledges many delivery tags at once, so a batch costs one round trip, not one per message.
+acknowledges many delivery tags at once, so a batch costs one round trip, not one per message;
+its frames go to the socket in few writes, not one per message (`relay.coalesced_writes`).
 A batch holding several rows of one partition key goes out in as many rounds: a key never has
 two rows in flight, so when one fails the next is not yet sent and waits (per-key order).
 Each row then ends in one of four ways: confirmed; returned (addressed to an endpoint with no
@@ -30,6 +31,7 @@ from kombu.transport import virtual
 from outbox.claim import OutboxRow
 from outbox.envelope import CONTENT_TYPE
 from relay.broker import topic_exchange, uses_confirms
+from relay.coalesced_writes import coalesced_writes
 
 #: A message bigger than this goes out alone: if the broker refuses it, nothing else is in flight.
 ALONE_ABOVE = 64 * 1024
@@ -38,6 +40,7 @@ ALONE_ABOVE = 64 * 1024
 FAILURE_KINDS = ("unroutable", "nacked", "refused", "unencodable")
 #: AMQP's reply code when the broker refuses one message by closing the channel.
 _PRECONDITION_FAILED = 406
+_NOTHING: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 class BrokerRefused(ConnectionError):
@@ -148,6 +151,32 @@ class Publisher:
         sent: list[tuple[int, OutboxRow, str]] = []
         self._settled.clear()
         self._returned.clear()
+        with coalesced_writes(self._connection) if not self._virtual else _NOTHING:
+            self._publish_rows(rows, outcome, failed_keys, sent)
+        error = self._wait_for_confirms() if sent else None
+        unknown: list[OutboxRow] = []
+        returned = self._returned
+        for tag, row, message_id in sent:
+            if returned and message_id in returned:
+                # The broker sends a return before the ack of the same message.
+                _fail(outcome, failed_keys, row, "unroutable", self._unroutable(row))
+            elif self._settled.get(tag):
+                reason = "nacked by the broker: a queue it routes to refused it (full, with "
+                reason += "x-overflow=reject-publish, or failing)"
+                _fail(outcome, failed_keys, row, "nacked", reason)
+            elif tag in self._settled:
+                outcome.confirmed.append(row)
+            else:
+                unknown.append(row)
+        return unknown, error or ""
+
+    def _publish_rows(
+        self,
+        rows: Iterable[OutboxRow],
+        outcome: Outcome,
+        failed_keys: set[str],
+        sent: list[tuple[int, OutboxRow, str]],
+    ) -> None:
         for row in rows:
             if row.partition_key is not None and row.partition_key in failed_keys:
                 outcome.held.append(row)
@@ -174,22 +203,6 @@ class Publisher:
                 self._next_tag += 1
             else:
                 outcome.confirmed.append(row)
-        error = self._wait_for_confirms() if sent else None
-        unknown: list[OutboxRow] = []
-        returned = self._returned
-        for tag, row, message_id in sent:
-            if returned and message_id in returned:
-                # The broker sends a return before the ack of the same message.
-                _fail(outcome, failed_keys, row, "unroutable", self._unroutable(row))
-            elif self._settled.get(tag):
-                reason = "nacked by the broker: a queue it routes to refused it (full, with "
-                reason += "x-overflow=reject-publish, or failing)"
-                _fail(outcome, failed_keys, row, "nacked", reason)
-            elif tag in self._settled:
-                outcome.confirmed.append(row)
-            else:
-                unknown.append(row)
-        return unknown, error or ""
 
     def _publish_one(self, row: OutboxRow, mandatory: bool, message_id: str) -> None:
         message = self._channel.prepare_message(

@@ -1,0 +1,93 @@
+"""The publisher sends a batch's frames in few socket writes (`relay.coalesced_writes`), and
+the broker gets every message of it whole, in order, confirmed: on RabbitMQ, the only broker
+whose frames go through a socket of py-amqp's."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from outbox.claim import OutboxRow
+from relay.coalesced_writes import WRITE_AT
+from relay.publisher import Publisher
+from tests.test_relay import Listener
+
+
+@pytest.fixture
+def listener(amqp_url: str) -> Iterator[Listener]:
+    listener = Listener(amqp_url, "bank.Deposited")
+    yield listener
+    listener.close()
+
+
+def _rows(count: int, size: int) -> list[OutboxRow]:
+    return [
+        OutboxRow(
+            number,
+            uuid.uuid4(),
+            "bank.Deposited",
+            "bank.Deposited",
+            f"k{number}",
+            json.dumps({"n": number, "note": "x" * size}),
+            {"sagabox-type": "bank.Deposited", "n": str(number)},
+            0,
+        )
+        for number in range(count)
+    ]
+
+
+def _publish_counting_writes(
+    amqp_url: str, exchange: str, rows: list[OutboxRow]
+) -> tuple[list[int], list[OutboxRow]]:
+    """Publish `rows` in one batch; the sizes of the socket writes it took, and the confirmed."""
+    with Connection(amqp_url) as connection:
+        publisher = Publisher(connection, exchange)
+        transport: Any = connection.connection.transport
+        sendall = transport._write
+        writes: list[int] = []
+
+        def counting(data: Any) -> None:
+            writes.append(len(data))
+            sendall(data)
+
+        transport._write = counting
+        try:
+            outcome = publisher.publish(rows)
+        finally:
+            transport._write = sendall
+            publisher.close()
+    assert [] == outcome.failed
+    return writes, outcome.confirmed
+
+
+def _arrived_whole(listener: Listener, rows: list[OutboxRow]) -> None:
+    got: list[Any] = listener.fetch()
+    assert [str(row.message_id) for row in rows] == [m.properties["message_id"] for m in got]
+    assert [row.payload for row in rows] == [m.body for m in got]
+    assert [row.headers for row in rows] == [m.headers for m in got]
+
+
+def test_a_batch_goes_to_the_socket_in_one_write(amqp_url: str, listener: Listener) -> None:
+    """200 messages of 300 bytes: one write, where py-amqp alone made 200."""
+    rows = _rows(200, 250)
+    writes, confirmed = _publish_counting_writes(amqp_url, listener.exchange, rows)
+    assert rows == confirmed
+    assert 1 == len(writes)
+    _arrived_whole(listener, rows)
+
+
+def test_a_batch_bigger_than_the_buffer_goes_out_in_chunks(
+    amqp_url: str, listener: Listener
+) -> None:
+    """About 1 MB: a write each time the gathered frames reach `WRITE_AT`, and the rest."""
+    rows = _rows(100, 10_000)
+    writes, confirmed = _publish_counting_writes(amqp_url, listener.exchange, rows)
+    assert rows == confirmed
+    assert 4 <= len(writes) <= 5
+    assert all(size >= WRITE_AT for size in writes[:-1])
+    _arrived_whole(listener, rows)
