@@ -8,6 +8,7 @@ runs (c) alone on the servers of `scripts/services.sh` (start them with SAGABOX_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ from outbox.database import make_engine
 from outbox.envelope import CONTENT_TYPE
 from relay import Relay
 from relay.broker import topic_exchange
+from relay.coalesced_writes import coalesced_writes
 
 FILL = text(
     "INSERT INTO sagabox_outbox_messages (message_id, type, destination, partition_key, payload, "
@@ -129,10 +131,13 @@ def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> fl
     return rows / (now - first)
 
 
-def raw_publish_rate(url: str, broker: str, rows: int) -> tuple[float, CpuUse]:
+def raw_publish_rate(
+    url: str, broker: str, rows: int, *, coalesced: bool = False
+) -> tuple[float, CpuUse]:
     """The same messages published by a bare kombu loop with the same confirm window (500),
     read from memory: what the broker and the client library allow, with no database; and the
-    CPU each side spent meanwhile."""
+    CPU each side spent meanwhile. `coalesced`: each window's frames in few socket writes, as
+    the relay sends them (`relay.coalesced_writes`), which plain kombu does not do."""
     fill_outbox(url, rows)
     engine = make_engine(url)
     with engine.connect() as connection:
@@ -159,7 +164,8 @@ def raw_publish_rate(url: str, broker: str, rows: int) -> tuple[float, CpuUse]:
         with measuring_cpu() as cpu:
             started = time.perf_counter()
             for first in range(0, len(messages), 500):
-                _publish(channel, exchange, messages[first : first + 500])
+                with coalesced_writes(connection) if coalesced else contextlib.nullcontext():
+                    _publish(channel, exchange, messages[first : first + 500])
                 while confirms and acked[0] < min(first + 500, len(messages)):
                     connection.drain_events(timeout=30)
             seconds = time.perf_counter() - started
@@ -211,7 +217,7 @@ def main() -> int:
     if servers is None:
         return 2
     postgres, amqp = servers
-    rates: dict[str, list[float]] = {"raw": [], "one": [], "two": []}
+    rates: dict[str, list[float]] = {"raw": [], "one": [], "two": [], "coalesced": []}
     for round_number in range(1, args.rounds + 1):
         load = " ".join(f"{figure:.2f}" for figure in os.getloadavg())
         with scratch_database(postgres) as url:
@@ -220,19 +226,25 @@ def main() -> int:
             one, one_cpu = relay_rate(url, amqp, args.rows)
         with scratch_database(postgres) as url:
             two = relay_processes_rate(url, amqp, args.rows, processes=2)
-        for name, rate in (("raw", raw), ("one", one), ("two", two)):
+        with scratch_database(postgres) as url:
+            coalesced, coalesced_cpu = raw_publish_rate(url, amqp, args.rows, coalesced=True)
+        for name, rate in (("raw", raw), ("one", one), ("two", two), ("coalesced", coalesced)):
             rates[name].append(rate)
         print(
             f"round {round_number}: raw loop {raw:,.0f}, one relay {one:,.0f} ({one / raw:.2f}), "
-            f"two relays {two:,.0f} ({two / raw:.2f}) msg/s; load before {load}\n"
+            f"two relays {two:,.0f} ({two / raw:.2f}) msg/s; raw loop with the relay's coalesced "
+            f"writes {coalesced:,.0f} (one relay {one / coalesced:.2f} of it, two "
+            f"{two / coalesced:.2f}); load before {load}\n"
             f"  CPU, raw loop: {raw_cpu.per(args.rows)}\n"
-            f"  CPU, one relay: {one_cpu.per(args.rows)}",
+            f"  CPU, one relay: {one_cpu.per(args.rows)}\n"
+            f"  CPU, raw loop coalesced: {coalesced_cpu.per(args.rows)}",
             flush=True,
         )
-    raw, one, two = (statistics.median(values) for values in rates.values())
+    raw, one, two, coalesced = (statistics.median(values) for values in rates.values())
     print(
         f"medians of {args.rounds} rounds, {args.rows:,} rows: raw loop {raw:,.0f}, one relay "
-        f"{one:,.0f} ({one / raw:.2f}), two relays {two:,.0f} ({two / raw:.2f}) msg/s",
+        f"{one:,.0f} ({one / raw:.2f}), two relays {two:,.0f} ({two / raw:.2f}) msg/s; raw "
+        f"loop coalesced {coalesced:,.0f}",
         flush=True,
     )
     return 0
