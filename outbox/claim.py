@@ -23,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Select,
     Text,
+    all_,
     any_,
     bindparam,
     cast,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     exists,
     func,
     literal_column,
+    or_,
     select,
     true,
     update,
@@ -100,9 +102,9 @@ _BEHIND_A_RETRY = (
 )
 
 
-def _due(*, soonest_first: bool = False) -> Select[Any]:
+def _due(*, soonest_first: bool = False, passing: bool = False) -> Select[Any]:
     """Due rows (at `b_due_now`) not held up by a retry, `b_limit` of them: the oldest ids
-    first, or the soonest due first.
+    first, or the soonest due first; `passing`, none of the keys `b_held_keys`.
 
     Soonest first reads the (available_at, id) index in its own order and stops after `limit`
     rows, whatever the table holds. Oldest ids first lets the planner walk the primary key
@@ -111,12 +113,11 @@ def _due(*, soonest_first: bool = False) -> Select[Any]:
     165 ms, where the index takes 1 ms; bench (k)).
     """
     order = (t.c.available_at, t.c.id) if soonest_first else (t.c.id,)
-    return (
-        select(*_COLUMNS)
-        .where(t.c.available_at <= bindparam("b_due_now"), ~_BEHIND_A_RETRY)
-        .order_by(*order)
-        .limit(bindparam("b_limit"))
-    )
+    due = select(*_COLUMNS).where(t.c.available_at <= bindparam("b_due_now"), ~_BEHIND_A_RETRY)
+    if passing:
+        held = bindparam("b_held_keys", type_=ARRAY(t.c.partition_key.type))
+        due = due.where(or_(t.c.partition_key.is_(None), t.c.partition_key != all_(held)))
+    return due.order_by(*order).limit(bindparam("b_limit"))
 
 
 def _rows(result: Iterable[Sequence[Any]]) -> list[OutboxRow]:
@@ -165,7 +166,7 @@ def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list
     # The soonest due rows no other relay holds, in id order; the row locks last until this
     # relay commits. The partition check below keeps each key in id order all the same.
     parameters = {"b_due_now": now, "b_limit": limit}
-    locked, rows = _claim_locked(connection, _CLAIM_SOONEST_DIRECT, parameters)
+    locked, rows, held = _claim_locked(connection, _CLAIM_SOONEST_DIRECT, parameters)
     if not locked or 2 * len(rows) >= min(locked, limit):
         # Nothing due that no other relay holds (the id-ordered claim would find nothing
         # either, and an idle relay makes this claim after every batch, before it sleeps), or
@@ -178,19 +179,44 @@ def _claim_postgresql(connection: Connection, now: datetime, limit: int) -> list
     # its own batch, so the relay always moves on. Its rows already locked here come back
     # too (a transaction skips no lock of its own); a key's rows of either claim are the
     # key's oldest due rows, so together they are too, and stay so cut short in id order.
-    by_id = _claim_locked(connection, _CLAIM_BY_ID_DIRECT, parameters)[1]
+    by_id_locked, by_id, held_too = _claim_locked(connection, _CLAIM_BY_ID_DIRECT, parameters)
     merged = {row.id: row for row in (*rows, *by_id)}
-    return [merged[key] for key in sorted(merged)][:limit]
+    if merged or not by_id_locked:
+        return [merged[key] for key in sorted(merged)][:limit]
+    return _claim_passing(connection, parameters, held | held_too)
+
+
+#: How many more claims a relay makes, each passing the keys the ones before found held by
+#: another relay, before it gives up until its next batch or poll.
+_PASSES = 4
+
+
+def _claim_passing(
+    connection: Connection, parameters: dict[str, Any], held: set[str]
+) -> list[OutboxRow]:
+    """Every row locked so far waits behind another relay's row of its key: the claim's limit
+    went on rows it may not publish, while rows of other keys may be due. Claim again without
+    the keys found held (soonest first: the id-ordered claim found only held rows too), a few
+    times, each claim adding the keys it found held."""
+    for _ in range(_PASSES):
+        passing = {**parameters, "b_held_keys": sorted(held)}
+        locked, rows, more = _claim_locked(connection, _CLAIM_PASSING_DIRECT, passing)
+        if rows or not locked:
+            return rows
+        held |= more
+    return []
 
 
 def _claim_locked(
     connection: Connection, statement: Prebuilt, parameters: dict[str, Any]
-) -> tuple[int, list[OutboxRow]]:
-    """Run a claim of `_locking_claim`; return how many rows it locked, and those this relay
-    may publish without reordering their partition key, in id order."""
+) -> tuple[int, list[OutboxRow], set[str]]:
+    """Run a claim of `_locking_claim`; return how many rows it locked, those this relay may
+    publish without reordering their partition key (in id order), and the keys of the others."""
     result = statement.rows(connection, parameters)
-    # The last column is where the row's key is held from (None: nowhere).
-    return len(result), _rows(row for row in result if row[-1] is None or row[0] < row[-1])
+    # The last column is where the row's key is held from (None: nowhere); the fifth the key.
+    free = [row for row in result if row[-1] is None or row[0] < row[-1]]
+    held = {row[4] for row in result if row[-1] is not None and row[0] >= row[-1]}
+    return len(result), _rows(free), held
 
 
 def _locking_claim(due: Select[Any]) -> Select[Any]:
@@ -252,6 +278,7 @@ _CLAIM_BY_ID = _locking_claim(_DUE_BY_ID)
 _DUE_BY_ID_DIRECT = Prebuilt(_DUE_BY_ID)
 _CLAIM_SOONEST_DIRECT = Prebuilt(_CLAIM_SOONEST)
 _CLAIM_BY_ID_DIRECT = Prebuilt(_CLAIM_BY_ID)
+_CLAIM_PASSING_DIRECT = Prebuilt(_locking_claim(_due(soonest_first=True, passing=True)))
 # An array, not an IN list, on PostgreSQL: one parameter whatever the batch size, so the
 # statement text stays the same and short (an IN list of 500 was re-parsed by the driver every
 # batch). The subquery runs once, before the delete (an init plan), and sets

@@ -171,6 +171,32 @@ def test_a_relay_never_publishes_past_a_partition_row_another_relay_holds(
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 @pytest.mark.usefixtures("frozen_clock")
+@pytest.mark.parametrize("limit", [1, 3])
+def test_a_claim_passes_the_keys_another_relay_holds_to_a_due_row_of_another(
+    engine: Engine, limit: int
+) -> None:
+    """Another relay holds the oldest row of `limit` keys; their second rows are the soonest
+    due, and wait behind them. A row of another key is due too: the claim returns it. It
+    returned nothing (every row it locked was held), so `drain` stopped there and `run` slept a
+    poll interval with a row it could ship."""
+    keys = [f"k{n}" for n in range(limit)]
+    for n, key in enumerate([*keys, *keys, "free"], start=1):
+        _write(engine, Deposited(account=f"r{n}", amount=n, correlation_id=key))
+    holder, claiming = engine.connect(), engine.connect()
+    try:
+        with holder.begin():
+            held = claim_due(holder, now=clock.now(), limit=limit)
+            assert list(range(1, limit + 1)) == [row.id for row in held]
+            with claiming.begin():
+                rows = claim_due(claiming, now=clock.now(), limit=limit)
+                assert [2 * limit + 1] == [row.id for row in rows]
+    finally:
+        holder.close()
+        claiming.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+@pytest.mark.usefixtures("frozen_clock")
 def test_a_claim_stops_a_partition_at_a_row_another_relay_holds_between_its_own(
     engine: Engine,
 ) -> None:
