@@ -53,7 +53,13 @@ class _Compiled:
         self.columns = [
             (column.key, column.type) for column in getattr(statement, "selected_columns", ())
         ]
-        self.results: list[Processor] | None = None  # from the first result's type codes
+        # From the first result: its column names and their processors. One statement's
+        # result has the same columns every time, and psycopg builds `cursor.description`
+        # anew on each access (a column object each: a quarter of `first`'s CPU, read twice).
+        self.names: list[str] | None = None
+        self.results: list[Processor] | None = None
+        #: Whether the statement returns rows (known after its first execution).
+        self.returns_rows: bool | None = None
 
 
 class Prebuilt:
@@ -92,8 +98,9 @@ class Prebuilt:
             cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             order = compiled.order
             cursor.execute(compiled.sql, values if order is None else [values[n] for n in order])
-            found = cursor.fetchone() if cursor.description else None
-            description = cursor.description
+            if compiled.returns_rows is None:
+                _describe(compiled, dialect, cursor.description)
+            found = cursor.fetchone() if compiled.returns_rows else None
         except Exception as exc:
             # The full path's handling: the same exception classes, `handle_error` events,
             # and a connection the database dropped is invalidated.
@@ -103,13 +110,21 @@ class Prebuilt:
                 cursor.close()
         if found is None:
             return None
-        names = [column[0] for column in description]
-        if compiled.results is None:
-            compiled.results = _result_processors(compiled, dialect, description)
+        assert compiled.names is not None
+        assert compiled.results is not None
         return {
             name: value if process is None or value is None else process(value)
-            for name, value, process in zip(names, found, compiled.results, strict=True)
+            for name, value, process in zip(compiled.names, found, compiled.results, strict=True)
         }
+
+
+def _describe(compiled: _Compiled, dialect: Dialect, description: Any) -> None:
+    """Keep what the first result's description says: whether there are rows, their column
+    names and processors. The attribute that tells the next call to skip it goes last."""
+    if description:
+        compiled.names = [column[0] for column in description]
+        compiled.results = _result_processors(compiled, dialect, description)
+    compiled.returns_rows = bool(description)
 
 
 def _result_processors(compiled: _Compiled, dialect: Dialect, description: Any) -> list[Processor]:
