@@ -11,9 +11,11 @@ from uuid import uuid5
 from sqlalchemy import (
     Insert,
     Select,
+    String,
     Table,
     bindparam,
     cast,
+    func,
     insert,
     null,
     select,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -60,6 +63,23 @@ _LOCK_AND_LOAD = (
     .order_by(saga_instances.c.saga_type, saga_instances.c.correlation_id)
     .with_for_update()
 )
+# PostgreSQL's form: the keys as two array parameters zipped by `unnest`, one short statement
+# psycopg converts once and prepares, where a batch of 50 keys made 100 parameters, a statement
+# it parses anew each time (it caches none past 50 parameters).
+_LOCK_AND_LOAD_PG = (
+    select(saga_instances)
+    .where(
+        tuple_(saga_instances.c.saga_type, saga_instances.c.correlation_id).in_(
+            # VARCHAR[] with no length: a cast to the columns' own would cut a longer key.
+            select(
+                func.unnest(bindparam("b_types", type_=ARRAY(String()))),
+                func.unnest(bindparam("b_ids", type_=ARRAY(String()))),
+            )
+        )
+    )
+    .order_by(saga_instances.c.saga_type, saga_instances.c.correlation_id)
+    .with_for_update()
+)
 # Many rows at once (a batch's write-back): UPDATE ... RETURNING cannot be sent as one batch of
 # parameters, so the row count checks the versions there.
 _SAVE_MANY = update(saga_instances).where(
@@ -92,7 +112,15 @@ def lock_and_load(session: Session, keys: list[Key]) -> SagaBatch:
     batch = SagaBatch()
     wanted = sorted(set(keys))
     if wanted:
-        for row in session.execute(_LOCK_AND_LOAD, {"b_keys": wanted}).mappings():
+        if dialect_of(session) == "postgresql":
+            statement = _LOCK_AND_LOAD_PG
+            parameters: dict[str, Any] = {
+                "b_types": [key[0] for key in wanted],
+                "b_ids": [key[1] for key in wanted],
+            }
+        else:
+            statement, parameters = _LOCK_AND_LOAD, {"b_keys": wanted}
+        for row in session.execute(statement, parameters).mappings():
             batch.rows[(row["saga_type"], row["correlation_id"])] = row
     attach(session, batch, _write_back)
     return batch
