@@ -11,11 +11,9 @@ from uuid import uuid5
 from sqlalchemy import (
     Insert,
     Select,
-    String,
     Table,
     bindparam,
     cast,
-    func,
     insert,
     null,
     select,
@@ -23,7 +21,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -32,7 +29,7 @@ from outbox.database import INSERTS_IGNORING_CONFLICTS, Executor, dialect_of
 from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 from outbox.writer import write_rows
-from sagas import evolution, step_sql
+from sagas import batch_sql, evolution, step_sql
 from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaDefinitionError
@@ -60,23 +57,6 @@ _LOCK_AND_LOAD = (
         )
     )
     # PostgreSQL locks the rows in this order: batches sharing sagas cannot deadlock on them.
-    .order_by(saga_instances.c.saga_type, saga_instances.c.correlation_id)
-    .with_for_update()
-)
-# PostgreSQL's form: the keys as two array parameters zipped by `unnest`, one short statement
-# psycopg converts once and prepares, where a batch of 50 keys made 100 parameters, a statement
-# it parses anew each time (it caches none past 50 parameters).
-_LOCK_AND_LOAD_PG = (
-    select(saga_instances)
-    .where(
-        tuple_(saga_instances.c.saga_type, saga_instances.c.correlation_id).in_(
-            # VARCHAR[] with no length: a cast to the columns' own would cut a longer key.
-            select(
-                func.unnest(bindparam("b_types", type_=ARRAY(String()))),
-                func.unnest(bindparam("b_ids", type_=ARRAY(String()))),
-            )
-        )
-    )
     .order_by(saga_instances.c.saga_type, saga_instances.c.correlation_id)
     .with_for_update()
 )
@@ -113,7 +93,7 @@ def lock_and_load(session: Session, keys: list[Key]) -> SagaBatch:
     wanted = sorted(set(keys))
     if wanted:
         if dialect_of(session) == "postgresql":
-            statement = _LOCK_AND_LOAD_PG
+            statement = batch_sql.LOCK_AND_LOAD  # the keys as two arrays
             parameters: dict[str, Any] = {
                 "b_types": [key[0] for key in wanted],
                 "b_ids": [key[1] for key in wanted],
@@ -326,7 +306,11 @@ def _write_back(session: Session, batch: SagaBatch) -> None:
             {**_columns(saga), "b_id": saga_id, "b_expected_version": batch.expected[saga_id]}
             for saga_id, saga in batch.changed.items()
         ]
-        updated = session.connection().execute(_SAVE_MANY, rows).rowcount
+        if dialect_of(session) == "postgresql":  # one statement, one array per column
+            statement, parameters = batch_sql.save_many(rows)
+            updated = session.connection().execute(statement, parameters).rowcount
+        else:
+            updated = session.connection().execute(_SAVE_MANY, rows).rowcount
         if updated != len(rows):
             raise ConcurrencyConflict(
                 f"{len(rows) - updated} of the {len(rows)} sagas this batch changed were "
