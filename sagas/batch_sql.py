@@ -17,12 +17,15 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Insert,
     Integer,
     String,
+    Table,
     Update,
     Uuid,
     bindparam,
     func,
+    insert,
     select,
     tuple_,
     update,
@@ -32,7 +35,7 @@ from sqlalchemy.types import TypeEngine
 
 from sagas.tables import saga_instances
 
-__all__ = ["LOCK_AND_LOAD", "save_many"]
+__all__ = ["LOCK_AND_LOAD", "insert_many", "save_many"]
 
 
 def _array(name: str, type_: TypeEngine[Any]) -> Any:
@@ -94,3 +97,35 @@ def save_many(rows: Sequence[dict[str, Any]]) -> tuple[Update, dict[str, list[An
         statement = _SAVES[names] = _save_many(names)
     parameters = {name: [row[name] for row in rows] for name in rows[0]}
     return statement, parameters
+
+
+_INSERTS: dict[tuple[str, tuple[str, ...]], Insert] = {}
+
+
+def _insert_many(table: Table, names: tuple[str, ...]) -> Insert:
+    """INSERT the rows of the unnested arrays `names`, ordered by their place in the arrays:
+    the ids a sequence gives them (the journal's, the outbox's delivery order) follow the
+    rows' order, as SQLAlchemy's own ordered multi-row INSERT relies on PostgreSQL to do."""
+    arrays = [bindparam(name, type_=ARRAY(_element_type(table.c[name].type))) for name in names]
+    rows = (
+        func.unnest(*arrays)
+        .table_valued(*names, with_ordinality="sagabox_place")
+        .render_derived()
+        .alias("inserted")
+    )
+    ordered = select(*(rows.c[name] for name in names)).order_by(rows.c.sagabox_place)
+    return insert(table).from_select(list(names), ordered)
+
+
+def insert_many(
+    table: Table, rows: Sequence[dict[str, Any]]
+) -> tuple[Insert, dict[str, list[Any]]] | None:
+    """The statement and its parameters that insert `rows` into `table`, in their order; None
+    when the rows do not all have the same columns (the caller sends them as they are)."""
+    names = tuple(rows[0])
+    if any(row.keys() != rows[0].keys() for row in rows):
+        return None
+    statement = _INSERTS.get((table.name, names))
+    if statement is None:
+        statement = _INSERTS[(table.name, names)] = _insert_many(table, names)
+    return statement, {name: [row[name] for row in rows] for name in names}

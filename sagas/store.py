@@ -300,13 +300,14 @@ def _journal_migration(executor: Executor, saga: Saga[Any]) -> None:
 
 def _write_back(session: Session, batch: SagaBatch) -> None:
     """A batch's deferred writes: every changed saga in one statement, then its journal, then
-    the messages its sagas emitted."""
+    the messages its sagas emitted (on PostgreSQL each one statement of arrays: `batch_sql`)."""
+    arrays = dialect_of(session) == "postgresql"
     if batch.changed:
         rows = [
             {**_columns(saga), "b_id": saga_id, "b_expected_version": batch.expected[saga_id]}
             for saga_id, saga in batch.changed.items()
         ]
-        if dialect_of(session) == "postgresql":  # one statement, one array per column
+        if arrays:
             statement, parameters = batch_sql.save_many(rows)
             updated = session.connection().execute(statement, parameters).rowcount
         else:
@@ -317,8 +318,30 @@ def _write_back(session: Session, batch: SagaBatch) -> None:
                 "changed by another transaction meanwhile; retry the messages"
             )
     if batch.journal:
-        session.execute(JOURNAL_INSERT, batch.journal)
-    write_rows(session, batch.outbox)
+        _insert(session, saga_journal, JOURNAL_INSERT, batch.journal, arrays=arrays)
+    if batch.outbox:
+        _insert(session, outbox_messages, None, batch.outbox, arrays=arrays)
+
+
+def _insert(
+    session: Session,
+    table: Table,
+    statement: Insert | None,
+    rows: list[dict[str, Any]],
+    *,
+    arrays: bool,
+) -> None:
+    """Insert a batch's rows, in order: as one statement of arrays where it can, else as a
+    batch of parameters (`statement`; None: the outbox writer's own)."""
+    many = batch_sql.insert_many(table, rows) if arrays and len(rows) > 1 else None
+    if many is not None:
+        session.execute(*many)
+        if table is outbox_messages:
+            signals.mark_written(session)  # what `write_rows` does after its insert
+    elif statement is not None:
+        session.execute(statement, rows)
+    else:
+        write_rows(session, rows)
 
 
 def saves_step_at_once(executor: Executor, saga: Saga[Any]) -> bool:
