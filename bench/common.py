@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.pool import NullPool
@@ -38,6 +39,7 @@ __all__ = [
     "measuring_cpu",
     "sagabox_process",
     "scratch_database",
+    "server_cpu_seconds",
     "server_urls",
     "stop",
     "wait_for_inbox",
@@ -167,19 +169,60 @@ def stop(*processes: subprocess.Popen[bytes], timeout: float = 60) -> None:
 
 def cpu_seconds(*commands: str) -> float:
     """CPU seconds (user + system) used so far by the running processes named `commands`
-    (as in /proc/PID/comm): how busy the servers were during a section."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    (as in /proc/PID/comm), every such process on the machine: see `server_cpu_seconds`."""
+    total = 0.0
+    for fields in _processes():
+        if fields[0] in commands:
+            total += _ticks(fields, 12, 13)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(server: str) -> float:
+    """CPU seconds used so far by `scripts/services.sh`'s PostgreSQL (`"postgres"`, the
+    postmaster and its backends, the ended ones included) or RabbitMQ (`"beam.smp"`).
+
+    Summing every process of that name counted other clusters on a shared machine, and lost
+    the CPU of backends that ended during the section (it read below zero). The server's own
+    process counts what its reaped children used, so the total only grows. Without the
+    services' folder (servers started some other way) it falls back to `cpu_seconds`.
+    """
+    pid = _server_pid(server)
+    if pid is None:
+        return cpu_seconds(server)
+    total = 0.0
+    for fields in _processes():
+        if fields[-1] == pid:
+            total += _ticks(fields, 12, 13, 14, 15)  # with its reaped children's
+        elif fields[2] == str(pid):
+            total += _ticks(fields, 12, 13)  # a running child: a backend
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _server_pid(server: str) -> int | None:
+    folder = os.environ.get("SAGABOX_SERVICES_DIR")
+    files = {"postgres": "postgres/data/postmaster.pid", "beam.smp": "rabbitmq/rabbitmq.pid"}
+    if not folder or server not in files:
+        return None
+    try:
+        return int(Path(folder, files[server]).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _processes() -> Iterator[list[Any]]:
+    """Each process's stat fields: its name, then the fields after it (state, ppid, ...), and
+    its pid last."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue  # the process ended meanwhile
         name = text[text.index("(") + 1 : text.rindex(")")]
-        if name in commands:
-            fields = text[text.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+        yield [name, *text[text.rindex(")") + 2 :].split(), int(stat.parent.name)]
+
+
+def _ticks(fields: list[Any], *positions: int) -> int:
+    return sum(int(fields[n]) for n in positions)
 
 
 @contextmanager
@@ -219,11 +262,11 @@ class CpuUse:
 def measuring_cpu() -> Iterator[CpuUse]:
     """Fill a `CpuUse` with what the block cost each side (servers measured from /proc)."""
     use = CpuUse()
-    before = (time.process_time(), cpu_seconds("beam.smp"), cpu_seconds("postgres"))
+    before = (time.process_time(), server_cpu_seconds("beam.smp"), server_cpu_seconds("postgres"))
     yield use
     use.python = time.process_time() - before[0]
-    use.rabbitmq = cpu_seconds("beam.smp") - before[1]
-    use.postgresql = cpu_seconds("postgres") - before[2]
+    use.rabbitmq = server_cpu_seconds("beam.smp") - before[1]
+    use.postgresql = server_cpu_seconds("postgres") - before[2]
 
 
 def machine_description(server: str) -> str:
