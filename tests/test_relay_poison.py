@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 from kombu import Connection, Producer
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, cast, literal, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from outbox import Outbox, clock
@@ -349,6 +350,39 @@ def test_a_row_whose_headers_are_not_an_object_does_not_stop_the_relay(
                 type=Deposited.type_name,
                 destination=Deposited.type_name,
                 partition_key="k-garbage",
+                payload='{"account": "g", "amount": 1}',
+                headers=headers,
+                available_at=now,
+                created_at=now,
+            )
+        )
+    write(engine, behind)
+    relay = Relay(engine, broker_url, exchange=listener.exchange)
+    try:
+        relay.drain()
+    finally:
+        relay.close()
+    assert [] == outbox_rows(engine)
+    assert 1 == listener.copies()[str(behind.message_id)]
+
+
+def test_a_row_whose_headers_nest_deeper_than_python_parses_does_not_stop_the_relay(
+    engine: Engine, broker_url: str, listener: Listener
+) -> None:
+    """Headers written by hand as JSON nested 3,000 deep, which the database stores but
+    Python's parser refuses (RecursionError): the row ships without them, as for headers that
+    are not an object, and the rows behind it ship; it failed the claim, and so every batch."""
+    deep = '{"a":' * 3000 + "1" + "}" * 3000
+    behind = Deposited(account="behind", amount=2, correlation_id="k-behind")
+    now = clock.now()
+    headers = cast(literal(deep), JSONB) if engine.dialect.name == "postgresql" else literal(deep)
+    with engine.begin() as connection:
+        connection.execute(
+            outbox_messages.insert().values(
+                message_id=uuid.uuid4(),
+                type=Deposited.type_name,
+                destination=Deposited.type_name,
+                partition_key="k-deep",
                 payload='{"account": "g", "amount": 1}',
                 headers=headers,
                 available_at=now,
