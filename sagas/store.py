@@ -29,7 +29,7 @@ from outbox.database import INSERTS_IGNORING_CONFLICTS, Executor, dialect_of
 from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 from outbox.writer import write_rows
-from sagas import evolution, step_sql
+from sagas import batch_sql, evolution, step_sql
 from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaDefinitionError
@@ -92,7 +92,15 @@ def lock_and_load(session: Session, keys: list[Key]) -> SagaBatch:
     batch = SagaBatch()
     wanted = sorted(set(keys))
     if wanted:
-        for row in session.execute(_LOCK_AND_LOAD, {"b_keys": wanted}).mappings():
+        if dialect_of(session) == "postgresql":
+            statement = batch_sql.LOCK_AND_LOAD  # the keys as two arrays
+            parameters: dict[str, Any] = {
+                "b_types": [key[0] for key in wanted],
+                "b_ids": [key[1] for key in wanted],
+            }
+        else:
+            statement, parameters = _LOCK_AND_LOAD, {"b_keys": wanted}
+        for row in session.execute(statement, parameters).mappings():
             batch.rows[(row["saga_type"], row["correlation_id"])] = row
     attach(session, batch, _write_back)
     return batch
@@ -292,21 +300,48 @@ def _journal_migration(executor: Executor, saga: Saga[Any]) -> None:
 
 def _write_back(session: Session, batch: SagaBatch) -> None:
     """A batch's deferred writes: every changed saga in one statement, then its journal, then
-    the messages its sagas emitted."""
+    the messages its sagas emitted (on PostgreSQL each one statement of arrays: `batch_sql`)."""
+    arrays = dialect_of(session) == "postgresql"
     if batch.changed:
         rows = [
             {**_columns(saga), "b_id": saga_id, "b_expected_version": batch.expected[saga_id]}
             for saga_id, saga in batch.changed.items()
         ]
-        updated = session.connection().execute(_SAVE_MANY, rows).rowcount
+        if arrays:
+            statement, parameters = batch_sql.save_many(rows)
+            updated = session.connection().execute(statement, parameters).rowcount
+        else:
+            updated = session.connection().execute(_SAVE_MANY, rows).rowcount
         if updated != len(rows):
             raise ConcurrencyConflict(
                 f"{len(rows) - updated} of the {len(rows)} sagas this batch changed were "
                 "changed by another transaction meanwhile; retry the messages"
             )
     if batch.journal:
-        session.execute(JOURNAL_INSERT, batch.journal)
-    write_rows(session, batch.outbox)
+        _insert(session, saga_journal, JOURNAL_INSERT, batch.journal, arrays=arrays)
+    if batch.outbox:
+        _insert(session, outbox_messages, None, batch.outbox, arrays=arrays)
+
+
+def _insert(
+    session: Session,
+    table: Table,
+    statement: Insert | None,
+    rows: list[dict[str, Any]],
+    *,
+    arrays: bool,
+) -> None:
+    """Insert a batch's rows, in order: as one statement of arrays where it can, else as a
+    batch of parameters (`statement`; None: the outbox writer's own)."""
+    many = batch_sql.insert_many(table, rows) if arrays and len(rows) > 1 else None
+    if many is not None:
+        session.execute(*many)
+        if table is outbox_messages:
+            signals.mark_written(session)  # what `write_rows` does after its insert
+    elif statement is not None:
+        session.execute(statement, rows)
+    else:
+        write_rows(session, rows)
 
 
 def saves_step_at_once(executor: Executor, saga: Saga[Any]) -> bool:

@@ -76,6 +76,51 @@ def test_two_concurrent_transactions_exactly_one_wins(engine: Engine, first_outc
         assert 1 == connection.scalar(select(func.count()).select_from(inbox_messages))
 
 
+def test_record_many_returns_the_new_ones(engine: Engine) -> None:
+    """A batch's inbox: the ids not seen before come back, once each, and are recorded with
+    the consumer and the time; one given twice is recorded once, seen ones are skipped."""
+    seen, fresh, other = uuid4(), uuid4(), uuid4()
+    _record(engine, "billing", seen)
+    _record(engine, "shipping", fresh)  # another consumer's record of it counts for nothing
+    with Session(engine) as session, session.begin():
+        inbox = Inbox(session, "billing")
+        assert {fresh, other} == inbox.record_many([seen, fresh, other, fresh])
+        assert set() == inbox.record_many([fresh, other])
+        assert set() == inbox.record_many([])
+        alone = uuid4()
+        assert {alone} == inbox.record_many([alone])
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(inbox_messages.c.message_id, inbox_messages.c.processed_at).where(
+                inbox_messages.c.consumer == "billing"
+            )
+        ).all()
+    assert {seen, fresh, other, alone} == {row.message_id for row in rows}
+    assert all(row.processed_at.tzinfo is not None for row in rows)
+
+
+@pytest.mark.parametrize("first_outcome", ["commit", "rollback"])
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_two_concurrent_batches_exactly_one_records_each(
+    engine: Engine, first_outcome: str
+) -> None:
+    """Two batches sharing an id: the second waits for the first, then gets the shared id as
+    new only if the first rolled back; its own id is new either way."""
+    shared, own, extra = uuid4(), uuid4(), uuid4()
+    with engine.connect() as first:
+        transaction = first.begin()
+        assert {shared, extra} == Inbox(first, "billing").record_many([shared, extra])
+        second = InThread(
+            engine, "inbox-second", lambda c: Inbox(c, "billing").record_many([own, shared])
+        ).start()
+        wait_until_blocked(engine, "inbox-second")
+        getattr(transaction, first_outcome)()
+        second.join()
+
+    assert second.error is None
+    assert ({own, shared} if first_outcome == "rollback" else {own}) == second.result
+
+
 def test_prune_deletes_old_rows_in_batches(
     engine: Engine, frozen_clock: FrozenDateTimeFactory
 ) -> None:

@@ -45,6 +45,29 @@ def test_a_row_comes_back_as_execute_gives_it(engine: Engine) -> None:
         assert None is Prebuilt(_ROW).first(session, {"b_key": "nobody"})
 
 
+def test_one_statement_serves_many_calls(engine: Engine) -> None:
+    """What the first result said (its columns, whether there are rows) serves the calls
+    after it: rows, no row and a statement with no result, in any order, as `execute` gives."""
+    row = Prebuilt(_ROW)
+    touch = Prebuilt(
+        text("UPDATE sagabox_saga_instances SET version = version + 1 WHERE correlation_id = :k")
+    )
+    with Session(engine) as session, session.begin():
+        assert row.first(session, {"b_key": "d"}) is None
+        _insert(session, "d")
+        _insert(session, "e")
+        for key in ("d", "e", "nobody", "d"):
+            expected = session.execute(_ROW, {"b_key": key}).mappings().first()
+            assert (None if expected is None else dict(expected)) == row.first(
+                session, {"b_key": key}
+            )
+        assert touch.first(session, {"k": "d"}) is None
+        assert touch.first(session, {"k": "d"}) is None
+        got = row.first(session, {"b_key": "d"})
+        assert got is not None
+        assert 5 == got["version"]
+
+
 def test_it_runs_in_the_sessions_transaction(engine: Engine) -> None:
     """What it writes rolls back with the session; what the session wrote, it sees."""
     insert = text("INSERT INTO sagabox_inbox_messages (consumer, message_id, processed_at) "

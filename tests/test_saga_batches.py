@@ -5,13 +5,16 @@ transactions."""
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, event, select, update
 from sqlalchemy.orm import Session
 
-from sagas import BatchSpoiled, ConcurrencyConflict, SagaContext, SagaRuntime
+from outbox import Event
+from sagas import BatchSpoiled, ConcurrencyConflict, Saga, SagaContext, SagaRuntime, Timeout, on
 from sagas.tables import saga_instances, saga_journal
 from tests.pg_helpers import InThread, wait_until_blocked
 from tests.saga_fixtures import Counter, CounterOpened, Ping
@@ -75,6 +78,80 @@ def test_a_batch_reads_each_saga_once_and_writes_them_back_in_one_statement(
             .order_by(saga_journal.c.id)
         ).all()
     assert [("a", 2), ("a", 3), ("b", 2), ("b", 3), ("c", 2), ("a", 4), ("b", 4)] == lines
+
+
+class NagOpened(Event, type="sagatest.batch.NagOpened"):
+    key: str
+
+
+class NagNow(Event, type="sagatest.batch.NagNow"):
+    key: str
+
+
+class NagLater(Timeout, type="sagatest.batch.NagLater"):
+    key: str
+
+
+class Nags(BaseModel):
+    nags: int = 0
+    said: dict[str, list[str | None]] = {}
+
+
+class Nagger(Saga[Nags], name="sagatest.batch.Nagger"):
+    """Counts nags; the saga keyed "later" also schedules a reminder."""
+
+    states = ["new", "open"]
+    transitions = [
+        on(NagOpened, "new", "open"),
+        on(NagNow, "open", None, after="nag"),
+        on(NagLater, "open", None),
+    ]
+    correlation = {NagOpened: "key", NagNow: "key", NagLater: "key"}
+
+    def nag(self, ctx: SagaContext, message: NagNow) -> None:
+        self.data.nags += 1
+        self.data.said[message.key] = ['it\'s "quoted", {braced}', None]
+        if message.key == "later":
+            ctx.schedule("later", NagLater(key=message.key), after=timedelta(hours=1))
+
+
+def test_a_batch_writes_the_columns_a_single_step_writes(engine: Engine) -> None:
+    """Data, pending timeouts (SQL NULL when there are none) and their due time come back from
+    a batch's write-back as from one step's save."""
+    runtime = SagaRuntime([Nagger], endpoint="naggers")
+    with Session(engine) as session, session.begin():
+        for key in ("now", "later", "alone"):
+            runtime.handle(session, NagOpened(key=key))
+    with Session(engine) as session, session.begin():
+        runtime.handle(session, NagNow(key="alone"))  # unbatched, for comparison
+    nags = [NagNow(key="now"), NagNow(key="later")]
+    with Session(engine) as session, session.begin():
+        runtime.begin_batch(session, nags)
+        for nag in nags:
+            runtime.handle(session, nag)
+    columns = saga_instances.c
+    with engine.connect() as connection:
+        rows = {
+            row.correlation_id: row
+            for row in connection.execute(
+                select(
+                    columns.correlation_id, columns.data, columns.version, columns.timeouts,
+                    columns.timeouts.is_(None).label("no_timeouts"), columns.next_timeout_at,
+                )
+            )
+        }  # fmt: skip
+    alone, now, later = rows["alone"], rows["now"], rows["later"]
+    assert (alone.data["nags"], alone.version, alone.no_timeouts) == (1, 2, True)
+    assert (now.data["nags"], now.version, now.no_timeouts) == (1, 2, True)
+    assert {"now": ['it\'s "quoted", {braced}', None]} == now.data["said"]
+    assert now.next_timeout_at is None
+    assert (later.data["nags"], later.version, later.no_timeouts) == (1, 2, False)
+    with Session(engine) as session:
+        saga = runtime.load(session, Nagger, "later")
+    assert saga is not None
+    assert ["later"] == list(saga.timeouts)
+    assert later.next_timeout_at == saga.timeouts["later"].due_at
+    assert later.next_timeout_at.tzinfo is not None
 
 
 def test_a_rolled_back_batch_writes_nothing_and_the_next_transaction_is_not_batched(
