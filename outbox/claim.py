@@ -143,8 +143,9 @@ def _headers(value: object) -> dict[str, str]:
 
 
 def _parsed(text: str | bytes) -> object:
-    """What `json.loads` gives (None for text that is not JSON), at a third of its cost for
-    text without whitespace around it, as PostgreSQL writes JSONB."""
+    """What `json.loads` gives (None for text that is not JSON, or nested deeper than Python
+    parses: the database stores such text, and the error would fail every claim), at a third of
+    its cost for text without whitespace around it, as PostgreSQL writes JSONB."""
     if isinstance(text, str):
         try:
             value, end = _decoder.raw_decode(text)
@@ -152,9 +153,11 @@ def _parsed(text: str | bytes) -> object:
                 return value
         except ValueError:
             pass  # perhaps whitespace first, which `json.loads` skips
+        except RecursionError:
+            return None
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

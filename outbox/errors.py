@@ -48,7 +48,8 @@ class MessageTooLarge(OutboxError):
 
 
 class UnstorableText(OutboxError, ValueError):
-    """A message's type, destination or partition key is text its outbox column cannot hold."""
+    """A message's type, destination, partition key or header is text its outbox column (or, for
+    a header name, AMQP) cannot hold."""
 
 
 class Misconfigured(SagaboxError):

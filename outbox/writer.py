@@ -110,6 +110,8 @@ class Outbox:
         )
         _check_text(envelope.type, "type")
         _check_text(destination, "destination")
+        for name, value in envelope.headers.items():
+            _check_header(name, value)
         if partition_key is not None:
             _check_text(partition_key, "partition_key")
         now = clock.now()
@@ -159,6 +161,29 @@ def _check_text(value: str, what: str) -> None:
             f"stores text of at most {MAX_TEXT} characters without NUL: pass a shorter one "
             "(a hash of a long key keeps its order just as well)"
         )
+
+
+#: The longest header name AMQP carries, in UTF-8 bytes (a short string's length is one byte).
+MAX_HEADER_NAME_BYTES = 255
+
+
+def _check_header(name: str, value: object) -> None:
+    """Refuse a header that PostgreSQL's JSONB cannot hold (a NUL, which SQLite stores) or a
+    broker cannot carry (a name past 255 bytes: py-amqp cannot encode it, so no relay could
+    publish the row), as `UnstorableText`, which a worker dead-letters at once."""
+    if "\x00" in name or (isinstance(value, str) and "\x00" in value):
+        raise UnstorableText(
+            f"header {name[:80]!r} holds a NUL character, which the outbox "
+            "cannot store: leave it out, or encode the value (base64, say)"
+        )
+    if len(name) * 4 > MAX_HEADER_NAME_BYTES:  # UTF-8 takes at most 4 bytes a character
+        size = len(name.encode("utf-8", "surrogatepass"))
+        if size > MAX_HEADER_NAME_BYTES:
+            raise UnstorableText(
+                f"header name {name[:80]!r}{'...' if len(name) > 80 else ''} is {size} bytes "
+                f"long; AMQP carries header names of at most {MAX_HEADER_NAME_BYTES} bytes "
+                "(UTF-8): pass a shorter one"
+            )
 
 
 def _destination(message: Message, destination: str | None) -> str:

@@ -8,6 +8,13 @@ relay's CPU and 0.3-0.5 s of RabbitMQ's (bench (c), `bench/results/2026-12-02-re
 Inside `coalesced_writes` the frames gather in a buffer and leave when it holds `WRITE_AT`
 bytes and when the block ends: the same bytes in the same order, in few writes. The caller
 ends the block before waiting for the broker, which has seen nothing of the frames still held.
+
+Nothing is read inside the block. py-amqp polls the socket before each publish (for the
+broker's `connection.blocked`); had a poll read the broker's close of a channel over one
+message (PRECONDITION_FAILED, say bigger than `max_message_size`), py-amqp would answer it and
+reopen the channel in frames still gathered, then wait for the reopening for ever. Unpolled,
+the close is read after the block, while the caller awaits its confirms; a read that does wait
+sends what is gathered first.
 """
 
 from __future__ import annotations
@@ -38,6 +45,15 @@ def coalesced_writes(connection: Connection) -> Iterator[None]:
         yield
         return
     pending = bytearray()
+    read_frame = transport.read_frame
+
+    def read(*args: Any) -> Any:
+        # A poll is a read with a timeout of 0 (py-amqp's `having_timeout(0)`): it finds nothing.
+        if transport.sock.gettimeout() == 0:
+            raise TimeoutError()  # socket.timeout, which py-amqp's poll expects
+        send()
+        transport._write = gather
+        return read_frame(*args)
 
     def send() -> None:
         # Through the transport's own `write`, which marks the connection lost on a socket error.
@@ -55,9 +71,12 @@ def coalesced_writes(connection: Connection) -> Iterator[None]:
             transport._write = gather
 
     transport._write = gather
+    transport.read_frame = read
     try:
         yield
     except BaseException:
         transport._write = original
         raise
+    finally:
+        del transport.read_frame  # the class's own again
     send()

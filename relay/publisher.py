@@ -19,6 +19,7 @@ again may reach their queue twice; the consumers' inbox drops the copy.
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -192,8 +193,10 @@ class Publisher:
             message_id = str(row.message_id)  # once: it is also how a return names the row
             try:
                 self._publish_one(row, mandatory, message_id)
-            except (UnicodeError, ValueError, TypeError) as exc:
+            except (UnicodeError, ValueError, TypeError, struct.error) as exc:
                 # Raised while encoding, before a byte went out: this row can never be sent.
+                # struct.error: a header AMQP's field table cannot hold (an integer past 64
+                # bits, a name past 255 bytes), from headers written into the table by hand.
                 reason = f"cannot be encoded as an AMQP message ({type(exc).__name__}: {exc})"
                 _fail(outcome, failed_keys, row, "unencodable", reason, retryable=False)
                 continue

@@ -41,3 +41,7 @@ def test_text_that_is_not_json_gives_no_headers() -> None:
     assert {"a": "b"} == _headers(' {"a": "b"}\n')
     assert {} == _headers(None)
     assert {"k": "v"} == _headers({"k": "v"})  # a driver that decoded it already
+    deep = '{"a":' * 3000 + "1" + "}" * 3000  # JSON, but deeper than Python's parser goes
+    assert {} == _headers(deep)
+    assert {} == _headers(" " + deep)
+    assert {} == _headers(deep.encode())

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from outbox import Envelope, Outbox, decode
 from outbox.envelope import H_VERSION, encode
+from outbox.errors import UnstorableText
 from outbox.tables import outbox_messages
 from tests.messages_fixture import LoanRequested, RunCreditCheck
 
@@ -121,6 +122,28 @@ def test_a_key_or_destination_its_column_cannot_hold_is_refused_by_name(
         with pytest.raises(ValueError, match=f"{field} .* at most 255 characters without NUL"):
             Outbox(session).add(message, **arguments)  # type: ignore[arg-type]
         Outbox(session).add(message, destination="credit", partition_key="k" * 255)
+    assert _count(engine) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ({"note": "a\x00b"}, "header 'note' holds a NUL character"),
+        ({"a\x00b": "v"}, "holds a NUL character"),
+        ({"é" * 128: "v"}, "header name 'ééé.* is 256 bytes long"),
+    ],
+)
+def test_a_header_the_outbox_or_the_broker_cannot_carry_is_refused_by_name(
+    engine: Engine, headers: dict[str, str], problem: str
+) -> None:
+    """A NUL failed the caller's commit on PostgreSQL (JSONB refuses it) where SQLite stored
+    it; a name past 255 bytes (AMQP's limit for a header name) was stored on both, and no
+    relay could publish it. Both are refused now, before any write; 255 bytes are taken."""
+    message = RunCreditCheck(loan_id="L-7", applicant="Grace", bureau="acme")
+    with Session(engine) as session, session.begin():
+        with pytest.raises(UnstorableText, match=problem):
+            Outbox(session).add(message, destination="credit", headers=headers)
+        Outbox(session).add(message, destination="credit", headers={"é" * 127 + "x": "v"})
     assert _count(engine) == 1
 
 

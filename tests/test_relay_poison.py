@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 from kombu import Connection, Producer
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, cast, literal, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from outbox import Outbox, clock
@@ -363,3 +364,77 @@ def test_a_row_whose_headers_are_not_an_object_does_not_stop_the_relay(
         relay.close()
     assert [] == outbox_rows(engine)
     assert 1 == listener.copies()[str(behind.message_id)]
+
+
+def test_a_row_whose_headers_nest_deeper_than_python_parses_does_not_stop_the_relay(
+    engine: Engine, broker_url: str, listener: Listener
+) -> None:
+    """Headers written by hand as JSON nested 3,000 deep, which the database stores but
+    Python's parser refuses (RecursionError): the row ships without them, as for headers that
+    are not an object, and the rows behind it ship; it failed the claim, and so every batch."""
+    deep = '{"a":' * 3000 + "1" + "}" * 3000
+    behind = Deposited(account="behind", amount=2, correlation_id="k-behind")
+    now = clock.now()
+    headers = cast(literal(deep), JSONB) if engine.dialect.name == "postgresql" else literal(deep)
+    with engine.begin() as connection:
+        connection.execute(
+            outbox_messages.insert().values(
+                message_id=uuid.uuid4(),
+                type=Deposited.type_name,
+                destination=Deposited.type_name,
+                partition_key="k-deep",
+                payload='{"account": "g", "amount": 1}',
+                headers=headers,
+                available_at=now,
+                created_at=now,
+            )
+        )
+    write(engine, behind)
+    relay = Relay(engine, broker_url, exchange=listener.exchange)
+    try:
+        relay.drain()
+    finally:
+        relay.close()
+    assert [] == outbox_rows(engine)
+    assert 1 == listener.copies()[str(behind.message_id)]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"n": 2**70}, {"n": 2**63}, {"k" * 300: "v"}],
+    ids=["int-past-64-bits", "int-past-signed-64-bits", "name-past-255"],
+)
+@pytest.mark.parametrize("broker_url", ["rabbitmq"], indirect=True)
+def test_a_row_whose_headers_amqp_cannot_encode_is_dead_lettered_at_once(
+    engine: Engine, broker_url: str, listener: Listener, headers: dict[str, object]
+) -> None:
+    """Headers written by hand that are JSON objects AMQP's field table cannot hold (an integer
+    past 64 bits, a name past 255 bytes): py-amqp raises struct.error while encoding, before a
+    byte goes out. The row is dead-lettered as unencodable and the rest ships; the error failed
+    every batch the row was claimed in, so the relay shipped nothing more."""
+    other = Deposited(account="other", amount=2, correlation_id="k-other")
+    now = clock.now()
+    with engine.begin() as connection:
+        connection.execute(
+            outbox_messages.insert().values(
+                message_id=uuid.uuid4(),
+                type=Deposited.type_name,
+                destination=Deposited.type_name,
+                partition_key="k-odd",
+                payload='{"account": "g", "amount": 1}',
+                headers=headers,
+                available_at=now,
+                created_at=now,
+            )
+        )
+    write(engine, other)
+    relay = Relay(engine, broker_url, exchange=listener.exchange)
+    try:
+        relay.drain()
+    finally:
+        relay.close()
+    assert [] == outbox_rows(engine)
+    assert 1 == listener.copies()[str(other.message_id)]
+    with engine.connect() as connection:
+        [letter] = list_dead_letters(connection)
+    assert "cannot be encoded as an AMQP message (error:" in letter.reason

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from kombu import Connection
 from outbox.claim import OutboxRow
 from relay.coalesced_writes import WRITE_AT
 from relay.publisher import Publisher
+from tests.poison_helpers import broker_message_limit
 from tests.test_relay import Listener
 
 
@@ -91,3 +93,28 @@ def test_a_batch_bigger_than_the_buffer_goes_out_in_chunks(
     assert 4 <= len(writes) <= 5
     assert all(size >= WRITE_AT for size in writes[:-1])
     _arrived_whole(listener, rows)
+
+
+def test_a_refusal_mid_batch_is_found_after_the_batch_is_sent(
+    amqp_url: str, listener: Listener
+) -> None:
+    """A row over max_message_size but under `ALONE_ABOVE` opens a batch of 400: the broker
+    closes the channel over it once the first chunk arrives, while the rest is still gathered.
+    py-amqp polls the socket before each publish; had it read the close there, it would answer
+    and reopen the channel in frames still gathered, and wait for the reopening for ever (the
+    read timeout ends that wait here). The refusal is that row's alone, the rest confirmed."""
+    rows = _rows(400, 2_000)
+    rows[0] = replace(rows[0], payload=json.dumps({"n": 0, "note": "x" * 40_000}))
+    with (
+        broker_message_limit(30_000),
+        Connection(amqp_url, transport_options={"read_timeout": 10}) as connection,
+    ):
+        publisher = Publisher(connection, listener.exchange, confirm_timeout=10)
+        try:
+            outcome = publisher.publish(rows)
+            later = publisher.publish(_rows(1, 10))
+        finally:
+            publisher.close()
+    assert [(rows[0], "refused")] == [(failure.row, failure.kind) for failure in outcome.failed]
+    assert rows[1:] == outcome.confirmed
+    assert 1 == len(later.confirmed)
