@@ -198,7 +198,16 @@ stop_pid() {
 # port closes, while durable queues and persistent messages stay on disk for the restart.
 cmd_rabbitmq() {
   load_pointer || die "no services started: run '$0 up'"
-  (rabbit_env "$SAGABOX_SERVICES_DIR" && "$RABBIT_BIN/rabbitmqctl" "$1" >/dev/null)
+  local tries=1
+  # A start right after a stop can find the stop still ending inside the node (the prelaunch
+  # fails: "mnesia already running"); it is waited out, a few seconds at most.
+  until (rabbit_env "$SAGABOX_SERVICES_DIR" && "$RABBIT_BIN/rabbitmqctl" "$1" >/dev/null); do
+    if [ "$1" != start_app ] || [ "$tries" -ge 10 ]; then
+      die "RabbitMQ: $1 failed"
+    fi
+    tries=$((tries + 1))
+    sleep 1
+  done
   if [ "$1" = start_app ]; then
     (rabbit_env "$SAGABOX_SERVICES_DIR" && "$RABBIT_BIN/rabbitmqctl" await_startup >/dev/null)
   fi
