@@ -31,9 +31,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from outbox import clock, tracing
-from outbox.dead_letters import H_ATTEMPTS, H_FIRST_FAILED_AT
-from outbox.envelope import H_CORRELATION_ID, H_TYPE, Envelope, decode
+from outbox import tracing
+from outbox.envelope import H_TYPE, Envelope, decode
 from outbox.errors import MalformedEnvelope, MessageTooLarge, OutboxError, UnstorableText
 from outbox.inbox import Inbox
 from outbox.limits import max_message_bytes as max_message_bytes_setting
@@ -41,7 +40,7 @@ from outbox.limits import too_large
 from outbox.messages import Message
 from outbox.return_address import check as check_return_address
 from outbox.urls import mask_secrets
-from outbox.writer import Outbox
+from relay import delayed_retry
 from relay.dead_lettering import dead_letter
 from relay.endpoint import (
     Delivery,
@@ -299,36 +298,25 @@ class Processor:
         return True
 
     def _retry_later(self, delivery: Delivery, envelope: Envelope, exc: BaseException) -> Outcome:
-        failed = _attempts(envelope.headers) + 1
-        first_failed = envelope.headers.get(H_FIRST_FAILED_AT) or clock.now().isoformat()
+        failed = delayed_retry.attempts(envelope.headers) + 1
         if failed > len(self.retry.delays):
             return self._dead(
                 delivery,
                 f"failed {failed} times; the last error was {type(exc).__name__}: {exc}",
                 error=exc,
                 attempts=failed,
-                first_failed_at=_parse_time(first_failed),
+                first_failed_at=delayed_retry.parse_time(
+                    delayed_retry.first_failed(envelope.headers)
+                ),
             )
-        delay = self.retry.delays[failed - 1]
-        headers = {**envelope.headers, H_ATTEMPTS: str(failed), H_FIRST_FAILED_AT: first_failed}
-        with self._sessions() as session, session.begin():
-            # Addressed to this endpoint's name, so the other subscribers of an event are not
-            # handed it again.
-            Outbox(session).add_envelope(
-                Envelope(envelope.type, envelope.version, envelope.payload, headers),
-                destination=self.endpoint.name,
-                partition_key=headers.get(H_CORRELATION_ID),
-                deliver_at=clock.now() + delay,
-            )
-        log.warning(
-            "worker: %s %s failed (attempt %d of %d: %s: %s); retrying in %s",
-            envelope.type,
-            envelope.message_id,
-            failed,
-            len(self.retry.delays) + 1,
-            type(exc).__name__,
-            mask_secrets(exc),
-            delay,
+        delayed_retry.schedule_retry(
+            self._sessions,
+            self.endpoint.name,
+            envelope,
+            exc,
+            failed=failed,
+            of=len(self.retry.delays) + 1,
+            delay=self.retry.delays[failed - 1],
         )
         return "retry_scheduled"
 
@@ -394,17 +382,3 @@ def _log_duplicate(envelope: Envelope) -> None:
     log.info(
         "worker: %s %s was processed before; skipped (inbox)", envelope.type, envelope.message_id
     )
-
-
-def _attempts(headers: Mapping[str, str]) -> int:
-    try:
-        return max(int(headers.get(H_ATTEMPTS, "0")), 0)
-    except ValueError:
-        return 0
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return clock.ensure_aware(datetime.fromisoformat(text))
-    except ValueError:
-        return None
