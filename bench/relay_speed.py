@@ -103,22 +103,23 @@ def running_relay(url: str, broker: str, exchange: str) -> subprocess.Popen[byte
 
 def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> float:
     """Rows per second `processes` relay processes (`sagabox relay`) ship side by side, timed
-    on the sink queue from its first message to its last, so interpreter start-up is not
-    counted. They run until stopped: `--once` would return at its first claim that found
-    nothing it may publish, which the second relay's first claim often is (the other holds
-    every key then), leaving one relay to do the work."""
+    on the sink queue from the last sample that found it empty to the first that found it
+    full, so interpreter start-up is not counted (and a sink filled between two samples is
+    timed over one sampling period, not none). They run until stopped: `--once` would return
+    at its first claim that found nothing it may publish, which the second relay's first claim
+    often is (the other holds every key then), leaving one relay to do the work."""
     fill_outbox(url, rows)
     exchange = f"bench-{uuid.uuid4().hex[:8]}"
     with Connection(broker) as connection:
         sink = bound_sink(connection, exchange)
         relays = [running_relay(url, broker, exchange) for _ in range(processes)]
-        first: float | None = None
+        empty = time.perf_counter()
         try:
             while True:
                 depth = sink.queue_declare(passive=True).message_count
                 now = time.perf_counter()
-                if first is None and depth > 0:
-                    first = now
+                if depth == 0:
+                    empty = now
                 if depth >= rows:
                     break
                 if any(relay.poll() is not None for relay in relays):
@@ -127,8 +128,7 @@ def relay_processes_rate(url: str, broker: str, rows: int, processes: int) -> fl
         finally:
             stop(*relays)
             sink.delete()
-    assert first is not None
-    return rows / (now - first)
+    return rows / (now - empty)
 
 
 def raw_publish_rate(
