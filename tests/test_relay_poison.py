@@ -342,26 +342,9 @@ def test_a_row_whose_headers_are_not_an_object_does_not_stop_the_relay(
     object: the relay ships it without them (a worker dead-letters it as having no sagabox
     headers, keeping its body) instead of failing every batch, and the rows behind it ship."""
     behind = Deposited(account="behind", amount=2, correlation_id="k-behind")
-    now = clock.now()
-    with engine.begin() as connection:
-        connection.execute(
-            outbox_messages.insert().values(
-                message_id=uuid.uuid4(),
-                type=Deposited.type_name,
-                destination=Deposited.type_name,
-                partition_key="k-garbage",
-                payload='{"account": "g", "amount": 1}',
-                headers=headers,
-                available_at=now,
-                created_at=now,
-            )
-        )
+    _write_by_hand(engine, "k-garbage", headers)
     write(engine, behind)
-    relay = Relay(engine, broker_url, exchange=listener.exchange)
-    try:
-        relay.drain()
-    finally:
-        relay.close()
+    _drain(engine, broker_url, listener)
     assert [] == outbox_rows(engine)
     assert 1 == listener.copies()[str(behind.message_id)]
 
@@ -374,27 +357,10 @@ def test_a_row_whose_headers_nest_deeper_than_python_parses_does_not_stop_the_re
     are not an object, and the rows behind it ship; it failed the claim, and so every batch."""
     deep = '{"a":' * 3000 + "1" + "}" * 3000
     behind = Deposited(account="behind", amount=2, correlation_id="k-behind")
-    now = clock.now()
     headers = cast(literal(deep), JSONB) if engine.dialect.name == "postgresql" else literal(deep)
-    with engine.begin() as connection:
-        connection.execute(
-            outbox_messages.insert().values(
-                message_id=uuid.uuid4(),
-                type=Deposited.type_name,
-                destination=Deposited.type_name,
-                partition_key="k-deep",
-                payload='{"account": "g", "amount": 1}',
-                headers=headers,
-                available_at=now,
-                created_at=now,
-            )
-        )
+    _write_by_hand(engine, "k-deep", headers)
     write(engine, behind)
-    relay = Relay(engine, broker_url, exchange=listener.exchange)
-    try:
-        relay.drain()
-    finally:
-        relay.close()
+    _drain(engine, broker_url, listener)
     assert [] == outbox_rows(engine)
     assert 1 == listener.copies()[str(behind.message_id)]
 
@@ -413,6 +379,18 @@ def test_a_row_whose_headers_amqp_cannot_encode_is_dead_lettered_at_once(
     byte goes out. The row is dead-lettered as unencodable and the rest ships; the error failed
     every batch the row was claimed in, so the relay shipped nothing more."""
     other = Deposited(account="other", amount=2, correlation_id="k-other")
+    _write_by_hand(engine, "k-odd", headers)
+    write(engine, other)
+    _drain(engine, broker_url, listener)
+    assert [] == outbox_rows(engine)
+    assert 1 == listener.copies()[str(other.message_id)]
+    with engine.connect() as connection:
+        [letter] = list_dead_letters(connection)
+    assert "cannot be encoded as an AMQP message (error:" in letter.reason
+
+
+def _write_by_hand(engine: Engine, partition_key: str, headers: object) -> None:
+    """A due Deposited row written past the writer's checks, with `headers` as given."""
     now = clock.now()
     with engine.begin() as connection:
         connection.execute(
@@ -420,21 +398,18 @@ def test_a_row_whose_headers_amqp_cannot_encode_is_dead_lettered_at_once(
                 message_id=uuid.uuid4(),
                 type=Deposited.type_name,
                 destination=Deposited.type_name,
-                partition_key="k-odd",
+                partition_key=partition_key,
                 payload='{"account": "g", "amount": 1}',
                 headers=headers,
                 available_at=now,
                 created_at=now,
             )
         )
-    write(engine, other)
+
+
+def _drain(engine: Engine, broker_url: str, listener: Listener) -> None:
     relay = Relay(engine, broker_url, exchange=listener.exchange)
     try:
         relay.drain()
     finally:
         relay.close()
-    assert [] == outbox_rows(engine)
-    assert 1 == listener.copies()[str(other.message_id)]
-    with engine.connect() as connection:
-        [letter] = list_dead_letters(connection)
-    assert "cannot be encoded as an AMQP message (error:" in letter.reason

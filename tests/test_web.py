@@ -164,16 +164,8 @@ def test_replaying_a_group_handles_each_message_once(
     harness: SagaHarness, client: TestClient
 ) -> None:
     """Replay of the DatabaseDown group: O-1..O-3 accepted, one transition each, group gone."""
-    token = _token(client, "/dead-letters")
-    form = {
-        "csrf_token": token,
-        "op": "replay",
-        "endpoint": "offers",
-        "type": "offers.OfferAccepted",
-        "reason": "handler failed: DatabaseDown",
-    }
-    done = client.post("/actions/dead-letters", data=form, auth=AUTH)
-    assert "replay: 3 of 3 dead letters" in done.text
+    done = _replay_database_down(client)
+    assert "replay: 3 of 3 dead letters" in done
     harness.run_until_quiet()
     for n in (1, 2, 3):
         assert "accepted" == harness.state(OfferSaga, f"O-{n}")
@@ -202,16 +194,9 @@ def test_a_letter_of_a_group_the_outbox_refuses_holds_up_no_other(
             content_type=CONTENT_TYPE,
             reason="handler failed: DatabaseDown",
         )
-    form = {
-        "csrf_token": _token(client, "/dead-letters"),
-        "op": "replay",
-        "endpoint": "offers",
-        "type": "offers.OfferAccepted",
-        "reason": "handler failed: DatabaseDown",
-    }
-    done = client.post("/actions/dead-letters", data=form, auth=AUTH)
-    assert "replay: 3 of 4 dead letters; not done: " in done.text
-    assert "partition_key" in done.text
+    done = _replay_database_down(client)
+    assert "replay: 3 of 4 dead letters; not done: " in done
+    assert "partition_key" in done
 
 
 def test_dead_letter_groups_are_paged_largest_first(harness: SagaHarness) -> None:
@@ -341,3 +326,16 @@ def test_sagabox_web_with_actions_but_no_credentials_exits_with_one_line(
     assert 1 == main(["web", "--db", database_url, "--actions"])
     (line,) = capsys.readouterr().err.splitlines()
     assert "SAGABOX_WEB_USER" in line
+
+
+def _replay_database_down(client: TestClient) -> str:
+    """Replay the seeded group of OfferAccepted letters dead-lettered for DatabaseDown; the
+    page that answers."""
+    form = {
+        "csrf_token": _token(client, "/dead-letters"),
+        "op": "replay",
+        "endpoint": "offers",
+        "type": "offers.OfferAccepted",
+        "reason": "handler failed: DatabaseDown",
+    }
+    return client.post("/actions/dead-letters", data=form, auth=AUTH).text
