@@ -34,6 +34,7 @@ __all__ = [
     "Results",
     "Sizes",
     "cpu_seconds",
+    "load_average",
     "machine_busy",
     "machine_description",
     "measuring_cpu",
@@ -223,6 +224,11 @@ def _processes() -> Iterator[list[Any]]:
 
 def _ticks(fields: list[Any], *positions: int) -> int:
     return sum(int(fields[n]) for n in positions)
+
+
+def load_average() -> str:
+    """The machine's 1, 5 and 15 minute load averages, for a round's line."""
+    return " ".join(f"{figure:.2f}" for figure in os.getloadavg())
 
 
 @contextmanager

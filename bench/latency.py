@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import statistics
 import time
 import uuid
@@ -20,7 +19,14 @@ from kombu import Connection, Consumer, Queue, binding
 from kombu.message import Message as BrokerMessage
 from sqlalchemy.orm import Session
 
-from bench.common import machine_busy, sagabox_process, scratch_database, server_urls, stop
+from bench.common import (
+    load_average,
+    machine_busy,
+    sagabox_process,
+    scratch_database,
+    server_urls,
+    stop,
+)
 from outbox import Outbox
 from outbox.database import make_engine
 from relay.broker import ACCEPT, topic_exchange
@@ -139,7 +145,7 @@ def main() -> int:
         return 2
     postgres, amqp = servers
     for round_number in range(1, args.rounds + 1):
-        load = " ".join(f"{figure:.2f}" for figure in os.getloadavg())
+        load = load_average()
         with scratch_database(postgres) as url, machine_busy() as busy:
             p50, p99, count = commit_to_broker_ms(
                 url, amqp, rate=args.rate, seconds=args.seconds, listen=True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import subprocess
 import time
@@ -22,6 +21,7 @@ from sqlalchemy import text
 
 from bench.common import (
     CpuUse,
+    load_average,
     measuring_cpu,
     sagabox_process,
     scratch_database,
@@ -219,7 +219,7 @@ def main() -> int:
     postgres, amqp = servers
     rates: dict[str, list[float]] = {"raw": [], "one": [], "two": [], "coalesced": []}
     for round_number in range(1, args.rounds + 1):
-        load = " ".join(f"{figure:.2f}" for figure in os.getloadavg())
+        load = load_average()
         with scratch_database(postgres) as url:
             raw, raw_cpu = raw_publish_rate(url, amqp, args.rows)
         with scratch_database(postgres) as url:

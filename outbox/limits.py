@@ -65,3 +65,8 @@ def text_problem(value: str, max_length: int) -> str | None:
     if len(value) > max_length:
         return f"is {len(value)} characters long"
     return None
+
+
+def shown(value: str) -> str:
+    """`value` as an error message shows it: quoted, cut to 80 characters, "..." if it was."""
+    return repr(value[:80]) + ("..." if len(value) > 80 else "")

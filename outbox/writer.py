@@ -13,7 +13,7 @@ from outbox import clock, signals, tracing
 from outbox.database import Executor, dialect_of
 from outbox.envelope import H_MESSAGE_ID, Envelope, encode
 from outbox.errors import UnstorableText
-from outbox.limits import check_size, text_problem
+from outbox.limits import check_size, shown, text_problem
 from outbox.messages import Command, Event, Message
 from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
@@ -157,7 +157,7 @@ def _check_text(value: str, what: str) -> None:
     problem = text_problem(value, MAX_TEXT)
     if problem is not None:
         raise UnstorableText(
-            f"{what} {value[:80]!r}{'...' if len(value) > 80 else ''} {problem}; the outbox "
+            f"{what} {shown(value)} {problem}; the outbox "
             f"stores text of at most {MAX_TEXT} characters without NUL: pass a shorter one "
             "(a hash of a long key keeps its order just as well)"
         )
@@ -180,7 +180,7 @@ def _check_header(name: str, value: object) -> None:
         size = len(name.encode("utf-8", "surrogatepass"))
         if size > MAX_HEADER_NAME_BYTES:
             raise UnstorableText(
-                f"header name {name[:80]!r}{'...' if len(name) > 80 else ''} is {size} bytes "
+                f"header name {shown(name)} is {size} bytes "
                 f"long; AMQP carries header names of at most {MAX_HEADER_NAME_BYTES} bytes "
                 "(UTF-8): pass a shorter one"
             )

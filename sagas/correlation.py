@@ -8,7 +8,7 @@ error (a worker dead-letters its message at once) instead of a database error re
 
 from __future__ import annotations
 
-from outbox.limits import text_problem
+from outbox.limits import shown, text_problem
 from outbox.messages import Message
 from sagas.errors import InvalidCorrelationId
 from sagas.tables import saga_instances
@@ -22,10 +22,9 @@ def checked(saga_type: str, message: Message, value: str) -> str:
     problem = _problem(value)
     if problem is None:
         return value
-    shown = repr(value[:80]) + ("..." if len(value) > 80 else "")
     raise InvalidCorrelationId(
         f"{saga_type}: {message.type_name} (message {message.message_id}) maps to a "
-        f"correlation id that {problem}: {shown}; a correlation id is text of at most "
+        f"correlation id that {problem}: {shown(value)}; a correlation id is text of at most "
         f"{MAX_LENGTH} characters without NUL: fix the sender, or map the message to another "
         "value in the saga's `correlation`"
     )
