@@ -36,8 +36,8 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
+from outbox.arrays import Array
 from outbox.database import check_dialect
 from outbox.prebuilt import Prebuilt
 from outbox.tables import outbox_messages as t
@@ -115,7 +115,7 @@ def _due(*, soonest_first: bool = False, passing: bool = False) -> Select[Any]:
     order = (t.c.available_at, t.c.id) if soonest_first else (t.c.id,)
     due = select(*_COLUMNS).where(t.c.available_at <= bindparam("b_due_now"), ~_BEHIND_A_RETRY)
     if passing:
-        held = bindparam("b_held_keys", type_=ARRAY(t.c.partition_key.type))
+        held = bindparam("b_held_keys", type_=Array(t.c.partition_key.type))
         due = due.where(or_(t.c.partition_key.is_(None), t.c.partition_key != all_(held)))
     return due.order_by(*order).limit(bindparam("b_limit"))
 
@@ -291,7 +291,7 @@ _RELAXED_COMMIT = select(func.set_config("synchronous_commit", "off", true())).s
 # rendered per call, by SQLAlchemy.
 _DELETE_POSTGRESQL = Prebuilt(
     delete(t).where(
-        t.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger))),
+        t.c.id == any_(bindparam("b_ids", type_=Array(BigInteger))),
         _RELAXED_COMMIT.is_not(None),
     )
 )

@@ -9,11 +9,12 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Insert, bindparam, delete, func, select, tuple_
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from outbox import clock
+from outbox.arrays import Array
 from outbox.database import Executor, dialect_of, insert_ignoring_conflicts
+from outbox.prebuilt import Prebuilt
 from outbox.sync_only import refuse_async, refuse_async_call
 from outbox.tables import inbox_messages
 
@@ -43,7 +44,7 @@ def _recording_many() -> Insert:
     same conflict rule, so the same answer to two transactions recording one id."""
     rows = select(
         bindparam("consumer", type_=inbox_messages.c.consumer.type),
-        func.unnest(bindparam("message_ids", type_=ARRAY(inbox_messages.c.message_id.type))),
+        func.unnest(bindparam("message_ids", type_=Array(inbox_messages.c.message_id.type))),
         bindparam("processed_at", type_=inbox_messages.c.processed_at.type),
     )
     return (
@@ -54,7 +55,7 @@ def _recording_many() -> Insert:
     )
 
 
-_RECORDING_MANY = _recording_many()
+_RECORDING_MANY = Prebuilt(_recording_many())  # on the DBAPI cursor: once a batch
 
 
 class Inbox:
@@ -97,7 +98,7 @@ class Inbox:
             return set()
         if len(unique) > 1 and dialect_of(self._executor) == "postgresql":
             parameters = {"consumer": self._consumer, "message_ids": unique, "processed_at": now}
-            return set(self._executor.execute(_RECORDING_MANY, parameters).scalars())
+            return {row[0] for row in _RECORDING_MANY.rows(self._executor, parameters)}
         rows = [
             {"consumer": self._consumer, "message_id": message_id, "processed_at": now}
             for message_id in unique

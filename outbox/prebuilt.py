@@ -95,11 +95,39 @@ class Prebuilt:
             return [tuple(row) for row in result]
         return self._run(connection, parameters)[0]
 
+    def dicts(self, executor: Executor, parameters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Execute with `parameters` in the executor's transaction; every row as a dict (column
+        name → value, processed as `execute` would)."""
+        connection = _direct(executor)
+        if connection is None:
+            return [
+                dict(row) for row in executor.execute(self.statement, dict(parameters)).mappings()
+            ]
+        found, names = self._run(connection, parameters)
+        return [dict(zip(names, row, strict=True)) for row in found]
+
+    def count(self, executor: Executor, parameters: Mapping[str, Any]) -> int:
+        """Execute a statement without rows (an UPDATE) with `parameters` in the executor's
+        transaction; how many rows it matched, as `execute(...).rowcount` tells."""
+        connection = _direct(executor)
+        if connection is None:
+            result: Any = executor.execute(self.statement, dict(parameters))
+            return int(result.rowcount)
+        counted: list[int] = []
+        self._run(connection, parameters, counted=counted)
+        return counted[0]
+
     def _run(
-        self, connection: Connection, parameters: Mapping[str, Any], *, one: bool = False
+        self,
+        connection: Connection,
+        parameters: Mapping[str, Any],
+        *,
+        one: bool = False,
+        counted: list[int] | None = None,
     ) -> tuple[list[tuple[Any, ...]], list[str]]:
         """Send the statement on `connection`'s cursor: its rows (only the first with `one`),
-        processed, and the names of its columns."""
+        processed, and the names of its columns; the cursor's row count appended to
+        `counted`, if given."""
         if not connection.in_transaction():
             # What `execute` does first (autobegin): on a connection nothing ran on yet, the
             # statement would run outside SQLAlchemy's transaction, and `commit` would not
@@ -119,6 +147,8 @@ class Prebuilt:
             cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
             order = compiled.order
             cursor.execute(compiled.sql, values if order is None else [values[n] for n in order])
+            if counted is not None:
+                counted.append(cursor.rowcount)
             if compiled.returns_rows is None:
                 _describe(compiled, dialect, cursor.description)
             if compiled.returns_rows:

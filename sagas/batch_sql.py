@@ -30,9 +30,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeEngine
 
+from outbox.arrays import Array
+from outbox.prebuilt import Prebuilt
 from sagas.tables import saga_instances
 
 __all__ = ["LOCK_AND_LOAD", "insert_many", "save_many"]
@@ -40,7 +42,7 @@ __all__ = ["LOCK_AND_LOAD", "insert_many", "save_many"]
 
 def _array(name: str, type_: TypeEngine[Any]) -> Any:
     """`unnest(:name)` of an array of `type_`, its values processed by the column's own type."""
-    return func.unnest(bindparam(name, type_=ARRAY(type_)))
+    return func.unnest(bindparam(name, type_=Array(type_)))
 
 
 def _element_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
@@ -56,7 +58,7 @@ def _element_type(type_: TypeEngine[Any]) -> TypeEngine[Any]:
 
 # The rows of the keys (saga type, correlation id), locked in the order of the plain statement's:
 # batches sharing sagas cannot deadlock on them.
-LOCK_AND_LOAD = (
+LOCK_AND_LOAD = Prebuilt(
     select(saga_instances)
     .where(
         tuple_(saga_instances.c.saga_type, saga_instances.c.correlation_id).in_(
@@ -67,7 +69,7 @@ LOCK_AND_LOAD = (
     .with_for_update()
 )
 
-_SAVES: dict[tuple[str, ...], Update] = {}
+_SAVES: dict[tuple[str, ...], Prebuilt] = {}
 
 
 def _save_many(names: tuple[str, ...]) -> Update:
@@ -88,25 +90,25 @@ def _save_many(names: tuple[str, ...]) -> Update:
     )
 
 
-def save_many(rows: Sequence[dict[str, Any]]) -> tuple[Update, dict[str, list[Any]]]:
+def save_many(rows: Sequence[dict[str, Any]]) -> tuple[Prebuilt, dict[str, list[Any]]]:
     """The statement and its parameters that write `rows` (each the saga's columns, `b_id` and
     `b_expected_version`, one row per saga); built once per set of columns."""
     names = tuple(name for name in rows[0] if name not in ("b_id", "b_expected_version"))
     statement = _SAVES.get(names)
     if statement is None:
-        statement = _SAVES[names] = _save_many(names)
+        statement = _SAVES[names] = Prebuilt(_save_many(names))
     parameters = {name: [row[name] for row in rows] for name in rows[0]}
     return statement, parameters
 
 
-_INSERTS: dict[tuple[str, tuple[str, ...]], Insert] = {}
+_INSERTS: dict[tuple[str, tuple[str, ...]], Prebuilt] = {}
 
 
 def _insert_many(table: Table, names: tuple[str, ...]) -> Insert:
     """INSERT the rows of the unnested arrays `names`, ordered by their place in the arrays:
     the ids a sequence gives them (the journal's, the outbox's delivery order) follow the
     rows' order, as SQLAlchemy's own ordered multi-row INSERT relies on PostgreSQL to do."""
-    arrays = [bindparam(name, type_=ARRAY(_element_type(table.c[name].type))) for name in names]
+    arrays = [bindparam(name, type_=Array(_element_type(table.c[name].type))) for name in names]
     rows = (
         func.unnest(*arrays)
         .table_valued(*names, with_ordinality="sagabox_place")
@@ -119,7 +121,7 @@ def _insert_many(table: Table, names: tuple[str, ...]) -> Insert:
 
 def insert_many(
     table: Table, rows: Sequence[dict[str, Any]]
-) -> tuple[Insert, dict[str, list[Any]]] | None:
+) -> tuple[Prebuilt, dict[str, list[Any]]] | None:
     """The statement and its parameters that insert `rows` into `table`, in their order; None
     when the rows do not all have the same columns (the caller sends them as they are)."""
     names = tuple(rows[0])
@@ -127,5 +129,5 @@ def insert_many(
         return None
     statement = _INSERTS.get((table.name, names))
     if statement is None:
-        statement = _INSERTS[(table.name, names)] = _insert_many(table, names)
+        statement = _INSERTS[(table.name, names)] = Prebuilt(_insert_many(table, names))
     return statement, {name: [row[name] for row in rows] for name in names}

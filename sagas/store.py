@@ -93,14 +93,14 @@ def lock_and_load(session: Session, keys: list[Key]) -> SagaBatch:
     wanted = sorted(set(keys))
     if wanted:
         if dialect_of(session) == "postgresql":
-            statement = batch_sql.LOCK_AND_LOAD  # the keys as two arrays
-            parameters: dict[str, Any] = {
-                "b_types": [key[0] for key in wanted],
-                "b_ids": [key[1] for key in wanted],
-            }
+            # The keys as two arrays, on the DBAPI cursor (`outbox.prebuilt`).
+            rows: Any = batch_sql.LOCK_AND_LOAD.dicts(
+                session,
+                {"b_types": [key[0] for key in wanted], "b_ids": [key[1] for key in wanted]},
+            )
         else:
-            statement, parameters = _LOCK_AND_LOAD, {"b_keys": wanted}
-        for row in session.execute(statement, parameters).mappings():
+            rows = session.execute(_LOCK_AND_LOAD, {"b_keys": wanted}).mappings()
+        for row in rows:
             batch.rows[(row["saga_type"], row["correlation_id"])] = row
     attach(session, batch, _write_back)
     return batch
@@ -309,7 +309,7 @@ def _write_back(session: Session, batch: SagaBatch) -> None:
         ]
         if arrays:
             statement, parameters = batch_sql.save_many(rows)
-            updated = session.connection().execute(statement, parameters).rowcount
+            updated = statement.count(session, parameters)
         else:
             updated = session.connection().execute(_SAVE_MANY, rows).rowcount
         if updated != len(rows):
@@ -335,7 +335,7 @@ def _insert(
     batch of parameters (`statement`; None: the outbox writer's own)."""
     many = batch_sql.insert_many(table, rows) if arrays and len(rows) > 1 else None
     if many is not None:
-        session.execute(*many)
+        many[0].rows(session, many[1])
         if table is outbox_messages:
             signals.mark_written(session)  # what `write_rows` does after its insert
     elif statement is not None:
