@@ -62,6 +62,9 @@ log = logging.getLogger("sagabox.worker")
 #: The largest prefetch count AMQP's basic.qos carries.
 MAX_PREFETCH = 65_535
 
+#: Handled messages acknowledged with one frame, at most (and at most half the prefetch).
+ACK_EVERY = 32
+
 
 class Worker(Processor):
     """Consumes an endpoint's queue: `run` until stopped, or `drain` what is waiting."""
@@ -108,6 +111,15 @@ class Worker(Processor):
         # Whether the broker takes one ack for many deliveries (AMQP's `multiple` flag); kombu's
         # in-process transports ignore the flag, so there each message is acked on its own.
         self._ack_many = False
+        # Handled (committed) messages whose ack waits to go out with the next ones': one ack a
+        # message cost RabbitMQ and the worker a third of an unbatched step's time
+        # (bench/results/2026-12-02-acks.md). Sent once `ack_every` wait, once the queue is
+        # quiet for `batch_wait`, before a requeue and at a stop. A crash before it redelivers
+        # them, and the inbox skips them: their effects happened once.
+        self._handled: list[BrokerMessage] = []
+        #: How many handled messages one ack may settle: half the prefetch, so that the broker
+        #: never stops delivering for want of the acks that wait.
+        self.ack_every = max(1, min(ACK_EVERY, self.prefetch // 2))
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -170,7 +182,7 @@ class Worker(Processor):
                 if self._pending and (
                     message is None or len(self._pending) >= self.batch_size or processed == limit
                 ):
-                    self._flush(pause=False)
+                    self._flush(pause=False, ack_now=True)
                 if message is None:
                     break
         return processed
@@ -210,10 +222,14 @@ class Worker(Processor):
                 while not self._stopping.is_set():
                     self._consume_once(connection)
                     self._maybe_prune()
-                self._flush()  # what was received before the stop is finished, not dropped
+                # What was received before the stop is finished and acknowledged, not dropped.
+                self._flush(ack_now=True)
+                self._ack_handled()
             except broker_errors(connection) as exc:
-                # Unacknowledged, these come back from the broker to whichever consumer is next.
+                # Unacknowledged, these come back from the broker to whichever consumer is next
+                # (the handled ones too: the inbox skips them).
                 self._pending.clear()
+                self._handled.clear()
                 delay = backoff.next_delay()
                 log.warning(
                     "worker: broker connection lost (%s: %s); reconnecting in %.2f s",
@@ -227,6 +243,7 @@ class Worker(Processor):
                 # leaves this connection unusable; a worker that exits here would be restarted
                 # into the same message. Drop the connection and come back with backoff.
                 self._pending.clear()
+                self._handled.clear()
                 delay = backoff.next_delay()
                 log.exception("worker: consuming failed; reconnecting in %.2f s", delay)
                 self._stopping.wait(delay)
@@ -241,9 +258,11 @@ class Worker(Processor):
         # Sends our heartbeat when due, and raises if the broker's stopped arriving.
         connection.heartbeat_check()
         try:
-            connection.drain_events(timeout=self.batch_wait if self._pending else 1.0)
+            waiting = self._pending or self._handled
+            connection.drain_events(timeout=self.batch_wait if waiting else 1.0)
         except TimeoutError:
-            self._flush()
+            self._flush(ack_now=True)  # the queue is quiet: nothing to share the ack with
+            self._ack_handled()
             return
         if len(self._pending) >= self.batch_size:
             self._flush()
@@ -262,8 +281,9 @@ class Worker(Processor):
             raise exc  # not even a message to settle: the connection is dropped, as before
         self._pending.append(message)
 
-    def _flush(self, *, pause: bool = True) -> None:
-        """Handle the received messages as one batch, then acknowledge each of them."""
+    def _flush(self, *, pause: bool = True, ack_now: bool = False) -> None:
+        """Handle the received messages as one batch, then acknowledge them: at once with
+        `ack_now`, else with the next ones once `ack_every` are handled."""
         if not self._pending:
             return
         batch, self._pending = self._pending, []
@@ -275,7 +295,8 @@ class Worker(Processor):
             # Nothing a message holds gets here (`relay.failures`): the database failed, even
             # for recording a failure. Give the messages back and pause, rather than
             # acknowledge something that left no trace. Any that did commit are skipped by
-            # the inbox when they come back.
+            # the inbox when they come back. Those handled before are acknowledged first.
+            self._ack_handled()
             self.stats.requeued += len(batch)
             for message in batch:
                 message.requeue()
@@ -293,15 +314,24 @@ class Worker(Processor):
             return
         self._backoff.reset()
         assert len(outcomes) == len(batch)
-        self._acknowledge(batch)
+        self._handled.extend(batch)
+        if ack_now or len(self._handled) >= self.ack_every:
+            self._ack_handled()
+
+    def _ack_handled(self) -> None:
+        """Acknowledge the handled messages whose ack waits (see `_handled`)."""
+        if self._handled:
+            handled, self._handled = self._handled, []
+            self._acknowledge(handled)
 
     def _acknowledge(self, batch: list[BrokerMessage]) -> None:
-        """Acknowledge a handled batch: with one frame where the broker allows it.
+        """Acknowledge handled messages: with one frame where the broker allows it.
 
-        AMQP's `multiple` ack settles every delivery on the channel up to its tag. The batch
-        holds every delivery this channel has not settled (deliveries arrive only between
-        batches, each batch is acked or requeued whole, and a new channel starts with an
-        empty batch), so one ack of its highest tag settles exactly the batch.
+        AMQP's `multiple` ack settles every delivery on the channel up to its tag. Deliveries
+        arrive in the order of their tags and are handled in it; each is acknowledged or
+        requeued, those handled before a requeue first; a new channel starts with none. So the
+        messages given hold every delivery up to their highest tag this channel has not
+        settled, and one ack of that tag settles exactly them.
         """
         if self._ack_many and len(batch) > 1:
             max(batch, key=lambda message: message.delivery_tag).ack(multiple=True)
