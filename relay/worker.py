@@ -113,7 +113,7 @@ class Worker(Processor):
         self._ack_many = False
         # Handled (committed) messages whose ack waits to go out with the next ones': one ack a
         # message cost RabbitMQ and the worker a third of an unbatched step's time
-        # (bench/results/2026-12-02-acks.md). Sent once `ack_every` wait, once the queue is
+        # (bench/results/2026-12-02-session10.md). Sent once `ack_every` wait, once the queue is
         # quiet for `batch_wait`, before a requeue and at a stop. A crash before it redelivers
         # them, and the inbox skips them: their effects happened once.
         self._handled: list[BrokerMessage] = []
