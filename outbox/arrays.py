@@ -25,7 +25,9 @@ class Array(TypeDecorator[Any]):
     cache_ok = True
 
     def __init__(self, item_type: TypeEngine[Any] | type[TypeEngine[Any]]) -> None:
-        super().__init__(item_type)
+        # One dimension: an element that is itself a list (a JSON array) stays one element,
+        # where ARRAY would take it for a further dimension.
+        super().__init__(item_type, dimensions=1)
 
     def bind_processor(self, dialect: Dialect) -> Any:
         # TypeDecorator's own would call `process_bind_param`; the impl's processor (each
