@@ -24,6 +24,7 @@ from outbox.inbox import prune_inbox
 from outbox.messages import Event
 from outbox.urls import mask_secrets
 from relay import compressed
+from relay.acks import Acks, acks_many
 from relay.amqp_properties import UNDECODABLE
 from relay.backoff import Backoff
 from relay.broker import (
@@ -61,9 +62,6 @@ log = logging.getLogger("sagabox.worker")
 
 #: The largest prefetch count AMQP's basic.qos carries.
 MAX_PREFETCH = 65_535
-
-#: Handled messages acknowledged with one frame, at most (and at most half the prefetch).
-ACK_EVERY = 32
 
 
 class Worker(Processor):
@@ -108,18 +106,14 @@ class Worker(Processor):
         self._backoff = Backoff()
         self._next_prune: datetime | None = None
         self._pending: list[BrokerMessage] = []
-        # Whether the broker takes one ack for many deliveries (AMQP's `multiple` flag); kombu's
-        # in-process transports ignore the flag, so there each message is acked on its own.
-        self._ack_many = False
-        # Handled (committed) messages whose ack waits to go out with the next ones': one ack a
-        # message cost RabbitMQ and the worker a third of an unbatched step's time
-        # (bench/results/2026-12-02-session10.md). Sent once `ack_every` wait, once the queue is
-        # quiet for `batch_wait`, before a requeue and at a stop. A crash before it redelivers
-        # them, and the inbox skips them: their effects happened once.
-        self._handled: list[BrokerMessage] = []
-        #: How many handled messages one ack may settle: half the prefetch, so that the broker
-        #: never stops delivering for want of the acks that wait.
-        self.ack_every = max(1, min(ACK_EVERY, self.prefetch // 2))
+        # Handled messages whose ack waits for the next ones' (`relay.acks`): sent once enough
+        # wait, once the queue is quiet for `batch_wait`, before a requeue and at a stop.
+        self._acks = Acks(self.prefetch)
+
+    @property
+    def ack_every(self) -> int:
+        """How many handled messages one ack settles at most (half the prefetch, up to 32)."""
+        return self._acks.every
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -172,7 +166,7 @@ class Worker(Processor):
         with connect(self.broker_url, heartbeat=self.heartbeat) as connection:
             channel = connection.channel()
             queue = self._declare(channel)
-            self._ack_many = _acks_many(connection)
+            self._acks.many = acks_many(connection)
             while limit is None or processed < limit:
                 connection.heartbeat_check()
                 message = compressed.get(queue)
@@ -208,7 +202,7 @@ class Worker(Processor):
                 connection.ensure_connection(max_retries=0)  # our own backoff retries
                 channel = connection.channel()
                 queue = self._declare(channel)
-                self._ack_many = _acks_many(connection)
+                self._acks.many = acks_many(connection)
                 consumer = Consumer(
                     channel,
                     queues=[queue],
@@ -224,12 +218,12 @@ class Worker(Processor):
                     self._maybe_prune()
                 # What was received before the stop is finished and acknowledged, not dropped.
                 self._flush(ack_now=True)
-                self._ack_handled()
+                self._acks.send()
             except broker_errors(connection) as exc:
                 # Unacknowledged, these come back from the broker to whichever consumer is next
                 # (the handled ones too: the inbox skips them).
                 self._pending.clear()
-                self._handled.clear()
+                self._acks.forget()
                 delay = backoff.next_delay()
                 log.warning(
                     "worker: broker connection lost (%s: %s); reconnecting in %.2f s",
@@ -243,13 +237,18 @@ class Worker(Processor):
                 # leaves this connection unusable; a worker that exits here would be restarted
                 # into the same message. Drop the connection and come back with backoff.
                 self._pending.clear()
-                self._handled.clear()
+                self._acks.forget()
                 delay = backoff.next_delay()
                 log.exception("worker: consuming failed; reconnecting in %.2f s", delay)
                 self._stopping.wait(delay)
             finally:
                 with contextlib.suppress(Exception):  # a broken connection may fail to close
                     connection.release()
+                # Closing reads what the broker still sends, deliveries included: unsettled,
+                # they go back to the queue with the channel, and must not be handled (nor
+                # acknowledged) on the next one.
+                self._pending.clear()
+                self._acks.forget()
         log.info("worker: stopped; %s", self.stats)
 
     def _consume_once(self, connection: Any) -> None:
@@ -258,11 +257,11 @@ class Worker(Processor):
         # Sends our heartbeat when due, and raises if the broker's stopped arriving.
         connection.heartbeat_check()
         try:
-            waiting = self._pending or self._handled
+            waiting = self._pending or self._acks
             connection.drain_events(timeout=self.batch_wait if waiting else 1.0)
         except TimeoutError:
             self._flush(ack_now=True)  # the queue is quiet: nothing to share the ack with
-            self._ack_handled()
+            self._acks.send()
             return
         if len(self._pending) >= self.batch_size:
             self._flush()
@@ -296,7 +295,7 @@ class Worker(Processor):
             # for recording a failure. Give the messages back and pause, rather than
             # acknowledge something that left no trace. Any that did commit are skipped by
             # the inbox when they come back. Those handled before are acknowledged first.
-            self._ack_handled()
+            self._acks.send()
             self.stats.requeued += len(batch)
             for message in batch:
                 message.requeue()
@@ -314,30 +313,7 @@ class Worker(Processor):
             return
         self._backoff.reset()
         assert len(outcomes) == len(batch)
-        self._handled.extend(batch)
-        if ack_now or len(self._handled) >= self.ack_every:
-            self._ack_handled()
-
-    def _ack_handled(self) -> None:
-        """Acknowledge the handled messages whose ack waits (see `_handled`)."""
-        if self._handled:
-            handled, self._handled = self._handled, []
-            self._acknowledge(handled)
-
-    def _acknowledge(self, batch: list[BrokerMessage]) -> None:
-        """Acknowledge handled messages: with one frame where the broker allows it.
-
-        AMQP's `multiple` ack settles every delivery on the channel up to its tag. Deliveries
-        arrive in the order of their tags and are handled in it; each is acknowledged or
-        requeued, those handled before a requeue first; a new channel starts with none. So the
-        messages given hold every delivery up to their highest tag this channel has not
-        settled, and one ack of that tag settles exactly them.
-        """
-        if self._ack_many and len(batch) > 1:
-            max(batch, key=lambda message: message.delivery_tag).ack(multiple=True)
-            return
-        for message in batch:
-            message.ack()
+        self._acks.handled(batch, outcomes, now=ack_now)
 
     def _delivery(self, message: BrokerMessage) -> Delivery:
         """What the broker handed over, as plain data; nothing here may raise on odd input."""
@@ -398,9 +374,3 @@ class Worker(Processor):
             return
         if pruned:
             log.info("worker: pruned %d inbox rows older than %s", pruned, self.inbox_retention)
-
-
-def _acks_many(connection: Any) -> bool:
-    """Whether `connection`'s transport settles many deliveries with one `multiple` ack (the
-    AMQP ones do; kombu's virtual transports, memory:// among them, ignore the flag)."""
-    return getattr(connection.transport, "driver_type", None) == "amqp"

@@ -4,15 +4,19 @@ that never comes and none is left for the broker to deliver again."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Any
 
 import pytest
 from amqp.channel import Channel as AmqpChannel
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
-from relay.worker import ACK_EVERY
-from tests.bank_app import Deposit, ledger_counts
-from tests.relay_helpers import Bank, bank_endpoint, wait_for
+from outbox.tables import outbox_messages
+from relay.acks import ACK_EVERY
+from tests.bank_app import Deposit, accounts, ledger_counts
+from tests.relay_helpers import Bank, bank_endpoint, dead_letter_rows, wait_for
 
 pytestmark = [pytest.mark.second_lane, pytest.mark.usefixtures("frozen_clock")]
 
@@ -84,5 +88,68 @@ def test_acks_never_wait_for_more_messages_than_the_broker_lets_through(
         bank.send(*deposits)
         bank.relay.drain()
         _consume(bank, lambda: bank.worker.stats.handled >= 6, "six deposits")
+        assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
+        assert 0 == bank.worker.drain()
+
+
+def test_a_broker_lost_while_acks_wait_redelivers_nothing_that_would_be_recorded_twice(
+    database_url: str, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handled messages whose ack waits come back after the connection drops, and the inbox
+    skips them; a dead letter (one without a message id has no key to be known again by) and a
+    scheduled retry are written outside the inbox, so theirs go out at once, with those before."""
+    with bank_endpoint(database_url, amqp_url, prefetch=100) as bank:
+        with Session(bank.engine) as session, session.begin():
+            session.execute(insert(accounts).values(id="closed", open=False))
+        first = [Deposit(account="a", amount=n) for n in range(3)]
+        bank.send(*first)
+        bank.relay.drain()
+        bank.publish_raw(b"not json, and no message id", headers=None, content_type=None)
+        refused = Deposit(account="closed", amount=1)
+        last = [Deposit(account="a", amount=n) for n in range(3, 5)]
+        bank.send(refused, *last)
+        bank.relay.drain()  # the queue: three deposits, the garbage, the refused one, two more
+
+        dropped: list[int] = []
+        original = AmqpChannel.basic_ack
+
+        def dropping_the_connection_on_the_last_ack(
+            channel: AmqpChannel, delivery_tag: int, multiple: bool = False
+        ) -> Any:
+            if delivery_tag == 7 and not dropped:
+                dropped.append(delivery_tag)
+                channel.connection.sock.shutdown(socket.SHUT_RDWR)
+            return original(channel, delivery_tag, multiple)
+
+        monkeypatch.setattr(AmqpChannel, "basic_ack", dropping_the_connection_on_the_last_ack)
+        _consume(bank, lambda: bool(dropped) and bank.worker.stats.duplicates >= 2, "redelivery")
+        monkeypatch.undo()
+        bank.worker.drain()  # whatever was still on its way when the worker stopped
+
+        assert {d.message_id: 1 for d in first + last} == ledger_counts(bank.engine)
+        assert 1 == len(dead_letter_rows(bank.engine))
+        with Session(bank.engine) as session:
+            retries = session.scalars(
+                select(outbox_messages.c.message_id).where(
+                    outbox_messages.c.type == Deposit.type_name
+                )
+            ).all()
+        assert [refused.message_id] == retries
+        assert 2 == bank.worker.stats.redelivered  # the last two deposits, and nothing before
+
+
+def test_a_worker_stopped_amid_deliveries_leaves_the_unhandled_ones_to_the_broker(
+    database_url: str, amqp_url: str
+) -> None:
+    """Closing the channel reads what the broker still sends; those deliveries go back to the
+    queue unsettled, and the same worker's next drain takes them on its own channel."""
+    deposits = [Deposit(account="a", amount=n) for n in range(60)]
+    with bank_endpoint(database_url, amqp_url, prefetch=100) as bank:
+        bank.send(*deposits)
+        bank.relay.drain()
+        _consume(bank, lambda: bank.worker.stats.handled >= 1, "the first deposit")
+        handled = bank.worker.stats.handled
+        assert handled < len(deposits)  # stopped amid them, as meant
+        assert len(deposits) - handled == bank.worker.drain()
         assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
         assert 0 == bank.worker.drain()
