@@ -36,6 +36,7 @@ from relay.broker import (
     describe,
     topic_exchange,
 )
+from relay.buffered_reads import buffer_reads
 from relay.endpoint import (
     Delivery,
     Endpoint,
@@ -165,6 +166,7 @@ class Worker(Processor):
         processed = 0
         with connect(self.broker_url, heartbeat=self.heartbeat) as connection:
             channel = connection.channel()
+            buffer_reads(connection)
             queue = self._declare(channel)
             self._acks.many = acks_many(connection)
             while limit is None or processed < limit:
@@ -201,6 +203,7 @@ class Worker(Processor):
             try:
                 connection.ensure_connection(max_retries=0)  # our own backoff retries
                 channel = connection.channel()
+                buffer_reads(connection)
                 queue = self._declare(channel)
                 self._acks.many = acks_many(connection)
                 consumer = Consumer(
