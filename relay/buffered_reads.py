@@ -48,12 +48,13 @@ def buffer_reads(connection: Connection) -> bool:
             return held[end - n : end]
         # Not enough held: keep the unread rest, read what the socket has. On any exception the
         # buffer holds exactly the unread bytes from its start, as py-amqp's reader leaves it.
-        held, start = held[start:], 0
+        # Pieces joined once (a frame arriving in many small pieces costs no more than one).
+        pieces, have, start = [held[start:]], len(held) - start, 0
         recv = transport.sock.recv
         try:
-            while len(held) < n:
+            while have < n:
                 try:
-                    got = recv(max(n - len(held), READ_AT_MOST))
+                    got = recv(max(n - have, READ_AT_MOST))
                 except OSError as exc:
                     if exc.errno in _RETRY:
                         if initial and transport.raise_on_initial_eintr:
@@ -62,11 +63,12 @@ def buffer_reads(connection: Connection) -> bool:
                     raise
                 if not got:
                     raise OSError("Server unexpectedly closed connection")
-                held += got
+                pieces.append(got)
+                have += len(got)
         except BaseException:
-            transport._read_buffer = held
+            transport._read_buffer = b"".join(pieces)
             raise
-        transport._read_buffer = held
+        held = transport._read_buffer = b"".join(pieces)
         start = n
         return held[:n]
 
