@@ -48,3 +48,13 @@ def retry_at_once(error: BaseException, transient: tuple[type[BaseException], ..
     if isinstance(error, transient):
         return True
     return isinstance(error, sa.DBAPIError) and error.connection_invalidated
+
+
+class BatchInterrupted(Exception):
+    """The database failed partway through a batch, after the outcomes of the deliveries at
+    `settled` (their indexes) were committed: those must be acknowledged, not delivered again
+    (a dead letter or a retry is written outside the inbox, and would be written twice)."""
+
+    def __init__(self, settled: list[int]) -> None:
+        super().__init__(f"the database failed after {len(settled)} of a batch were settled")
+        self.settled = settled

@@ -52,7 +52,7 @@ from relay.endpoint import (
     WorkerStats,
 )
 from relay.failpoints import failpoint
-from relay.failures import database_unavailable, retry_at_once
+from relay.failures import BatchInterrupted, database_unavailable, retry_at_once
 from relay.message_log import escaped, log_outcome
 from relay.observe import NOOP, Observer
 
@@ -109,12 +109,30 @@ class Processor:
         Each message is still recorded in the inbox under its own id, so a duplicate in the
         batch (or one processed before) is skipped alone. If the shared transaction fails, it
         rolls back and every message is handled again on its own, with `process`'s retries.
-        Raises, like `process`, only when the database is unavailable.
+        Raises, like `process`, only when the database is unavailable: `BatchInterrupted`,
+        naming the deliveries settled, if some outcomes had committed by then.
         """
         if len(deliveries) == 1:
             return [self.process(deliveries[0])]
         started = perf_counter()
         outcomes: dict[int, Outcome] = {}
+        try:
+            self._handle_batch(deliveries, outcomes)
+        except Exception as exc:
+            if not outcomes:
+                raise
+            # Some outcomes committed (a dead letter, a retry, a message handled alone) before
+            # the database failed: the caller acknowledges those, and gives back the rest.
+            for index, outcome in outcomes.items():
+                self._count(deliveries[index], outcome, 0.0)
+            raise BatchInterrupted(sorted(outcomes)) from exc
+        seconds = (perf_counter() - started) / len(deliveries)
+        for index, delivery in enumerate(deliveries):
+            self._count(delivery, outcomes[index], seconds)
+        return [outcomes[index] for index in range(len(deliveries))]
+
+    def _handle_batch(self, deliveries: Sequence[Delivery], outcomes: dict[int, Outcome]) -> None:
+        """`process_batch`'s work, each outcome put in `outcomes` as soon as it is committed."""
         ready: list[tuple[int, Envelope, Message]] = []
         for index, delivery in enumerate(deliveries):
             prepared = self._prepare(delivery)
@@ -135,10 +153,6 @@ class Processor:
                 )
                 for index, envelope, message in ready:
                     outcomes[index] = self._handle_alone(deliveries[index], envelope, message)
-        seconds = (perf_counter() - started) / len(deliveries)
-        for index, delivery in enumerate(deliveries):
-            self._count(delivery, outcomes[index], seconds)
-        return [outcomes[index] for index in range(len(deliveries))]
 
     # --- checking and decoding -----------------------------------------------------------------
 

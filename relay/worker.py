@@ -45,6 +45,7 @@ from relay.endpoint import (
     Unrecoverable,
     WorkerStats,
 )
+from relay.failures import BatchInterrupted
 from relay.observe import NOOP, Observer
 from relay.preflight import WORKER_TABLES, check_broker, check_database
 from relay.processing import Processor
@@ -299,17 +300,22 @@ class Worker(Processor):
             # acknowledge something that left no trace. Any that did commit are skipped by
             # the inbox when they come back. Those handled before are acknowledged first.
             self._acks.send()
-            self.stats.requeued += len(batch)
-            for message in batch:
-                message.requeue()
+            settled = set(exc.settled) if isinstance(exc, BatchInterrupted) else set()
+            failure = exc.__cause__ if settled and exc.__cause__ is not None else exc
+            for index, message in enumerate(batch):
+                if index in settled:
+                    message.ack()  # its outcome committed: not to be handled again
+                else:
+                    self.stats.requeued += 1
+                    message.requeue()
             if not pause:
-                raise
+                raise failure from failure.__cause__
             delay = self._backoff.next_delay()
             log.warning(
                 "worker: database unavailable (%s: %s); %d message(s) requeued, pausing %.2f s",
-                type(exc).__name__,
-                mask_secrets(exc),
-                len(batch),
+                type(failure).__name__,
+                mask_secrets(failure),
+                len(batch) - len(settled),
                 delay,
             )
             self._stopping.wait(delay)

@@ -109,3 +109,29 @@ def test_a_connection_dropped_on_an_ack_loses_nothing_and_doubles_nothing(
         assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
         assert [] == dead_letter_rows(bank.engine)
         assert 0 == bank.worker.drain()
+
+
+def test_a_dead_letter_written_before_the_database_fails_midbatch_is_not_written_again(
+    database_url: str, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch dead-letters its garbage, then the database goes away: the rest goes back to
+    the queue, the garbage (settled, and without an id to be known again by) does not."""
+    with bank_endpoint(database_url, amqp_url, prefetch=10, batch_size=3) as bank:
+        bank.publish_raw(b"garbage, no message id", headers=None, content_type=None)
+        deposits = [Deposit(account="a", amount=n) for n in range(2)]
+        bank.send(*deposits)
+        bank.relay.drain()
+        worker = bank.worker
+
+        def unavailable(*_: Any) -> Any:
+            raise sa.exc.OperationalError("SELECT 1", {}, ConnectionError("db down"))
+
+        monkeypatch.setattr(worker, "_handle_together", unavailable)
+        monkeypatch.setattr(worker, "_handle_alone", unavailable)
+        with pytest.raises(sa.exc.OperationalError):
+            worker.drain()
+        monkeypatch.undo()
+        assert 2 == worker.drain()  # the deposits, given back; not the garbage
+        assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
+        assert 1 == len(dead_letter_rows(bank.engine))
+        assert 0 == worker.drain()
