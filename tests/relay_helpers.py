@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -97,6 +98,18 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
+
+
+def consume_until(bank: Bank, condition: Callable[[], bool], what: str) -> None:
+    """Run the bank's worker in a thread until `condition` holds, then stop it and wait."""
+    thread = threading.Thread(target=bank.worker.run)
+    thread.start()
+    try:
+        wait_for(condition, what=what)
+    finally:
+        bank.worker.stop()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
 
 
 def count(engine: Engine, table: Any) -> int:

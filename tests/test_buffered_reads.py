@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,7 +16,7 @@ from hypothesis import strategies as st
 
 from relay.buffered_reads import READ_AT_MOST, buffer_reads
 from tests.bank_app import Deposit, ledger_counts
-from tests.relay_helpers import bank_endpoint, wait_for
+from tests.relay_helpers import bank_endpoint, consume_until
 
 FRAME_END = b"\xce"
 
@@ -121,13 +120,7 @@ def test_a_consuming_worker_reads_many_deliveries_at_a_time(
             return original(sock, *args)
 
         monkeypatch.setattr(socket.socket, "recv", counting)
-        thread = threading.Thread(target=bank.worker.run)
-        thread.start()
-        try:
-            wait_for(lambda: bank.worker.stats.handled >= 100, what="100 deposits")
-        finally:
-            bank.worker.stop()
-            thread.join(timeout=30)
+        consume_until(bank, lambda: bank.worker.stats.handled >= 100, "100 deposits")
         monkeypatch.undo()
         assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
         # py-amqp alone reads each delivery's three frames in three reads each: 900.

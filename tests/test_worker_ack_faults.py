@@ -4,7 +4,6 @@ while handled messages' acks wait, for several prefetch counts and batch sizes."
 from __future__ import annotations
 
 import socket
-import threading
 from typing import Any
 
 import pytest
@@ -12,20 +11,9 @@ import sqlalchemy as sa
 from amqp.channel import Channel as AmqpChannel
 
 from tests.bank_app import Deposit, ledger_counts
-from tests.relay_helpers import Bank, bank_endpoint, dead_letter_rows, wait_for
+from tests.relay_helpers import bank_endpoint, consume_until, dead_letter_rows
 
 pytestmark = [pytest.mark.second_lane, pytest.mark.usefixtures("frozen_clock")]
-
-
-def _consume(bank: Bank, until: Any, what: str) -> None:
-    thread = threading.Thread(target=bank.worker.run)
-    thread.start()
-    try:
-        wait_for(until, what=what)
-    finally:
-        bank.worker.stop()
-        thread.join(timeout=30)
-    assert not thread.is_alive()
 
 
 # A spread of the cases, not their product: prefetch 1 (acks one by one) to 50, batches of 1
@@ -57,7 +45,7 @@ def test_a_database_outage_while_acks_wait_settles_every_delivery_once(
             return original(deliveries)
 
         monkeypatch.setattr(worker, "process_batch", failing_once)
-        _consume(
+        consume_until(
             bank,
             lambda: (
                 sum(ledger_counts(bank.engine).values()) >= len(deposits)
@@ -95,7 +83,7 @@ def test_a_connection_dropped_on_an_ack_loses_nothing_and_doubles_nothing(
             return original(channel, delivery_tag, multiple)
 
         monkeypatch.setattr(AmqpChannel, "basic_ack", dropping)
-        _consume(
+        consume_until(
             bank,
             lambda: (
                 bool(dropped)

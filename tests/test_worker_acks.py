@@ -5,7 +5,6 @@ that never comes and none is left for the broker to deliver again."""
 from __future__ import annotations
 
 import socket
-import threading
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 from outbox.tables import outbox_messages
 from relay.acks import ACK_EVERY
 from tests.bank_app import Deposit, accounts, ledger_counts
-from tests.relay_helpers import Bank, bank_endpoint, dead_letter_rows, wait_for
+from tests.relay_helpers import bank_endpoint, consume_until, dead_letter_rows
 
 pytestmark = [pytest.mark.second_lane, pytest.mark.usefixtures("frozen_clock")]
 
@@ -33,17 +32,6 @@ def _counting_acks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     return acks
 
 
-def _consume(bank: Bank, until: Any, what: str) -> None:
-    thread = threading.Thread(target=bank.worker.run)
-    thread.start()
-    try:
-        wait_for(until, what=what)
-    finally:
-        bank.worker.stop()
-        thread.join(timeout=30)
-    assert not thread.is_alive()
-
-
 def test_a_consuming_worker_acknowledges_handled_messages_together(
     database_url: str, amqp_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -53,7 +41,7 @@ def test_a_consuming_worker_acknowledges_handled_messages_together(
         bank.send(*deposits)
         bank.relay.drain()
         acks = _counting_acks(monkeypatch)
-        _consume(bank, lambda: any(tag == 70 for tag, _ in acks), "the 70th delivery's ack")
+        consume_until(bank, lambda: any(tag == 70 for tag, _ in acks), "the 70th delivery's ack")
         assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
         # One message per transaction all the same, but not one ack frame per message.
         assert 70 == bank.worker.stats.handled
@@ -72,7 +60,7 @@ def test_a_lone_message_is_acknowledged_while_the_worker_waits_for_more(
         bank.relay.drain()
         acks = _counting_acks(monkeypatch)
         # The condition is met before `stop()`: the quiet queue, not the stop, sent the ack.
-        _consume(bank, lambda: any(tag == 3 for tag, _ in acks), "the third delivery's ack")
+        consume_until(bank, lambda: any(tag == 3 for tag, _ in acks), "the third delivery's ack")
         assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
 
 
@@ -87,7 +75,7 @@ def test_acks_never_wait_for_more_messages_than_the_broker_lets_through(
         deposits = [Deposit(account="a", amount=n) for n in range(6)]
         bank.send(*deposits)
         bank.relay.drain()
-        _consume(bank, lambda: bank.worker.stats.handled >= 6, "six deposits")
+        consume_until(bank, lambda: bank.worker.stats.handled >= 6, "six deposits")
         assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
         assert 0 == bank.worker.drain()
 
@@ -122,7 +110,9 @@ def test_a_broker_lost_while_acks_wait_redelivers_nothing_that_would_be_recorded
             return original(channel, delivery_tag, multiple)
 
         monkeypatch.setattr(AmqpChannel, "basic_ack", dropping_the_connection_on_the_last_ack)
-        _consume(bank, lambda: bool(dropped) and bank.worker.stats.duplicates >= 2, "redelivery")
+        consume_until(
+            bank, lambda: bool(dropped) and bank.worker.stats.duplicates >= 2, "redelivery"
+        )
         monkeypatch.undo()
         bank.worker.drain()  # whatever was still on its way when the worker stopped
 
@@ -147,7 +137,7 @@ def test_a_worker_stopped_amid_deliveries_leaves_the_unhandled_ones_to_the_broke
     with bank_endpoint(database_url, amqp_url, prefetch=100) as bank:
         bank.send(*deposits)
         bank.relay.drain()
-        _consume(bank, lambda: bank.worker.stats.handled >= 1, "the first deposit")
+        consume_until(bank, lambda: bank.worker.stats.handled >= 1, "the first deposit")
         handled = bank.worker.stats.handled
         assert handled < len(deposits)  # stopped amid them, as meant
         assert len(deposits) - handled == bank.worker.drain()
