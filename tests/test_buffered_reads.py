@@ -123,5 +123,7 @@ def test_a_consuming_worker_reads_many_deliveries_at_a_time(
         consume_until(bank, lambda: bank.worker.stats.handled >= 100, "100 deposits")
         monkeypatch.undo()
         assert {d.message_id: 1 for d in deposits} == ledger_counts(bank.engine)
-        # py-amqp alone reads each delivery's three frames in three reads each: 900.
-        assert reads[0] < len(deposits), reads
+        # py-amqp alone reads each delivery's three frames in three reads each (959 here);
+        # buffered, a read takes what has arrived: several deliveries, or at worst one, when
+        # the worker keeps up with the broker (144 on a loaded machine), never a frame alone.
+        assert reads[0] < 3 * len(deposits), reads
