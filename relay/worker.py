@@ -146,6 +146,14 @@ class Worker(Processor):
             if issubclass(cls, Event) and cls.type_name and cls.type_name not in wanted
         )
 
+    def _open(self, connection: Any) -> tuple[Any, Any]:
+        """A channel on `connection` (its frames read through a buffer) and the endpoint's
+        queue declared on it; its acks settle many deliveries at once where the broker can."""
+        channel = connection.channel()
+        buffer_reads(connection)
+        self._acks.many = acks_many(connection)
+        return channel, self._declare(channel)
+
     def _declare(self, channel: Any) -> Any:
         compressed.hold(channel)  # the worker decompresses, within the size limit
         queue = self.queue()(channel)
@@ -166,10 +174,7 @@ class Worker(Processor):
         """
         processed = 0
         with connect(self.broker_url, heartbeat=self.heartbeat) as connection:
-            channel = connection.channel()
-            buffer_reads(connection)
-            queue = self._declare(channel)
-            self._acks.many = acks_many(connection)
+            _, queue = self._open(connection)
             while limit is None or processed < limit:
                 connection.heartbeat_check()
                 message = compressed.get(queue)
@@ -203,10 +208,7 @@ class Worker(Processor):
             connection = connect(self.broker_url, heartbeat=self.heartbeat)
             try:
                 connection.ensure_connection(max_retries=0)  # our own backoff retries
-                channel = connection.channel()
-                buffer_reads(connection)
-                queue = self._declare(channel)
-                self._acks.many = acks_many(connection)
+                channel, queue = self._open(connection)
                 consumer = Consumer(
                     channel,
                     queues=[queue],
@@ -224,10 +226,6 @@ class Worker(Processor):
                 self._flush(ack_now=True)
                 self._acks.send()
             except broker_errors(connection) as exc:
-                # Unacknowledged, these come back from the broker to whichever consumer is next
-                # (the handled ones too: the inbox skips them).
-                self._pending.clear()
-                self._acks.forget()
                 delay = backoff.next_delay()
                 log.warning(
                     "worker: broker connection lost (%s: %s); reconnecting in %.2f s",
@@ -240,17 +238,15 @@ class Worker(Processor):
                 # Something the broker client could not decode (py-amqp raising mid-frame, say)
                 # leaves this connection unusable; a worker that exits here would be restarted
                 # into the same message. Drop the connection and come back with backoff.
-                self._pending.clear()
-                self._acks.forget()
                 delay = backoff.next_delay()
                 log.exception("worker: consuming failed; reconnecting in %.2f s", delay)
                 self._stopping.wait(delay)
             finally:
                 with contextlib.suppress(Exception):  # a broken connection may fail to close
                     connection.release()
-                # Closing reads what the broker still sends, deliveries included: unsettled,
-                # they go back to the queue with the channel, and must not be handled (nor
-                # acknowledged) on the next one.
+                # What is unacknowledged comes back from the broker to whichever consumer is
+                # next (the handled messages too: the inbox skips them), as do the deliveries
+                # closing still read: none is handled, nor acknowledged, on the next channel.
                 self._pending.clear()
                 self._acks.forget()
         log.info("worker: stopped; %s", self.stats)
