@@ -120,34 +120,3 @@ def _journal_line(n: int, key: str, value: str) -> dict[str, Any]:
         "trigger": key, "message_id": uuid4(), "outcome": "transition",
         "at": datetime(2026, 1, 1, tzinfo=UTC),
     }  # fmt: skip
-
-
-# Any JSON value, lists of lists among them: an array parameter has one dimension, so a JSON
-# list inside it is one element (SQLAlchemy's ARRAY would otherwise take it for a dimension,
-# flattening it on the text path and failing on the binary one).
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | _TEXT,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
-    max_leaves=8,
-)
-
-
-@settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(values=st.lists(_JSON, min_size=2, max_size=5))
-def test_a_batch_stores_every_json_value_as_it_was_given(engine: Engine, values: list[Any]) -> None:
-    rows = [{**_outbox_row(f"k{n}", "{}"), "headers": value} for n, value in enumerate(values)]
-    with Session(engine) as session, session.begin():
-        many = batch_sql.insert_many(outbox_messages, rows)
-        assert many is not None
-        many[0].rows(session, many[1])
-        stored = session.execute(
-            select(outbox_messages.c.headers)
-            .where(outbox_messages.c.message_id.in_([row["message_id"] for row in rows]))
-            .order_by(outbox_messages.c.id)
-        ).scalars()
-        got = list(stored)
-        session.rollback()
-    # None goes in as JSON's null (the column is NOT NULL) and comes back as None.
-    assert got == values
