@@ -25,8 +25,12 @@ from typing import Any
 
 from kombu import Connection
 
-#: Gathered frames go to the socket once they are this many bytes.
-WRITE_AT = 256 * 1024
+#: Gathered frames go to the socket once they are this many bytes. Small enough that the broker
+#: starts on a batch early: it has seen nothing of the frames still gathered, and with 256 KiB
+#: it waited for most of a batch of 500 messages to be prepared (about 10 ms of the relay's CPU)
+#: before its first read; 16 KiB (some 40 messages of 300 bytes) keeps nearly all of the saving
+#: in writes (bench (c), `bench/results/2026-12-03-session12.md`).
+WRITE_AT = 16 * 1024
 
 
 @contextlib.contextmanager
