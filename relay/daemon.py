@@ -187,6 +187,8 @@ class Relay:
         finally:
             self._wakeup.close()
             self._disconnect()
+            # The stop is spent: `run` may be called again (a stop before it still counts).
+            self._stopping.clear()
         log.info("relay: stopped after publishing %d messages", self.stats.published)
 
     def check_settings(self, *, wait: bool = True) -> bool:
@@ -196,7 +198,8 @@ class Relay:
         return wait_until_ready(self.engine, self.broker_url, stopping=self._stopping, wait=wait)
 
     def stop(self) -> None:
-        """Ask `run` to return after the batch in flight (safe from a signal handler)."""
+        """Ask `run` to return after the batch in flight (safe from a signal handler); a stop
+        before `run` makes it return at once. The relay can run again afterwards."""
         self._stopping.set()
         self._wakeup.set()
 

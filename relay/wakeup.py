@@ -62,6 +62,7 @@ class Wakeup:
         if engine.dialect.name != "postgresql" or self._listener is not None:
             return
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._closing.clear()  # listening again after a `close`: a relay run a second time
         self._listener = threading.Thread(
             target=self._listen, args=(conninfo,), name="sagabox-listen", daemon=True
         )

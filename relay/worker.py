@@ -249,6 +249,8 @@ class Worker(Processor):
                 # closing still read: none is handled, nor acknowledged, on the next channel.
                 self._pending.clear()
                 self._acks.forget()
+        # The stop is spent: `run` may be called again (a stop before it still counts).
+        self._stopping.clear()
         log.info("worker: stopped; %s", self.stats)
 
     def _consume_once(self, connection: Any) -> None:
@@ -267,7 +269,8 @@ class Worker(Processor):
             self._flush()
 
     def stop(self) -> None:
-        """Ask `run` to return after the message in flight (safe from a signal handler)."""
+        """Ask `run` to return after the message in flight (safe from a signal handler); a
+        stop before `run` makes it return at once. The worker can run again afterwards."""
         self._stopping.set()
 
     def _receive(self, message: BrokerMessage) -> None:
