@@ -31,6 +31,10 @@ CHANNEL = "sagabox_outbox"
 class Wakeup:
     """An event the relay sleeps on, set by whichever source has news."""
 
+    #: How long `close` waits for the LISTEN thread; one stuck connecting is left behind, and
+    #: ends by itself once its connection attempt returns.
+    close_timeout: float = 5.0
+
     def __init__(self) -> None:
         self._event = threading.Event()
         self._closing = threading.Event()
@@ -62,34 +66,39 @@ class Wakeup:
         if engine.dialect.name != "postgresql" or self._listener is not None:
             return
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        self._closing.clear()  # listening again after a `close`: a relay run a second time
+        # Each thread gets its own stop: a thread that outlived `close` (stuck connecting) must
+        # not be revived when a relay run a second time listens again.
+        self._closing = threading.Event()
         self._listener = threading.Thread(
-            target=self._listen, args=(conninfo,), name="sagabox-listen", daemon=True
+            target=self._listen,
+            args=(conninfo, self._closing),
+            name="sagabox-listen",
+            daemon=True,
         )
         self._listener.start()
 
     def close(self) -> None:
-        """Stop listening; the listener thread ends within a second."""
+        """Stop listening; the listener thread ends within a second, or once it has connected."""
         self._closing.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
         if self._listener is not None:
-            self._listener.join(timeout=5)
+            self._listener.join(timeout=self.close_timeout)
             self._listener = None
 
-    def _listen(self, conninfo: str) -> None:
+    def _listen(self, conninfo: str, closing: threading.Event) -> None:
         import psycopg  # the postgres extra; only a PostgreSQL relay gets here
 
         backoff = Backoff(initial=0.5, maximum=10.0)
-        while not self._closing.is_set():
+        while not closing.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True) as connection:
                     connection.execute(f"LISTEN {CHANNEL}")
                     backoff.reset()
                     # A wake-up after (re)connecting covers notifications sent while deaf.
                     self.set()
-                    while not self._closing.is_set():
+                    while not closing.is_set():
                         sleeping = self._sleeping.wait(timeout=0.5)
                         # Asleep: wait for a notification and wake the relay at once. Working:
                         # take what piled up twice a second (PostgreSQL's queue must not back
@@ -105,4 +114,4 @@ class Wakeup:
                     mask_secrets(exc),
                     delay,
                 )
-                self._closing.wait(delay)
+                closing.wait(delay)

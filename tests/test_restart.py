@@ -4,14 +4,17 @@ keep the stop: a second `run` returned at once, and a relay's second run did not
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
 from outbox import Outbox
 from relay import Relay
+from relay.wakeup import Wakeup
 from tests.bank_app import Deposit, Deposited
 from tests.relay_helpers import bank_endpoint, consume_until, wait_for
 from tests.test_relay import Listener, _listening_backends
@@ -58,3 +61,87 @@ def test_a_stopped_relay_runs_again_and_listens_again(
             thread.join(timeout=10)
         assert not thread.is_alive()
     assert 2 == relay.stats.published
+
+
+class HoldingProxy:
+    """A TCP proxy to the database that holds its first connection silent until released, as a
+    server that accepts and then stalls does (the listener's `psycopg.connect` has no timeout)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._upstream = (host, port)
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._server.getsockname()[1]
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self._sockets: list[socket.socket] = [self._server]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        first = True
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            self._sockets.append(client)
+            threading.Thread(target=self._serve, args=(client, first), daemon=True).start()
+            first = False
+
+    def _serve(self, client: socket.socket, hold: bool) -> None:
+        if hold:
+            self.held.set()
+            self.release.wait()
+        try:
+            upstream = socket.create_connection(self._upstream)
+        except OSError:
+            client.close()
+            return
+        self._sockets.append(upstream)
+        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        self._pump(client, upstream)
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.release.set()
+        for sock in self._sockets:
+            sock.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_listener_left_behind_by_close_is_not_revived_by_listening_again(
+    engine: Engine,
+) -> None:
+    """A LISTEN thread stuck connecting outlives `close`; listening again must not revive it
+    (they shared one closing flag, which the second `listen` cleared): one thread, one LISTEN."""
+    assert engine.url.host
+    assert engine.url.port
+    proxy = HoldingProxy(engine.url.host, engine.url.port)
+    # Only the listener connects through it: `listen` takes the engine's URL and dialect.
+    proxied = create_engine(engine.url.set(host="127.0.0.1", port=proxy.port))
+    wakeup = Wakeup()
+    wakeup.close_timeout = 0.1
+    try:
+        wakeup.listen(proxied)
+        assert proxy.held.wait(10), "the first LISTEN connection never reached the proxy"
+        stuck = next(t for t in threading.enumerate() if t.name == "sagabox-listen")
+        wakeup.close()
+        assert stuck.is_alive()  # left behind, still connecting
+        wakeup.listen(proxied)
+        wait_for(lambda: _listening_backends(engine) == 1, what="the second run's LISTEN")
+        proxy.release.set()  # the stuck connection now completes
+        stuck.join(timeout=10)
+        assert not stuck.is_alive(), "the listener left behind was revived"
+        wait_for(lambda: _listening_backends(engine) == 1, what="one LISTEN connection")
+        assert 1 == sum(t.name == "sagabox-listen" for t in threading.enumerate())
+    finally:
+        wakeup.close()
+        proxy.close()
+        proxied.dispose()
