@@ -78,7 +78,8 @@ class Wakeup:
         self._listener.start()
 
     def close(self) -> None:
-        """Stop listening; the listener thread ends within a second, or once it has connected."""
+        """Stop listening; the listener thread ends within a second, or once its connection
+        attempt returns."""
         self._closing.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -94,6 +95,8 @@ class Wakeup:
         while not closing.is_set():
             try:
                 with psycopg.connect(conninfo, autocommit=True) as connection:
+                    if closing.is_set():
+                        return  # closed while connecting: left behind by `close`
                     connection.execute(f"LISTEN {CHANNEL}")
                     backoff.reset()
                     # A wake-up after (re)connecting covers notifications sent while deaf.
@@ -108,6 +111,8 @@ class Wakeup:
                             if sleeping and not self._sleeping.is_set():
                                 break  # it is up; the rest can wait for its next sleep
             except psycopg.Error as exc:
+                if closing.is_set():
+                    return  # closed meanwhile: nothing is lost, and nobody is polling now
                 delay = backoff.next_delay()
                 log.warning(
                     "relay: LISTEN connection lost (%s); polling meanwhile, retrying in %.1f s",

@@ -65,7 +65,7 @@ def test_a_stopped_relay_runs_again_and_listens_again(
 
 class HoldingProxy:
     """A TCP proxy to the database that holds its first connection silent until released, as a
-    server that accepts and then stalls does (the listener's `psycopg.connect` has no timeout)."""
+    server that accepts and then stalls does (psycopg's connect gives up only after 130 s)."""
 
     def __init__(self, host: str, port: int) -> None:
         self._upstream = (host, port)
@@ -111,6 +111,8 @@ class HoldingProxy:
 
     def close(self) -> None:
         self.release.set()
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in `accept`
         for sock in self._sockets:
             sock.close()
 
@@ -131,7 +133,8 @@ def test_a_listener_left_behind_by_close_is_not_revived_by_listening_again(
     try:
         wakeup.listen(proxied)
         assert proxy.held.wait(10), "the first LISTEN connection never reached the proxy"
-        stuck = next(t for t in threading.enumerate() if t.name == "sagabox-listen")
+        stuck = wakeup._listener
+        assert stuck is not None
         wakeup.close()
         assert stuck.is_alive()  # left behind, still connecting
         wakeup.listen(proxied)
@@ -142,6 +145,7 @@ def test_a_listener_left_behind_by_close_is_not_revived_by_listening_again(
         wait_for(lambda: _listening_backends(engine) == 1, what="one LISTEN connection")
         assert 1 == sum(t.name == "sagabox-listen" for t in threading.enumerate())
     finally:
+        wakeup.close_timeout = 5.0  # the second listener takes up to a second to stop
         wakeup.close()
         proxy.close()
         proxied.dispose()
