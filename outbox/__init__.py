@@ -24,6 +24,7 @@ from outbox.faults import Faulted
 from outbox.handlers import HandlerContext, ReplyImpossible, handles
 from outbox.inbox import Inbox, prune_inbox
 from outbox.messages import Command, Event, Message
+from outbox.notify import notify_trigger, set_notify_trigger
 from outbox.registry import MessageRegistry, default_registry
 from outbox.tables import metadata
 from outbox.urls import mask_secrets
@@ -60,5 +61,7 @@ __all__ = [
     "make_engine",
     "mask_secrets",
     "metadata",
+    "notify_trigger",
     "prune_inbox",
+    "set_notify_trigger",
 ]

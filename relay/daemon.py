@@ -19,9 +19,11 @@ from time import perf_counter
 
 from kombu import Connection
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from outbox import clock
 from outbox.claim import claim_due, delete_rows, next_due
+from outbox.notify import notify_trigger
 from outbox.urls import mask_secrets
 from relay.backoff import Backoff
 from relay.broker import DEFAULT_EXCHANGE, broker_errors, connect, describe
@@ -152,7 +154,14 @@ class Relay:
         """Ship rows until `stop()` is called; errors roll back, back off and reconnect."""
         backoff = Backoff()
         if self.listen:
-            self._wakeup.listen(self.engine)
+            if self._notify_trigger_off():
+                log.info(
+                    "relay: the outbox's NOTIFY trigger is off (`sagabox db notify on` turns it "
+                    "on): polling every %s s",
+                    self.poll_interval,
+                )
+            else:
+                self._wakeup.listen(self.engine)
             self._wakeup.watch_commits()
         log.info(
             "relay: shipping %s to %s (exchange %r, batches of %d)",
@@ -206,6 +215,18 @@ class Relay:
     def close(self) -> None:
         """Release the broker connection."""
         self._disconnect()
+
+    def _notify_trigger_off(self) -> bool:
+        """Whether the outbox's NOTIFY trigger is known to be off (`sagabox db notify`), so
+        that listening would only hold a connection. Unknown (the database is not up yet)
+        counts as on: the listener then waits the outage out like the relay."""
+        if self.engine.dialect.name != "postgresql":
+            return False
+        try:
+            with self.engine.connect() as connection:
+                return notify_trigger(connection) is False
+        except SQLAlchemyError:
+            return False
 
     def _idle_timeout(self) -> float:
         """Sleep until the poll interval ends or the next scheduled row falls due."""

@@ -171,6 +171,16 @@ def _add_db(groups: Groups) -> None:
     database_argument(cur)
     cur.set_defaults(handler=_db_current)
 
+    notify = actions.add_parser(
+        "notify",
+        help="show, or turn on or off, the outbox's NOTIFY trigger (PostgreSQL)",
+        description="The trigger wakes sleeping relays at once; off, writers commit faster "
+        "side by side and relays find new rows by polling (relay --poll-interval).",
+    )
+    database_argument(notify)
+    notify.add_argument("state", nargs="?", choices=["on", "off"], help="omit to show it")
+    notify.set_defaults(handler=_db_notify)
+
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     from outbox.urls import mask_secrets  # after the signal handlers
@@ -199,6 +209,27 @@ def _db_current(args: argparse.Namespace) -> int:
         print(f"{current} (head)")
     else:
         print(f"{current or 'none'} (behind head {head}: run `sagabox db upgrade`)")
+    return 0
+
+
+def _db_notify(args: argparse.Namespace) -> int:
+    from outbox.database import make_engine  # after the signal handlers
+    from outbox.notify import notify_trigger, set_notify_trigger
+
+    engine = make_engine(args.db)
+    try:
+        with engine.begin() as connection:
+            if args.state is not None:
+                set_notify_trigger(connection, enabled=args.state == "on")
+            state = notify_trigger(connection)
+    finally:
+        engine.dispose()
+    if state is None:
+        print("none (no trigger here: SQLite, or tables before `sagabox db upgrade`): relays poll")
+    elif state:
+        print("on: relays LISTEN and wake at each commit that writes outbox rows")
+    else:
+        print("off: relays poll (relay --poll-interval); `sagabox db notify on` turns it on")
     return 0
 
 
