@@ -224,8 +224,10 @@ def _db_notify(args: argparse.Namespace) -> int:
             state = notify_trigger(connection)
     finally:
         engine.dispose()
-    if state is None:
-        print("none (no trigger here: SQLite, or tables before `sagabox db upgrade`): relays poll")
+    if state is None and engine.dialect.name == "postgresql":
+        print("none: no outbox NOTIFY trigger here (run `sagabox db upgrade`)")
+    elif state is None:
+        print(f"none: {engine.dialect.name} has no NOTIFY; relays poll (relay --poll-interval)")
     elif state:
         print("on: relays LISTEN and wake at each commit that writes outbox rows")
     else:

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
-from outbox import Outbox, notify_trigger, set_notify_trigger
+from outbox import Outbox, notify, notify_trigger, set_notify_trigger
 from outbox.errors import MissingTables, UnsupportedDatabase
 from relay import Relay
 from sagabox.cli import main
@@ -82,6 +82,66 @@ def test_the_command_shows_and_turns_the_trigger(
     assert capsys.readouterr().out.startswith("on: ")
 
 
+@postgresql_only
+def test_a_table_held_by_an_open_writer_times_out_and_holds_up_nobody(
+    engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`ALTER TABLE` waits for every open transaction that wrote outbox rows, and new writers
+    queue behind it: it gives up after a lock timeout instead, changing nothing, and leaves
+    the caller's own lock timeout as it was."""
+    monkeypatch.setattr(notify, "LOCK_TIMEOUT_SECONDS", 0.2)
+    with engine.connect() as writer:
+        with writer.begin():
+            Outbox(writer).add(Deposited(account="a", amount=1))  # open, holding the table
+            with engine.connect() as connection:
+                locked = pytest.raises(TimeoutError, match=r"stayed locked for 0\.2 s")
+                with locked, connection.begin():
+                    set_notify_trigger(connection, enabled=False)
+                assert 1 == main(["db", "notify", "off", "--db", database_url])
+        error = capsys.readouterr().err
+        assert error.startswith("sagabox: error: the outbox table stayed locked")
+        assert 1 == len(error.strip().splitlines())
+    with engine.begin() as connection:
+        assert notify_trigger(connection) is True  # unchanged
+        set_notify_trigger(connection, enabled=False)
+        assert "0" == connection.execute(text("SELECT current_setting('lock_timeout')")).scalar()
+
+
+@postgresql_only
+def test_a_trigger_firing_only_in_replication_sessions_counts_as_off(engine: Engine) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text("ALTER TABLE sagabox_outbox_messages ENABLE REPLICA TRIGGER sagabox_outbox_notify")
+        )
+        assert notify_trigger(connection) is False
+        set_notify_trigger(connection, enabled=True)
+        assert notify_trigger(connection) is True
+
+
+@postgresql_only
+def test_tables_mapped_to_another_schema_are_the_ones_turned(engine: Engine) -> None:
+    """An engine mapping sagabox's tables to a schema (`schema_translate_map`) turns that
+    schema's trigger, not one the search path finds."""
+    with engine.begin() as connection:
+        connection.execute(text("CREATE SCHEMA elsewhere"))
+        connection.execute(
+            text("CREATE TABLE elsewhere.sagabox_outbox_messages "
+                 "(LIKE sagabox_outbox_messages INCLUDING ALL)")
+        )  # fmt: skip
+        connection.execute(
+            text("CREATE TRIGGER sagabox_outbox_notify AFTER INSERT ON "
+                 "elsewhere.sagabox_outbox_messages "
+                 "FOR EACH STATEMENT EXECUTE FUNCTION sagabox_outbox_notify()")
+        )  # fmt: skip
+    mapped = engine.execution_options(schema_translate_map={None: "elsewhere"})
+    with mapped.begin() as connection:
+        set_notify_trigger(connection, enabled=False)
+        assert notify_trigger(connection) is False
+    with engine.connect() as connection:
+        assert notify_trigger(connection) is True  # the public schema's is untouched
+
+
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_sqlite_has_no_trigger_to_turn(
     engine: Engine, database_url: str, capsys: pytest.CaptureFixture[str]
@@ -95,11 +155,13 @@ def test_sqlite_has_no_trigger_to_turn(
     assert error.startswith("sagabox: error: sqlite has no NOTIFY trigger")
     assert 1 == len(error.strip().splitlines())
     assert 0 == main(["db", "notify", "--db", database_url])
-    assert capsys.readouterr().out.startswith("none ")
+    assert capsys.readouterr().out.startswith("none: sqlite has no NOTIFY; relays poll")
 
 
 @postgresql_only
-def test_a_database_without_the_trigger_says_to_upgrade(empty_database_url: str) -> None:
+def test_a_database_without_the_trigger_says_to_upgrade(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     from outbox.database import make_engine
 
     engine = make_engine(empty_database_url)
@@ -110,6 +172,8 @@ def test_a_database_without_the_trigger_says_to_upgrade(empty_database_url: str)
                 set_notify_trigger(connection, enabled=False)
     finally:
         engine.dispose()
+    assert 0 == main(["db", "notify", "--db", empty_database_url])
+    assert capsys.readouterr().out.startswith("none: no outbox NOTIFY trigger here (run `sagabox")
 
 
 @postgresql_only
