@@ -39,6 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop_signals.install()
     try:
         return _run(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C in a one-shot command (a daemon stops gracefully instead): its transaction
+        # has rolled back on the way out; one line, not a traceback, and the shell's code.
+        print("sagabox: interrupted; nothing it had not committed was kept", file=sys.stderr)
+        return 130
     finally:
         stop_signals.restore()
 

@@ -144,3 +144,22 @@ def test_console_script_is_installed() -> None:
 def test_mask_secrets(text: str, masked: str) -> None:
     """Passwords in any URL, alone or inside a message, become ***; the rest stays readable."""
     assert masked == mask_secrets(text)
+
+
+def test_ctrl_c_in_a_one_shot_command_is_one_line_and_exit_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Interrupted (a lock wait, a slow query), a command printed KeyboardInterrupt's
+    traceback through the driver's frames."""
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    assert 0 == main(["db", "upgrade", "--db", url])
+    capsys.readouterr()
+
+    def interrupted(connection: object) -> str:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(migrate, "current_revision", interrupted)
+    assert 130 == main(["db", "current", "--db", url])
+    error = capsys.readouterr().err
+    assert error.startswith("sagabox: interrupted")
+    assert 1 == len(error.strip().splitlines())
