@@ -35,7 +35,13 @@ from relay.daemon import Relay
 from relay.worker import RetryPolicy, Unrecoverable, Worker
 from sagabox.settings import load_settings
 from sagas.definition import Saga
-from sagas.errors import ConcurrencyConflict, InvalidCorrelationId, SagaNotFound, UnknownSagaType
+from sagas.errors import (
+    ConcurrencyConflict,
+    InvalidCorrelationId,
+    SagaNotFound,
+    UnknownSagaType,
+    UnstorableSagaData,
+)
 from sagas.requests import Misaddressed
 from sagas.runtime import SagaRuntime
 
@@ -212,9 +218,9 @@ class App:
             if exc.policy == "dead_letter":
                 raise Unrecoverable(str(exc)) from exc
             raise
-        except (Misaddressed, InvalidCorrelationId) as exc:
-            # Forged or mangled reply headers, or a correlation id no saga can have: the same
-            # message fails the same way on every try, so retrying cannot help.
+        except (Misaddressed, InvalidCorrelationId, UnstorableSagaData) as exc:
+            # Forged or mangled reply headers, a correlation id no saga can have, or data no
+            # saga can store: the same message fails the same way on every try.
             raise Unrecoverable(str(exc)) from exc
         for name, handler in self._handlers.get(message.type_name, ()):
             handler(HandlerContext(session, message, f"{self.name}/{name}"), message)

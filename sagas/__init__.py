@@ -22,6 +22,7 @@ from sagas.errors import (
     SagaError,
     SagaNotFound,
     UnknownSagaType,
+    UnstorableSagaData,
 )
 from sagas.evolution import EVERYWHERE, OLD_PATH
 from sagas.joins import Branch, JoinTimedOut, branch, join
@@ -58,6 +59,7 @@ __all__ = [
     "Step",
     "Timeout",
     "UnknownSagaType",
+    "UnstorableSagaData",
     "branch",
     "join",
     "on",

@@ -39,3 +39,9 @@ def _problem(value: str) -> str | None:
     except UnicodeEncodeError:
         return "is not valid Unicode (a lone surrogate)"
     return None
+
+
+def storable(value: str) -> bool:
+    """Whether a saga can be stored under `value`: reading by one that cannot finds nothing,
+    on every database (PostgreSQL would refuse the query itself)."""
+    return _problem(value) is None

@@ -29,6 +29,11 @@ class InvalidCorrelationId(MissingCorrelation):
     long, not Unicode): retrying cannot help, so a worker dead-letters the message at once."""
 
 
+class UnstorableSagaData(SagaError, ValueError):
+    """A saga's data holds text its JSON column cannot store (a NUL character, a lone
+    surrogate): retrying cannot help, so a worker dead-letters the message at once."""
+
+
 class CorrelationChanged(SagaError):
     """An action tried to give a started saga another correlation id.
 

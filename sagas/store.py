@@ -29,12 +29,13 @@ from outbox.database import INSERTS_IGNORING_CONFLICTS, Executor, dialect_of
 from outbox.sync_only import refuse_async
 from outbox.tables import outbox_messages
 from outbox.writer import write_rows
-from sagas import batch_sql, evolution, step_sql
+from sagas import batch_sql, correlation, evolution, step_sql
 from sagas.batch import Key, SagaBatch, attach, current_batch
 from sagas.definition import Saga
 from sagas.errors import ConcurrencyConflict, SagaDefinitionError
 from sagas.journal import JOURNAL_INSERT, write_journal_line
 from sagas.retention import prune_finished as prune_finished  # its home until 2026-12
+from sagas.storable import check_data
 from sagas.tables import saga_instances, saga_journal
 from sagas.timeouts import PendingTimeout, next_due
 
@@ -72,6 +73,8 @@ _SAVE = _SAVE_MANY.returning(saga_instances.c.id)
 def load(executor: Executor, saga_type: type[S], correlation_id: str) -> S | None:
     """The saga instance of `saga_type` for `correlation_id`, finished or not, or None."""
     refuse_async(executor, "store.load", "await app.aio.load(session, SagaType, id)")
+    if not correlation.storable(correlation_id):
+        return None  # no saga has it: SQLite would find none, PostgreSQL refuse the query
     batch = current_batch(executor)
     if batch is not None:
         return _load_in_batch(executor, batch, saga_type, correlation_id)
@@ -379,11 +382,13 @@ def save_step(
 
 
 def _columns(saga: Saga[Any]) -> dict[str, Any]:
+    data = saga.data.model_dump(mode="json")
+    check_data(saga.saga_type, saga.correlation_id, data)
     return {
         "saga_type": saga.saga_type,
         "correlation_id": saga.correlation_id,
         "state": saga.state_name,
-        "data": saga.data.model_dump(mode="json"),
+        "data": data,
         "version": saga.version,
         "definition_version": saga.definition_version,
         # Loading upcast the data: it is stored in the current shape.
