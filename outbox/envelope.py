@@ -10,8 +10,9 @@ from typing import Any
 from uuid import UUID
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
-from outbox.errors import InvalidPayload, MalformedEnvelope, OutboxError
+from outbox.errors import InvalidPayload, MalformedEnvelope, OutboxError, UnstorableText
 from outbox.messages import META_FIELDS, Message
 from outbox.registry import MessageRegistry, default_registry
 from outbox.return_address import remember_headers
@@ -108,7 +109,16 @@ def encode(message: Message, *, extra_headers: Mapping[str, str] | None = None) 
         headers[H_CORRELATION_ID] = message.correlation_id
     if message.causation_id is not None:
         headers[H_CAUSATION_ID] = str(message.causation_id)
-    payload = message.model_dump_json(exclude=set(META_FIELDS))
+    try:
+        payload = message.model_dump_json(exclude=set(META_FIELDS))
+    except PydanticSerializationError as exc:
+        # A lone surrogate (no JSON text can hold one) or data nested past pydantic's limit.
+        # A `ValueError` a worker dead-letters at once: the same message would emit it again.
+        raise UnstorableText(
+            f"{message.type_name}: its fields cannot be written as JSON ({exc}): a string "
+            "holds a lone surrogate (text decoded with errors='surrogateescape', say), or the "
+            "data nests too deep; fix the value before sending it"
+        ) from exc
     return Envelope(message.type_name, message.type_version, payload, headers)
 
 

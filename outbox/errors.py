@@ -49,7 +49,7 @@ class MessageTooLarge(OutboxError):
 
 class UnstorableText(OutboxError, ValueError):
     """A message's type, destination, partition key or header is text its outbox column (or, for
-    a header name, AMQP) cannot hold."""
+    a header name, AMQP) cannot hold, or its fields cannot be written as JSON."""
 
 
 class Misconfigured(SagaboxError):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from outbox import Envelope, Outbox, decode
+from outbox import Envelope, Event, Outbox, decode
 from outbox.envelope import H_VERSION, encode
 from outbox.errors import UnstorableText
 from outbox.tables import outbox_messages
@@ -157,4 +158,29 @@ def test_a_type_name_its_column_cannot_hold_is_refused_by_name(engine: Engine) -
         with pytest.raises(ValueError, match=r"type .* at most 255 characters without NUL"):
             Outbox(session).add_envelope(long, destination="credit", partition_key="k")
         Outbox(session).add_envelope(sent, destination="credit", partition_key="k")
+    assert _count(engine) == 1
+
+
+def _nested(depth: int) -> dict[str, object]:
+    value: dict[str, object] = {}
+    for _ in range(depth):
+        value = {"x": value}
+    return value
+
+
+class Noted(Event, type="tests.Noted"):
+    note: Any
+
+
+@pytest.mark.parametrize(
+    "note",
+    [pytest.param("\udcff", id="lone surrogate"), pytest.param(_nested(5000), id="5000 deep")],
+)
+def test_fields_json_cannot_hold_are_refused_by_name(engine: Engine, note: object) -> None:
+    """pydantic's serialization error reached the caller as it was, naming no message and no
+    fix, and not an error a worker dead-letters at once."""
+    with Session(engine) as session, session.begin():
+        with pytest.raises(UnstorableText, match=r"tests\.Noted: its fields cannot be written"):
+            Outbox(session).add(Noted(note=note))
+        Outbox(session).add(_loan())
     assert _count(engine) == 1
