@@ -225,7 +225,13 @@ def _correlator(
     if arity == 1:
         return lambda _session, msg: how(msg)
     if arity == 2:
-        return lambda session, msg: how(session, msg)
+
+        def finder(session: Session | None, msg: Message) -> object:
+            return how(session, msg)
+
+        # What it finds depends on rows, which a retry may see: see `Saga.correlate`.
+        finder.looks_up = True  # type: ignore[attr-defined]
+        return finder
     raise SagaDefinitionError(
         f"{cls.__name__}.correlation[{message.__name__}]: a finder takes (message) or "
         "(session, message)"

@@ -23,6 +23,7 @@ from sagas.building import state_name as state_name
 from sagas.compensation import Step
 from sagas.errors import (
     CorrelationChanged,
+    InvalidCorrelationId,
     MissingCorrelation,
     NotFoundHandler,
     NotFoundPolicy,
@@ -242,6 +243,14 @@ class Saga(Generic[DataT]):
         """Find the correlation id of the instance `message` belongs to."""
         correlator = cls._correlators.get(message.type_name, default_correlator)
         value = correlator(session, message)
+        if value == "" and not getattr(correlator, "looks_up", False):
+            # A field (or a function of the message alone) that is empty stays empty on every
+            # retry: bad input, which a worker dead-letters at once.
+            raise InvalidCorrelationId(
+                f"{cls.saga_type}: {message.type_name} (message {message.message_id}) maps to "
+                f"an empty correlation id; set its correlation field, or map it in "
+                f"{cls.__name__}.correlation"
+            )
         if value is None or value == "":
             raise MissingCorrelation(
                 f"{cls.saga_type}: {message.type_name} (message {message.message_id}) has no "

@@ -5,13 +5,14 @@ once instead of retrying a database error."""
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from outbox import Outbox
 from outbox.tables import outbox_messages
 from sagabox import App
-from sagas import InvalidCorrelationId, SagaRuntime
+from sagas import InvalidCorrelationId, MissingCorrelation, Saga, SagaRuntime, on
 from sagas.tables import saga_instances, saga_journal
 from tests.relay_helpers import dead_letter_rows
 from tests.saga_fixtures import DocReview, DocSubmitted
@@ -86,3 +87,45 @@ def test_the_worker_dead_letters_a_message_with_an_unstorable_correlation_id_at_
     assert 0 == worker.stats.retried
     relay.close()
     app.engine.dispose()
+
+
+@pytest.mark.parametrize("broker_url", ["memory"], indirect=True)
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_an_empty_correlation_field_is_dead_lettered_at_once(
+    database_url: str, broker_url: str, batch_size: int
+) -> None:
+    """An empty field stays empty on every try: it was retried 4 times, as a finder's "not
+    found yet" is."""
+    app = App("docs", sagas=[DocReview], database=database_url, broker=broker_url)
+    worker, relay = app.worker(batch_size=batch_size), app.relay()
+    worker.drain()
+    with Session(app.engine) as session, session.begin():
+        with pytest.raises(InvalidCorrelationId, match="maps to an empty correlation id"):
+            runtime.start(session, DocReview, DocSubmitted(doc=""))
+        Outbox(session).add(DocSubmitted(doc=""))
+        Outbox(session).add(DocSubmitted(doc="D-ok"))
+    relay.drain()
+    worker.drain()
+    [letter] = dead_letter_rows(app.engine)
+    assert 1 == letter.attempts
+    assert "empty correlation id" in letter.reason
+    assert 0 == worker.stats.retried
+    relay.close()
+    app.engine.dispose()
+
+
+def test_a_finder_that_finds_nothing_yet_is_still_retried() -> None:
+    """A (session, message) finder reads rows a later try may see: its empty answer stays
+    `MissingCorrelation`, which a worker retries, not bad input."""
+
+    class Nothing(BaseModel):
+        pass
+
+    class Found(Saga[Nothing], name="sagatest.Found"):
+        states = ["new", "done"]
+        transitions = [on(DocSubmitted, "new", "done")]
+        correlation = {DocSubmitted: lambda session, message: ""}
+
+    with pytest.raises(MissingCorrelation) as raised:
+        Found.correlate(DocSubmitted(doc="D-1"))
+    assert not isinstance(raised.value, InvalidCorrelationId)
