@@ -14,7 +14,7 @@ from kombu import Connection, Producer
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from outbox import Outbox
+from outbox import Message, Outbox
 from outbox.tables import dead_letters, inbox_messages, outbox_messages
 from relay import Relay, Worker
 from relay.broker import topic_exchange
@@ -128,3 +128,17 @@ def inbox_count(engine: Engine) -> int:
 def dead_letter_rows(engine: Engine) -> list[Any]:
     with engine.connect() as connection:
         return list(connection.execute(select(dead_letters).order_by(dead_letters.c.id)))
+
+
+def through_one_worker(app: App, batch_size: int, *messages: Message) -> tuple[list[Any], Any]:
+    """Send `messages` through `app`'s outbox, its relay and one worker (batches of
+    `batch_size`) until nothing is left; return the dead letters and the worker's stats."""
+    worker, relay = app.worker(batch_size=batch_size), app.relay()
+    worker.drain()  # declares its queue, so that the relay's rows are routable
+    with Session(app.engine) as session, session.begin():
+        for message in messages:
+            Outbox(session).add(message)
+    relay.drain()
+    worker.drain()
+    relay.close()
+    return dead_letter_rows(app.engine), worker.stats

@@ -9,12 +9,11 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from outbox import Outbox
 from outbox.tables import outbox_messages
 from sagabox import App
 from sagas import InvalidCorrelationId, MissingCorrelation, Saga, SagaRuntime, on
 from sagas.tables import saga_instances, saga_journal
-from tests.relay_helpers import dead_letter_rows
+from tests.relay_helpers import through_one_worker
 from tests.saga_fixtures import DocReview, DocSubmitted
 
 runtime = SagaRuntime([DocReview], endpoint="docs")
@@ -71,21 +70,15 @@ def test_the_worker_dead_letters_a_message_with_an_unstorable_correlation_id_at_
     """One attempt, not a retry per delay: the reason names the problem; the good message
     beside it is handled."""
     app = App("docs", sagas=[DocReview], database=database_url, broker=broker_url)
-    worker, relay = app.worker(batch_size=batch_size), app.relay()
-    worker.drain()
-    with Session(app.engine) as session, session.begin():
-        Outbox(session).add(DocSubmitted(doc=doc))
-        Outbox(session).add(DocSubmitted(doc="D-ok"))
-    relay.drain()
-    worker.drain()
-    [letter] = dead_letter_rows(app.engine)
+    [letter], stats = through_one_worker(
+        app, batch_size, DocSubmitted(doc=doc), DocSubmitted(doc="D-ok")
+    )
     assert 1 == letter.attempts
     assert "unrecoverable" in letter.reason
     assert "correlation id that" in letter.reason
     with Session(app.engine) as session:
         assert runtime.load(session, DocReview, "D-ok") is not None
-    assert 0 == worker.stats.retried
-    relay.close()
+    assert 0 == stats.retried
     app.engine.dispose()
 
 
@@ -97,20 +90,15 @@ def test_an_empty_correlation_field_is_dead_lettered_at_once(
     """An empty field stays empty on every try: it was retried 4 times, as a finder's "not
     found yet" is."""
     app = App("docs", sagas=[DocReview], database=database_url, broker=broker_url)
-    worker, relay = app.worker(batch_size=batch_size), app.relay()
-    worker.drain()
-    with Session(app.engine) as session, session.begin():
-        with pytest.raises(InvalidCorrelationId, match="maps to an empty correlation id"):
-            runtime.start(session, DocReview, DocSubmitted(doc=""))
-        Outbox(session).add(DocSubmitted(doc=""))
-        Outbox(session).add(DocSubmitted(doc="D-ok"))
-    relay.drain()
-    worker.drain()
-    [letter] = dead_letter_rows(app.engine)
+    refused = pytest.raises(InvalidCorrelationId, match="maps to an empty correlation id")
+    with Session(app.engine) as session, session.begin(), refused:
+        runtime.start(session, DocReview, DocSubmitted(doc=""))
+    [letter], stats = through_one_worker(
+        app, batch_size, DocSubmitted(doc=""), DocSubmitted(doc="D-ok")
+    )
     assert 1 == letter.attempts
     assert "empty correlation id" in letter.reason
-    assert 0 == worker.stats.retried
-    relay.close()
+    assert 0 == stats.retried
     app.engine.dispose()
 
 

@@ -10,11 +10,11 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from outbox import Event, Outbox
+from outbox import Event
 from sagabox import App
 from sagas import Saga, SagaContext, SagaRuntime, UnstorableSagaData, on
 from sagas.tables import saga_instances
-from tests.relay_helpers import dead_letter_rows
+from tests.relay_helpers import through_one_worker
 
 
 class NoteOpened(Event, type="storabletest.NoteOpened"):
@@ -89,20 +89,14 @@ def test_the_worker_dead_letters_a_message_whose_data_cannot_be_stored_at_once(
     database_url: str, broker_url: str, batch_size: int
 ) -> None:
     app = App("notes", sagas=[NoteTaker], database=database_url, broker=broker_url)
-    worker, relay = app.worker(batch_size=batch_size), app.relay()
-    worker.drain()
-    with Session(app.engine) as session, session.begin():
-        Outbox(session).add(NoteOpened(key="bad", note="x\x00y"))
-        Outbox(session).add(NoteOpened(key="ok", note="fine"))
-    relay.drain()
-    worker.drain()
-    [letter] = dead_letter_rows(app.engine)
+    [letter], stats = through_one_worker(
+        app, batch_size, NoteOpened(key="bad", note="x\x00y"), NoteOpened(key="ok", note="fine")
+    )
     assert 1 == letter.attempts
     assert "unrecoverable" in letter.reason
     assert "holds a NUL character" in letter.reason
     with Session(app.engine) as session:
         assert runtime.load(session, NoteTaker, "ok") is not None
         assert runtime.load(session, NoteTaker, "bad") is None
-    assert 0 == worker.stats.retried
-    relay.close()
+    assert 0 == stats.retried
     app.engine.dispose()
