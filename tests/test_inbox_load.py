@@ -92,10 +92,11 @@ class InboxAndLoadContract:
     def test_a_message_without_a_correlation_takes_the_plain_path(
         self, engine: Engine, processor: Processor
     ) -> None:
-        """The saga key is unknown before the inbox check: the message fails as it always did
-        (a retry scheduled), and its inbox row rolled back with the attempt."""
+        """The saga key is unknown before the inbox check: the message fails as it does on the
+        plain path (dead-lettered at once, an empty correlation field being bad input), and
+        its inbox row rolled back with the attempt."""
         step = Step(key="")
-        assert "retry_scheduled" == processor.process(_delivery(step))
+        assert "dead_lettered" == processor.process(_delivery(step))
         assert 0 == _count(engine, inbox_messages, message_id=step.message_id)
 
     def test_recording_is_exactly_once_and_rolls_back(self, engine: Engine) -> None:
