@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
 from outbox.errors import InvalidPayload, MalformedEnvelope, OutboxError, UnstorableText
+from outbox.limits import has_lone_surrogate
 from outbox.messages import META_FIELDS, Message
 from outbox.registry import MessageRegistry, default_registry
 from outbox.return_address import remember_headers
@@ -172,13 +173,7 @@ def decode(envelope: Envelope, registry: MessageRegistry = default_registry) -> 
 
 def _is_text(value: str) -> bool:
     """Whether `value` can be stored and printed as it is: UTF-8 encodable, without NUL."""
-    if "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return "\x00" not in value and not has_lone_surrogate(value)
 
 
 def _uuid(headers: Mapping[str, str], name: str) -> UUID:

@@ -67,6 +67,18 @@ def text_problem(value: str, max_length: int) -> str | None:
     return None
 
 
+def has_lone_surrogate(value: str) -> bool:
+    """Whether `value` holds a lone surrogate (Python keeps undecodable bytes as them), which no
+    UTF-8 text, driver or JSON column can carry. ASCII text is answered without encoding."""
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def shown(value: str) -> str:
     """`value` as an error message shows it: quoted, cut to 80 characters, "..." if it was."""
     return repr(value[:80]) + ("..." if len(value) > 80 else "")

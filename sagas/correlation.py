@@ -8,7 +8,7 @@ error (a worker dead-letters its message at once) instead of a database error re
 
 from __future__ import annotations
 
-from outbox.limits import shown, text_problem
+from outbox.limits import has_lone_surrogate, shown, text_problem
 from outbox.messages import Message
 from sagas.errors import InvalidCorrelationId
 from sagas.tables import saga_instances
@@ -34,9 +34,7 @@ def _problem(value: str) -> str | None:
     problem = text_problem(value, MAX_LENGTH)
     if problem is not None:
         return problem
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if has_lone_surrogate(value):
         return "is not valid Unicode (a lone surrogate)"
     return None
 

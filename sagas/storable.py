@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from outbox.limits import shown
+from outbox.limits import has_lone_surrogate, shown
 from sagas.errors import UnstorableSagaData
 
 
@@ -56,9 +56,6 @@ def _unstorable(value: Any) -> tuple[list[object], str, str] | None:
 def _text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "holds a NUL character"
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return "holds a lone surrogate (not valid Unicode)"
+    if has_lone_surrogate(text):
+        return "holds a lone surrogate (not valid Unicode)"
     return None
