@@ -1,4 +1,5 @@
-"""Helpers for tests that make real PostgreSQL sessions wait on each other."""
+"""Helpers for tests on a real PostgreSQL: sessions that wait on each other, and sagabox's
+tables copied into another schema."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ _WAITING = text(
     "SELECT count(*) FROM pg_stat_activity "
     "WHERE application_name = :name AND wait_event_type = 'Lock'"
 )
+
+
+def copy_into_schema(connection: Connection, table: str, schema: str = "elsewhere") -> None:
+    """Create `schema` and in it an empty copy of sagabox's `table` (columns, defaults,
+    indexes), for an engine that maps sagabox's tables there (`schema_translate_map`)."""
+    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+    connection.execute(text(f"CREATE TABLE {schema}.{table} (LIKE {table} INCLUDING ALL)"))
 
 
 def wait_until_blocked(engine: Engine, application_name: str, timeout: float = 10) -> None:

@@ -17,6 +17,7 @@ from outbox.errors import MissingTables, UnsupportedDatabase
 from relay import Relay
 from sagabox.cli import main
 from tests.bank_app import Deposited
+from tests.pg_helpers import copy_into_schema
 from tests.relay_helpers import wait_for
 from tests.test_relay import _listening_backends
 
@@ -124,11 +125,7 @@ def test_tables_mapped_to_another_schema_are_the_ones_turned(engine: Engine) -> 
     """An engine mapping sagabox's tables to a schema (`schema_translate_map`) turns that
     schema's trigger, not one the search path finds."""
     with engine.begin() as connection:
-        connection.execute(text("CREATE SCHEMA elsewhere"))
-        connection.execute(
-            text("CREATE TABLE elsewhere.sagabox_outbox_messages "
-                 "(LIKE sagabox_outbox_messages INCLUDING ALL)")
-        )  # fmt: skip
+        copy_into_schema(connection, "sagabox_outbox_messages")
         connection.execute(
             text("CREATE TRIGGER sagabox_outbox_notify AFTER INSERT ON "
                  "elsewhere.sagabox_outbox_messages "

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from outbox.prebuilt import Prebuilt
 from sagas.tables import saga_instances
+from tests.pg_helpers import copy_into_schema
 from tests.test_saga_batches import Statements
 
 _ROW = select(literal(7).label("seven"), *saga_instances.c).where(
@@ -150,11 +151,7 @@ def test_a_schema_translate_map_is_honoured(engine: Engine) -> None:
     """An engine that maps sagabox's tables to another schema reads and writes them there: the
     prebuilt SQL names no schema, so it would read the default schema's table instead."""
     with engine.begin() as connection:
-        connection.execute(text("CREATE SCHEMA elsewhere"))
-        connection.execute(
-            text("CREATE TABLE elsewhere.sagabox_saga_instances "
-                 "(LIKE sagabox_saga_instances INCLUDING ALL)")
-        )  # fmt: skip
+        copy_into_schema(connection, "sagabox_saga_instances")
     translated = engine.execution_options(schema_translate_map={None: "elsewhere"})
     with Session(translated) as session, session.begin():
         _insert(session, "e")
