@@ -2,7 +2,9 @@
 
 On RabbitMQ the channel is in confirm mode and a batch is published before waiting: the broker
 acknowledges many delivery tags at once, so a batch costs one round trip, not one per message;
-its frames go to the socket in few writes, not one per message (`relay.coalesced_writes`).
+its frames go to the socket in few writes, not one per message (`relay.coalesced_writes`),
+and are encoded here rather than by py-amqp where a row has the usual shape
+(`relay.publish_frames`).
 A batch holding several rows of one partition key goes out in as many rounds: a key never has
 two rows in flight, so when one fails the next is not yet sent and waits (per-key order).
 Each row then ends in one of four ways: confirmed; returned (addressed to an endpoint with no
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from amqp.exceptions import RecoverableConnectionError
 from kombu import Connection
 from kombu.transport import virtual
 
@@ -33,6 +36,7 @@ from outbox.claim import OutboxRow
 from outbox.envelope import CONTENT_TYPE
 from relay.broker import topic_exchange, uses_confirms
 from relay.coalesced_writes import coalesced_writes
+from relay.publish_frames import PublishFrames
 
 #: A message bigger than this goes out alone: if the broker refuses it, nothing else is in flight.
 ALONE_ABOVE = 64 * 1024
@@ -138,6 +142,12 @@ class Publisher:
         self._channel = self._connection.channel()
         topic_exchange(self._exchange_name)(self._channel).declare()
         self._virtual = isinstance(self._channel, virtual.Channel)
+        self._frames: PublishFrames | None = None
+        if not self._virtual:
+            connection = self._channel.connection
+            self._frames = PublishFrames(
+                self._channel.channel_id, connection.frame_max, self._exchange_name
+            )
         self._next_tag = 1
         if self._confirms:
             self._channel.confirm_select()
@@ -208,8 +218,18 @@ class Publisher:
                 outcome.confirmed.append(row)
 
     def _publish_one(self, row: OutboxRow, mandatory: bool, message_id: str) -> None:
+        body = row.payload.encode("utf-8")
+        if self._frames is not None:
+            frames = self._frames.encode(row, body, mandatory, message_id)
+            if frames is not None:
+                connection = self._channel.connection
+                if connection is None:
+                    raise RecoverableConnectionError("basic_publish: connection closed")
+                connection.transport.write(frames)
+                connection.bytes_sent += 1  # what py-amqp counts, for its heartbeats
+                return
         message = self._channel.prepare_message(
-            row.payload.encode("utf-8"),
+            body,
             0,
             CONTENT_TYPE,
             "utf-8",

@@ -14,7 +14,7 @@ def test_a_tiny_benchmark_run_produces_every_row(postgres_url: str, amqp_url: st
     results = Results()
     run(postgres_url, amqp_url, Sizes.tiny(), results)
     names = [row[0] for row in results.rows]
-    rows = 16 - 2 * (3 - Sizes.tiny().latency_cases)  # (d) has two rows a case
+    rows = 17 - 2 * (3 - Sizes.tiny().latency_cases)  # (d) has two rows a case
     assert rows == len(names)
     assert all(float(row[3]) > 0 for row in results.rows if row[3])  # the ratios
     table = results.markdown("machine")
