@@ -5,7 +5,8 @@ one `recv` each: nine for one delivery's three frames, each two system calls on 
 timeout. A consuming worker spent about a tenth of its CPU there (bench (b),
 `bench/results/2026-12-03-session11.md`). `buffer_reads` has a py-amqp TCP transport read what
 the socket holds, up to `READ_AT_MOST` bytes, and hand out the next frames from it: the same
-bytes in the same order, read ahead.
+bytes in the same order, read ahead. A frame it holds whole is also read without py-amqp
+setting the socket's timeout and back (two more system calls a frame).
 
 py-amqp's own reader keeps what it read before a timeout in the transport's `_read_buffer`,
 and its frame reader puts a frame's first parts back in front of it; this reader keeps the
@@ -14,7 +15,9 @@ same buffer, so both hold.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+from collections.abc import Iterator
 from typing import Any
 
 from amqp.transport import TCPTransport
@@ -72,5 +75,26 @@ def buffer_reads(connection: Connection) -> bool:
         start = n
         return held[:n]
 
+    def whole_frame_held() -> bool:
+        held: bytes = transport._read_buffer
+        if len(held) - start < 7:
+            return False
+        size = int.from_bytes(held[start + 3 : start + 7], "big")
+        return len(held) - start >= size + 8
+
+    having_timeout = transport.having_timeout
+
+    @contextlib.contextmanager
+    def timeout_when_reading(timeout: float | None) -> Iterator[Any]:
+        # py-amqp sets the socket's timeout for every frame it reads, and sets it back after:
+        # two system calls a frame, most of a read from the buffer's cost. A frame held whole
+        # is read without the socket, so its timeout need not change.
+        if whole_frame_held():
+            yield transport.sock
+        else:
+            with having_timeout(timeout) as sock:
+                yield sock
+
     transport._read = read
+    transport.having_timeout = timeout_when_reading
     return True

@@ -32,6 +32,16 @@ class _Socket:
         self.stream, self.pieces, self.timeouts = stream, pieces, timeouts
         self.calls = 0
 
+    timeout: float | None = None
+    timeouts_set = 0
+
+    def gettimeout(self) -> float | None:
+        return self.timeout
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeouts_set += 1  # a system call on a real socket
+        self.timeout = timeout
+
     def recv(self, n: int) -> bytes:
         self.calls += 1
         if self.calls in self.timeouts:
@@ -55,7 +65,9 @@ def _frames_read(transport: Any, count: int) -> list[tuple[int, int, bytes]]:
     frames: list[tuple[int, int, bytes]] = []
     while len(frames) < count:
         try:
-            kind, channel, payload = transport.read_frame()
+            # As py-amqp's `blocking_read` reads a frame: under the caller's timeout.
+            with transport.having_timeout(0.5):
+                kind, channel, payload = transport.read_frame()
         except TimeoutError:
             continue  # as a drain_events that timed out is called again
         frames.append((kind, channel, bytes(payload)))
@@ -94,6 +106,17 @@ def test_a_stream_of_small_frames_takes_one_read_not_three_a_frame() -> None:
     assert _frames_read(plain, 300) == _frames_read(buffered, 300) == sent
     assert 900 == plain.sock.calls
     assert buffered.sock.calls <= len(stream) // READ_AT_MOST + 1
+
+
+def test_a_frame_held_whole_is_read_without_setting_the_sockets_timeout() -> None:
+    sent = [(3, 1, b"x" * 40)] * 300
+    stream = b"".join(_frame(*frame) for frame in sent)
+    plain = _transport(_Socket(stream, [len(stream)], set()), buffered=False)
+    buffered = _transport(_Socket(stream, [len(stream)], set()), buffered=True)
+    assert _frames_read(plain, 300) == _frames_read(buffered, 300) == sent
+    assert 600 == plain.sock.timeouts_set  # set and set back, for every frame
+    assert buffered.sock.timeouts_set <= 2 * buffered.sock.calls  # only around a real read
+    assert None is buffered.sock.timeout
 
 
 def test_only_pyamqps_plain_tcp_transport_is_buffered() -> None:
