@@ -12,7 +12,7 @@ from sqlalchemy import insert
 from outbox import clock, signals, tracing
 from outbox.database import Executor, dialect_of
 from outbox.envelope import H_MESSAGE_ID, Envelope, encode
-from outbox.errors import UnstorableText
+from outbox.errors import MessageTooLarge, UnstorableText
 from outbox.limits import check_size, shown, text_problem
 from outbox.messages import Command, Event, Message
 from outbox.sync_only import refuse_async
@@ -112,6 +112,7 @@ class Outbox:
         _check_text(destination, "destination")
         for name, value in envelope.headers.items():
             _check_header(name, value)
+        _check_headers_size(envelope.headers, envelope.type)
         if partition_key is not None:
             _check_text(partition_key, "partition_key")
         now = clock.now()
@@ -184,6 +185,32 @@ def _check_header(name: str, value: object) -> None:
                 f"long; AMQP carries header names of at most {MAX_HEADER_NAME_BYTES} bytes "
                 "(UTF-8): pass a shorter one"
             )
+
+
+#: The most a message's headers may take, encoded: AMQP carries them in one frame, and a
+#: broker closes the connection over a bigger one (RabbitMQ's frames are 128 KiB by default,
+#: and may be set as low as 4 KiB); sagabox's own headers take a few hundred bytes.
+MAX_HEADERS_BYTES = 16 * 1024
+
+
+def _check_headers_size(headers: Mapping[str, object], type_name: str) -> None:
+    """Refuse headers no broker frame may hold, as `MessageTooLarge`, which a worker
+    dead-letters at once: no relay could publish the row."""
+    # A header costs its name and value in UTF-8 (at most 4 bytes a character) and 6 more.
+    if sum(len(n) + len(str(v)) for n, v in headers.items()) * 4 + 6 * len(headers) <= (
+        MAX_HEADERS_BYTES
+    ):
+        return
+    size = sum(
+        len(n.encode("utf-8", "surrogatepass")) + len(str(v).encode("utf-8", "surrogatepass")) + 6
+        for n, v in headers.items()
+    )
+    if size > MAX_HEADERS_BYTES:
+        raise MessageTooLarge(
+            f"the headers of a {type_name} message take {size} bytes, over the "
+            f"{MAX_HEADERS_BYTES} an AMQP frame is sure to carry: put large data in the "
+            "message itself, or send a reference to it"
+        )
 
 
 def _destination(message: Message, destination: str | None) -> str:

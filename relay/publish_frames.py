@@ -36,6 +36,24 @@ _PERSISTENT_PRIORITY_0 = b"\x02\x00"
 _METHODS_KEPT = 1024
 
 
+class HeadersTooLarge(ValueError):
+    """A message's properties (its headers, mostly) are bigger than one frame, where AMQP has
+    them travel: a broker sent such a frame closes the whole connection (`frame_too_large`),
+    so the row must not be sent at all."""
+
+
+def check_header_fits(properties_size: int, frame_max: int) -> None:
+    """Raise `HeadersTooLarge` unless a content header of `properties_size` bytes of
+    properties (flags included) fits in one frame of at most `frame_max` bytes."""
+    size = 8 + 12 + properties_size  # frame header and end, class, weight, body size
+    if size > frame_max:
+        raise HeadersTooLarge(
+            f"its headers take {size:,} bytes, more than the broker's frame size "
+            f"({frame_max:,} bytes) allows: AMQP sends them in one frame; keep large data in "
+            f"the message body"
+        )
+
+
 class PublishFrames:
     """Encodes rows as py-amqp would for one channel (`channel_id`) of a connection whose
     frames may be at most `frame_max` bytes."""
@@ -51,7 +69,8 @@ class PublishFrames:
 
     def encode(self, row: OutboxRow, body: bytes, mandatory: bool, message_id: str) -> bytes | None:
         """The method, header and body frames publishing `body` for `row`, or None when the
-        row is not of the shape encoded here (py-amqp then encodes it)."""
+        row is not of the shape encoded here (py-amqp then encodes it); `HeadersTooLarge`
+        for a row whose headers no frame can hold."""
         if self._exchange is None:
             return None
         try:
@@ -72,6 +91,7 @@ class PublishFrames:
             )
         except (ValueError, OverflowError):
             return None  # a name AMQP cannot hold: py-amqp raises its own error for it
+        check_header_fits(2 + len(properties), self._frame_max)
         header_size = 14 + len(properties)
         # py-amqp's test for "fits in one write": its own estimate of the frames' size.
         if len(method) + len(properties) + len(body) + 40 > self._frame_max - 8:

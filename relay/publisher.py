@@ -36,7 +36,7 @@ from outbox.claim import OutboxRow
 from outbox.envelope import CONTENT_TYPE
 from relay.broker import topic_exchange, uses_confirms
 from relay.coalesced_writes import coalesced_writes
-from relay.publish_frames import PublishFrames
+from relay.publish_frames import PublishFrames, check_header_fits
 
 #: A message bigger than this goes out alone: if the broker refuses it, nothing else is in flight.
 ALONE_ABOVE = 64 * 1024
@@ -145,8 +145,9 @@ class Publisher:
         self._frames: PublishFrames | None = None
         if not self._virtual:
             connection = self._channel.connection
+            self._frame_max = connection.frame_max
             self._frames = PublishFrames(
-                self._channel.channel_id, connection.frame_max, self._exchange_name
+                self._channel.channel_id, self._frame_max, self._exchange_name
             )
         self._next_tag = 1
         if self._confirms:
@@ -236,6 +237,9 @@ class Publisher:
             dict(row.headers),
             {"delivery_mode": 2, "message_id": message_id},
         )
+        if self._frames is not None:
+            # Only here, for rows of another shape: what py-amqp will put in the header frame.
+            check_header_fits(len(message._serialize_properties()), self._frame_max)
         if self._virtual:
             self._channel.basic_publish(message, self._exchange_name, row.destination)
         else:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from outbox import Envelope, Event, Outbox, decode
 from outbox.envelope import H_VERSION, encode
-from outbox.errors import UnstorableText
+from outbox.errors import MessageTooLarge, UnstorableText
 from outbox.tables import outbox_messages
 from tests.messages_fixture import LoanRequested, RunCreditCheck
 
@@ -145,6 +145,17 @@ def test_a_header_the_outbox_or_the_broker_cannot_carry_is_refused_by_name(
         with pytest.raises(UnstorableText, match=problem):
             Outbox(session).add(message, destination="credit", headers=headers)
         Outbox(session).add(message, destination="credit", headers={"é" * 127 + "x": "v"})
+    assert _count(engine) == 1
+
+
+def test_headers_bigger_than_a_broker_frame_are_refused(engine: Engine) -> None:
+    """AMQP sends a message's headers in one frame, and RabbitMQ closed the relay's whole
+    connection over a bigger one, failing every batch the row was claimed in."""
+    message = RunCreditCheck(loan_id="L-7", applicant="Grace", bureau="acme")
+    with Session(engine) as session, session.begin():
+        with pytest.raises(MessageTooLarge, match=r"headers of a .* message take 2[0-9]{4} bytes"):
+            Outbox(session).add(message, destination="credit", headers={"note": "é" * 10_000})
+        Outbox(session).add(message, destination="credit", headers={"note": "x" * 10_000})
     assert _count(engine) == 1
 
 
