@@ -174,8 +174,9 @@ def _replayable(letter: DeadLetter) -> Envelope:
         )
     if H_ALTERED in letter.headers:
         raise NotReplayable(
-            f"dead letter {letter.id} cannot be replayed: some of its headers were not text "
-            f"and are stored escaped ({letter.headers[H_ALTERED]}), so the message sent again "
+            f"dead letter {letter.id} cannot be replayed: some of its headers could not be "
+            "kept as they came (not text, escaped, cut short or left out: "
+            f"{letter.headers[H_ALTERED]}), so the message sent again "
             "would not be the one that failed. Discard it with `sagabox dlq discard`, and have "
             "the sender publish a corrected message"
         )

@@ -70,6 +70,9 @@ class Outbox:
         extra = dict(headers or {})
         tracing.inject(extra)
         envelope = encode(message, extra_headers=extra)
+        # New messages only: a retry adds its own headers to an envelope written here once
+        # (some 100 bytes), and must not be refused for them.
+        _check_headers_size(envelope.headers, envelope.type)
         return self._envelope_row(
             envelope,
             destination=_destination(message, destination),
@@ -112,7 +115,6 @@ class Outbox:
         _check_text(destination, "destination")
         for name, value in envelope.headers.items():
             _check_header(name, value)
-        _check_headers_size(envelope.headers, envelope.type)
         if partition_key is not None:
             _check_text(partition_key, "partition_key")
         now = clock.now()
@@ -189,7 +191,8 @@ def _check_header(name: str, value: object) -> None:
 
 #: The most a message's headers may take, encoded: AMQP carries them in one frame, and a
 #: broker closes the connection over a bigger one (RabbitMQ's frames are 128 KiB by default,
-#: and may be set as low as 4 KiB); sagabox's own headers take a few hundred bytes.
+#: and may be set as low as 4 KiB); sagabox's own headers take a few hundred bytes, and a
+#: retry adds some 100 bytes to those of the message it retries.
 MAX_HEADERS_BYTES = 16 * 1024
 
 

@@ -15,9 +15,7 @@ same buffer, so both hold.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-from collections.abc import Iterator
 from typing import Any
 
 from amqp.transport import TCPTransport
@@ -82,19 +80,20 @@ def buffer_reads(connection: Connection) -> bool:
         size = int.from_bytes(held[start + 3 : start + 7], "big")
         return len(held) - start >= size + 8
 
-    having_timeout = transport.having_timeout
+    amqp_connection: Any = connection.connection
 
-    @contextlib.contextmanager
-    def timeout_when_reading(timeout: float | None) -> Iterator[Any]:
-        # py-amqp sets the socket's timeout for every frame it reads, and sets it back after:
-        # two system calls a frame, most of a read from the buffer's cost. A frame held whole
-        # is read without the socket, so its timeout need not change.
+    def blocking_read(timeout: float | None = None) -> Any:
+        # py-amqp's own, but for a frame held whole: it sets the socket's timeout for every
+        # frame it reads, and sets it back after, two system calls a frame, most of a read
+        # from the buffer's cost. A frame held whole is read without the socket. (Only here,
+        # where nothing but this read runs: a write under `having_timeout` keeps its timeout.)
         if whole_frame_held():
-            yield transport.sock
+            frame = transport.read_frame()
         else:
-            with having_timeout(timeout) as sock:
-                yield sock
+            with transport.having_timeout(timeout):
+                frame = transport.read_frame()
+        return amqp_connection.on_inbound_frame(frame)
 
     transport._read = read
-    transport.having_timeout = timeout_when_reading
+    amqp_connection.blocking_read = blocking_read
     return True

@@ -9,6 +9,7 @@ import struct
 from types import SimpleNamespace
 from typing import Any
 
+import amqp
 import pytest
 from amqp.transport import TCPTransport
 from hypothesis import given, settings
@@ -52,12 +53,19 @@ class _Socket:
 
 
 def _transport(sock: _Socket, *, buffered: bool) -> Any:
+    """A py-amqp TCP transport on `sock`, with `connection`: what py-amqp's connection does
+    to read a frame (`blocking_read`, each frame handed back as read)."""
     transport: Any = TCPTransport("127.0.0.1:1")
     transport.sock = sock
     transport._read_buffer = b""
     transport._quick_recv = sock.recv
+    connection: Any = SimpleNamespace(transport=transport, on_inbound_frame=lambda frame: frame)
+    connection.blocking_read = lambda timeout=None: amqp.Connection.blocking_read(
+        connection, timeout
+    )
+    transport.connection = connection
     if buffered:
-        assert buffer_reads(SimpleNamespace(connection=SimpleNamespace(transport=transport)))
+        assert buffer_reads(SimpleNamespace(connection=connection))
     return transport
 
 
@@ -65,9 +73,7 @@ def _frames_read(transport: Any, count: int) -> list[tuple[int, int, bytes]]:
     frames: list[tuple[int, int, bytes]] = []
     while len(frames) < count:
         try:
-            # As py-amqp's `blocking_read` reads a frame: under the caller's timeout.
-            with transport.having_timeout(0.5):
-                kind, channel, payload = transport.read_frame()
+            kind, channel, payload = transport.connection.blocking_read(0.5)
         except TimeoutError:
             continue  # as a drain_events that timed out is called again
         frames.append((kind, channel, bytes(payload)))
@@ -117,6 +123,16 @@ def test_a_frame_held_whole_is_read_without_setting_the_sockets_timeout() -> Non
     assert 600 == plain.sock.timeouts_set  # set and set back, for every frame
     assert buffered.sock.timeouts_set <= 2 * buffered.sock.calls  # only around a real read
     assert None is buffered.sock.timeout
+
+
+def test_a_write_under_a_timeout_keeps_it_while_frames_are_held() -> None:
+    """Only the read skips the timeout: a publish with `timeout=` writes under
+    `having_timeout` too, and lost its timeout while a frame was held (an outside review)."""
+    stream = _frame(3, 1, b"x") * 2
+    transport = _transport(_Socket(stream, [len(stream)], set()), buffered=True)
+    assert 1 == len(_frames_read(transport, 1))  # the second frame is now held whole
+    with transport.having_timeout(5.0) as sock:
+        assert 5.0 == sock.gettimeout()
 
 
 def test_only_pyamqps_plain_tcp_transport_is_buffered() -> None:

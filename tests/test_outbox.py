@@ -15,6 +15,7 @@ from outbox import Envelope, Event, Outbox, decode
 from outbox.envelope import H_VERSION, encode
 from outbox.errors import MessageTooLarge, UnstorableText
 from outbox.tables import outbox_messages
+from outbox.writer import MAX_HEADERS_BYTES
 from tests.messages_fixture import LoanRequested, RunCreditCheck
 
 
@@ -156,6 +157,20 @@ def test_headers_bigger_than_a_broker_frame_are_refused(engine: Engine) -> None:
         with pytest.raises(MessageTooLarge, match=r"headers of a .* message take 2[0-9]{4} bytes"):
             Outbox(session).add(message, destination="credit", headers={"note": "é" * 10_000})
         Outbox(session).add(message, destination="credit", headers={"note": "x" * 10_000})
+    assert _count(engine) == 1
+
+
+def test_a_retry_of_a_message_at_the_header_limit_is_written(engine: Engine) -> None:
+    """A retry adds its own headers (attempts, first failure) to an envelope written once; a
+    message accepted at the limit was dead-lettered when its retry was refused for them."""
+    message = RunCreditCheck(loan_id="L-7", applicant="Grace", bureau="acme")
+    sent = encode(message)
+    room = MAX_HEADERS_BYTES - sum(len(n) + len(v) + 6 for n, v in sent.headers.items()) - 10
+    with Session(engine) as session, session.begin():
+        row = Outbox(session).row(message, destination="credit", headers={"note": "x" * room})
+        headers = {**row["headers"], "sagabox-attempts": "1", "sagabox-first-failed-at": "x" * 40}
+        again = Envelope(sent.type, sent.version, sent.payload, headers)
+        Outbox(session).add_envelope(again, destination="credit", partition_key="k")
     assert _count(engine) == 1
 
 
