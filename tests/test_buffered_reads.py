@@ -105,6 +105,7 @@ def test_frames_come_out_as_they_went_in_whatever_the_socket_hands_over(
 
 
 def test_a_stream_of_small_frames_takes_one_read_not_three_a_frame() -> None:
+    """And a frame held whole is read without setting the socket's timeout and back."""
     sent = [(3, 1, b"x" * 40)] * 300
     stream = b"".join(_frame(*frame) for frame in sent)
     plain = _transport(_Socket(stream, [len(stream)], set()), buffered=False)
@@ -112,14 +113,6 @@ def test_a_stream_of_small_frames_takes_one_read_not_three_a_frame() -> None:
     assert _frames_read(plain, 300) == _frames_read(buffered, 300) == sent
     assert 900 == plain.sock.calls
     assert buffered.sock.calls <= len(stream) // READ_AT_MOST + 1
-
-
-def test_a_frame_held_whole_is_read_without_setting_the_sockets_timeout() -> None:
-    sent = [(3, 1, b"x" * 40)] * 300
-    stream = b"".join(_frame(*frame) for frame in sent)
-    plain = _transport(_Socket(stream, [len(stream)], set()), buffered=False)
-    buffered = _transport(_Socket(stream, [len(stream)], set()), buffered=True)
-    assert _frames_read(plain, 300) == _frames_read(buffered, 300) == sent
     assert 600 == plain.sock.timeouts_set  # set and set back, for every frame
     assert buffered.sock.timeouts_set <= 2 * buffered.sock.calls  # only around a real read
     assert None is buffered.sock.timeout
