@@ -191,12 +191,11 @@ def _publish(channel: object, exchange: str, rows: Sequence[OutboxRow]) -> None:
 
 def _publish_as_relay(channel: Any, exchange: str, rows: Sequence[OutboxRow]) -> None:
     frames = PublishFrames(channel.channel_id, channel.connection.frame_max, exchange)
-    transport = channel.connection.transport
     for row in rows:
-        encoded = frames.encode(row, row.payload.encode(), False, str(row.message_id))
-        assert encoded is not None, "every bench row has the relay's usual shape"
-        transport.write(encoded)
-        channel.connection.bytes_sent += 1
+        published = frames.publish(
+            channel.connection, row, row.payload.encode(), False, str(row.message_id)
+        )
+        assert published, "every bench row has the relay's usual shape"
 
 
 def relay_memory(url: str, broker: str, rows: int) -> tuple[float, float, float, float]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from struct import Struct
 from typing import Any
 
+from amqp.exceptions import RecoverableConnectionError
+
 from outbox.claim import OutboxRow
 from outbox.envelope import CONTENT_TYPE
 
@@ -66,6 +68,25 @@ class PublishFrames:
         except ValueError:
             self._exchange = None  # a name AMQP cannot hold: every row goes through py-amqp
         self._methods: dict[tuple[str, bool], bytes] = {}
+
+    def publish(
+        self, connection: Any, row: OutboxRow, body: bytes, mandatory: bool, message_id: str
+    ) -> bool:
+        """Write `row`'s frames to py-amqp's `connection` (through its transport, so that
+        `relay.coalesced_writes` gathers them); False, and nothing written, when py-amqp must
+        encode the row (see `encode`)."""
+        frames = self.encode(row, body, mandatory, message_id)
+        if frames is None:
+            return False
+        if connection is None:
+            raise RecoverableConnectionError("basic_publish: connection closed")
+        connection.transport.write(frames)
+        connection.bytes_sent += 1  # what py-amqp counts, for its heartbeats
+        return True
+
+    def check_header_fits(self, properties_size: int) -> None:
+        """`check_header_fits` for this connection's frames."""
+        check_header_fits(properties_size, self._frame_max)
 
     def encode(self, row: OutboxRow, body: bytes, mandatory: bool, message_id: str) -> bytes | None:
         """The method, header and body frames publishing `body` for `row`, or None when the

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
-from amqp.exceptions import RecoverableConnectionError
 from kombu import Connection
 from kombu.transport import virtual
 
@@ -36,7 +35,7 @@ from outbox.claim import OutboxRow
 from outbox.envelope import CONTENT_TYPE
 from relay.broker import topic_exchange, uses_confirms
 from relay.coalesced_writes import coalesced_writes
-from relay.publish_frames import PublishFrames, check_header_fits
+from relay.publish_frames import PublishFrames
 
 #: A message bigger than this goes out alone: if the broker refuses it, nothing else is in flight.
 ALONE_ABOVE = 64 * 1024
@@ -144,10 +143,8 @@ class Publisher:
         self._virtual = isinstance(self._channel, virtual.Channel)
         self._frames: PublishFrames | None = None
         if not self._virtual:
-            connection = self._channel.connection
-            self._frame_max = connection.frame_max
             self._frames = PublishFrames(
-                self._channel.channel_id, self._frame_max, self._exchange_name
+                self._channel.channel_id, self._channel.connection.frame_max, self._exchange_name
             )
         self._next_tag = 1
         if self._confirms:
@@ -220,15 +217,11 @@ class Publisher:
 
     def _publish_one(self, row: OutboxRow, mandatory: bool, message_id: str) -> None:
         body = row.payload.encode("utf-8")
-        if self._frames is not None:
-            frames = self._frames.encode(row, body, mandatory, message_id)
-            if frames is not None:
-                connection = self._channel.connection
-                if connection is None:
-                    raise RecoverableConnectionError("basic_publish: connection closed")
-                connection.transport.write(frames)
-                connection.bytes_sent += 1  # what py-amqp counts, for its heartbeats
-                return
+        frames = self._frames
+        if frames is not None and frames.publish(
+            self._channel.connection, row, body, mandatory, message_id
+        ):
+            return
         message = self._channel.prepare_message(
             body,
             0,
@@ -237,9 +230,9 @@ class Publisher:
             dict(row.headers),
             {"delivery_mode": 2, "message_id": message_id},
         )
-        if self._frames is not None:
+        if frames is not None:
             # Only here, for rows of another shape: what py-amqp will put in the header frame.
-            check_header_fits(len(message._serialize_properties()), self._frame_max)
+            frames.check_header_fits(len(message._serialize_properties()))
         if self._virtual:
             self._channel.basic_publish(message, self._exchange_name, row.destination)
         else:
